@@ -1,0 +1,362 @@
+//! The resolved cluster model (IR): what the checker builds from appliance files and
+//! what allocation, planning and rendering read. Every element keeps the span of the
+//! statement that produced it, so later failures point back at the appliance line.
+//!
+//! Invariant: a `Model` is built only by `resolve`/`check`; once built it is valid
+//! (names resolve, addresses are in their subnets, counts are at least 1).
+
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use vocc_dsl::{SourceMap, Span};
+
+/// Where an element of the model came from: its span, and the `file:line:col` that
+/// span resolves to (which is what the JSON dump shows).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub span: Span,
+    pub location: String,
+}
+
+impl Origin {
+    pub fn new(map: &SourceMap, span: Span) -> Origin {
+        Origin { span, location: map.locate(span).to_string() }
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.location)
+    }
+}
+
+/// Everything compiled from one appliance file (one or more clusters) and a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    pub clusters: Vec<Cluster>,
+    pub site: Site,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hypervisor {
+    Xen,
+    Kvm,
+}
+
+impl Hypervisor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hypervisor::Xen => "xen",
+            Hypervisor::Kvm => "kvm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    /// The virtual organisation the cluster serves.
+    pub vo: String,
+    pub hypervisor: Hypervisor,
+    /// DNS domain of the nodes (default: the cluster name).
+    pub domain: String,
+    pub networks: Vec<Network>,
+    pub layers: Vec<Layer>,
+    pub roles: Vec<Role>,
+    /// Every node, in role order then index order.
+    pub nodes: Vec<Node>,
+    /// The batch system of the cluster, if any role takes part in one.
+    pub scheduler: Option<Scheduler>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assign {
+    /// Nodes ask a DHCP server (vocc renders dnsmasq for it, with fixed leases).
+    Dhcp,
+    /// Addresses are pre-arranged and written in the appliance.
+    Static,
+    /// vocc allocates addresses from the subnet.
+    Pool,
+    /// An external service assigns addresses; vocc does not know them.
+    External,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub name: String,
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub assign: Assign,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    /// Give this network a NAT uplink to the outside (user-mode NAT under qemu).
+    pub uplink: bool,
+    pub origin: Origin,
+}
+
+impl Network {
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::from(self.netmask());
+        u32::from(ip) & mask == u32::from(self.subnet) & mask
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.subnet, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LayerSource {
+    /// The embedded minimal root built from the host's busybox and a Debian kernel.
+    Busybox,
+    /// A Debian release built with mmdebstrap.
+    Debian { suite: String },
+    /// An existing raw or qcow2 image, pinned by its sha256.
+    Image { path: String, sha256: String },
+    /// A directory tree (relative paths are relative to the appliance file).
+    Dir { path: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub source: LayerSource,
+    pub packages: Vec<String>,
+    /// Filesystem size in bytes, if given.
+    pub size: Option<u64>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Ro,
+    Rw,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Ro => "ro",
+            Access::Rw => "rw",
+        }
+    }
+}
+
+/// A read-only or writable data disk made from a layer, mounted in the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disk {
+    pub layer: String,
+    pub at: String,
+    /// Writable disks get a per-node overlay; read-only ones are shared as they are.
+    pub access: Access,
+    pub origin: Origin,
+}
+
+/// An NFS export of a guest path to one network.
+#[derive(Debug, Clone, Serialize)]
+pub struct Export {
+    pub path: String,
+    pub network: String,
+    pub access: Access,
+    /// `no_root_squash` when true; root is squashed unless asked otherwise.
+    pub no_root_squash: bool,
+    pub origin: Origin,
+}
+
+/// An NFS mount of another role's export.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    /// The exporting role.
+    pub role: String,
+    pub path: String,
+    pub at: String,
+    pub access: Access,
+    /// The network the mount goes over (the export's network).
+    pub network: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    Slurm,
+    Pbs,
+    Sge,
+    Condor,
+}
+
+impl SchedulerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::Slurm => "slurm",
+            SchedulerKind::Pbs => "pbs",
+            SchedulerKind::Sge => "sge",
+            SchedulerKind::Condor => "condor",
+        }
+    }
+}
+
+/// A queue (PBS, SGE, HTCondor) or partition (Slurm) of the cluster's batch system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Queue {
+    pub name: String,
+    /// The VO whose jobs go to this queue (SGE: one queue per VO).
+    pub vo: Option<String>,
+    pub default: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scheduler {
+    pub kind: SchedulerKind,
+    pub queues: Vec<Queue>,
+    /// The role whose (single) node runs the controller.
+    pub controller: String,
+}
+
+/// A role's part in the batch system.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedRole {
+    pub kind: SchedulerKind,
+    pub controller: bool,
+    pub compute: bool,
+    pub submit: bool,
+    /// Queues/partitions a compute node serves.
+    pub queues: Vec<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// A copy-on-write overlay that survives a stop.
+    Persistent,
+    /// Writes are thrown away when the node stops (seed 004).
+    Ephemeral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicMethod {
+    Dhcp,
+    Static,
+    Pool,
+    External,
+}
+
+/// A NIC as a role declares it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NicSpec {
+    pub name: String,
+    pub network: String,
+    pub method: NicMethod,
+    /// The address written in the appliance (static), for a role of count 1; for a
+    /// larger count, the first of consecutive addresses.
+    pub address: Option<Ipv4Addr>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Role {
+    pub name: String,
+    pub count: u32,
+    /// Layers stacked into the root filesystem, bottom first.
+    pub root: Vec<String>,
+    /// Extra packages added on top of the root layers.
+    pub packages: Vec<String>,
+    pub disks: Vec<Disk>,
+    pub cpu: u32,
+    /// Bytes.
+    pub memory: u64,
+    /// Bytes of swap made at boot, if any.
+    pub swap: Option<u64>,
+    pub nics: Vec<NicSpec>,
+    pub exports: Vec<Export>,
+    pub mounts: Vec<Mount>,
+    pub scheduler: Option<SchedRole>,
+    pub persistence: Persistence,
+    /// Extra kernel command line arguments.
+    pub cmdline: Vec<String>,
+    pub origin: Origin,
+}
+
+/// A NIC of one node, with its allocated address and MAC.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nic {
+    pub name: String,
+    pub network: String,
+    pub method: NicMethod,
+    /// Known for static, pool and dhcp (a fixed lease); `None` for external.
+    pub address: Option<Ipv4Addr>,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Unique in the whole model: `<cluster>-<hostname>`.
+    pub id: String,
+    pub hostname: String,
+    pub role: String,
+    /// 1-based index within the role.
+    pub index: u32,
+    pub nics: Vec<Nic>,
+    pub origin: Origin,
+}
+
+/// A physical host of the site (after range expansion).
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub cpu: u32,
+    /// Virtual CPUs allowed per physical CPU.
+    pub overcommit: u32,
+    pub memory: u64,
+    pub disk: u64,
+    /// Memory kept for dom0 / the host itself.
+    pub reserve: u64,
+    pub hypervisor: Hypervisor,
+    pub address: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub name: String,
+    pub hosts: Vec<Host>,
+    /// Network name → host bridge.
+    pub bridges: Vec<(String, String)>,
+    pub store: String,
+    pub origin: Origin,
+}
+
+impl Cluster {
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    pub fn nodes_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+}
+
+impl Site {
+    pub fn bridge(&self, network: &str) -> Option<&str> {
+        self.bridges.iter().find(|(n, _)| n == network).map(|(_, b)| b.as_str())
+    }
+}

@@ -1,0 +1,93 @@
+//! Which keywords start a statement in which kind of block.
+//!
+//! The parser uses this table to split several statements on one line
+//! (`cpu 1  memory 512M`) and to report unknown keys; the compiler uses the same
+//! [`Context`] values when it interprets statements. A name that is also a keyword of
+//! the block it is used in must be quoted (`root "disk"`).
+
+/// The kind of block a statement stands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Context {
+    /// The top level of a file.
+    File,
+    Cluster,
+    Site,
+    Network,
+    Layer,
+    Role,
+    Host,
+    /// The block of an unknown statement: anything goes, statements end at line ends.
+    Unknown,
+}
+
+impl Context {
+    /// The statement keywords allowed in this context.
+    pub fn keywords(self) -> &'static [&'static str] {
+        match self {
+            Context::File => &["import", "let", "cluster", "site", "network", "layer", "role"],
+            Context::Cluster => &[
+                "vo",
+                "hypervisor",
+                "domain",
+                "let",
+                "network",
+                "layer",
+                "role",
+                "queue",
+                "partition",
+            ],
+            Context::Site => &["host", "bridge", "store", "let"],
+            Context::Network => &["subnet", "assign", "gateway", "dns", "uplink"],
+            Context::Layer => &["from", "packages", "size", "sha256"],
+            Context::Role => &[
+                "count",
+                "root",
+                "disk",
+                "cpu",
+                "memory",
+                "swap",
+                "nic",
+                "export",
+                "mount",
+                "scheduler",
+                "overlay",
+                "cmdline",
+            ],
+            Context::Host => {
+                &["cpu", "memory", "disk", "hypervisor", "reserve", "overcommit", "address"]
+            }
+            Context::Unknown => &[],
+        }
+    }
+
+    pub fn is_keyword(self, word: &str) -> bool {
+        self.keywords().contains(&word)
+    }
+
+    /// The context of the block opened by statement `keyword` standing in `self`.
+    pub fn child(self, keyword: &str) -> Context {
+        match (self, keyword) {
+            (Context::File, "cluster") => Context::Cluster,
+            (Context::File, "site") => Context::Site,
+            (Context::File | Context::Cluster, "network") => Context::Network,
+            (Context::File | Context::Cluster, "layer") => Context::Layer,
+            (Context::File | Context::Cluster, "role") => Context::Role,
+            (Context::Site, "host") => Context::Host,
+            _ => Context::Unknown,
+        }
+    }
+
+    /// How this block is called in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::File => "the top level",
+            Context::Cluster => "a cluster",
+            Context::Site => "a site",
+            Context::Network => "a network",
+            Context::Layer => "a layer",
+            Context::Role => "a role",
+            Context::Host => "a host",
+            Context::Unknown => "this block",
+        }
+    }
+}
