@@ -2,4 +2,17 @@
 //! addresses, place nodes on a site, render every node's configuration, and write the
 //! plan.
 
+pub mod alloc;
+pub mod args;
+pub mod check;
+pub mod compile;
+pub mod explain;
+pub mod graph;
+pub mod load;
 pub mod model;
+pub mod plan;
+pub mod resolve;
+pub mod world;
+
+pub use compile::{compile, Compilation, LoadError, Options};
+pub use world::{FsWorld, MemWorld, World};

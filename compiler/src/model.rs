@@ -229,8 +229,10 @@ pub struct SchedRole {
     pub controller: bool,
     pub compute: bool,
     pub submit: bool,
-    /// Queues/partitions a compute node serves.
+    /// Queues/partitions a compute node serves (empty: the default queue).
     pub queues: Vec<String>,
+    #[serde(skip)]
+    pub queue_spans: Vec<Span>,
     pub origin: Origin,
 }
 
@@ -257,7 +259,8 @@ pub enum NicMethod {
 pub struct NicSpec {
     pub name: String,
     pub network: String,
-    pub method: NicMethod,
+    /// `None`: the network's way of assigning addresses.
+    pub method: Option<NicMethod>,
     /// The address written in the appliance (static), for a role of count 1; for a
     /// larger count, the first of consecutive addresses.
     pub address: Option<Ipv4Addr>,
@@ -322,7 +325,8 @@ pub struct Host {
     pub disk: u64,
     /// Memory kept for dom0 / the host itself.
     pub reserve: u64,
-    pub hypervisor: Hypervisor,
+    /// The hypervisors the host can run guests for (use [`Host::runs`]).
+    pub hypervisors: Vec<Hypervisor>,
     pub address: Option<String>,
     pub origin: Origin,
 }
@@ -352,6 +356,13 @@ impl Cluster {
 
     pub fn nodes_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.iter().filter(move |n| n.role == role)
+    }
+}
+
+impl Host {
+    /// Whether a guest written for `hypervisor` can run on this host.
+    pub fn runs(&self, hypervisor: Hypervisor) -> bool {
+        self.hypervisors.contains(&hypervisor)
     }
 }
 

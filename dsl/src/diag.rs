@@ -47,7 +47,10 @@ impl Diagnostic {
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(span, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(span, message)
+        }
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {
@@ -56,7 +59,10 @@ impl Diagnostic {
     }
 
     pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label { span, message: message.into() });
+        self.secondary.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -80,7 +86,10 @@ impl Diagnostic {
 
     pub fn to_json(&self, map: &SourceMap) -> JsonDiagnostic {
         let start = map.locate(self.span);
-        let end = map.locate(Span { start: self.span.end, ..self.span });
+        let end = map.locate(Span {
+            start: self.span.end,
+            ..self.span
+        });
         JsonDiagnostic {
             severity: self.severity,
             message: self.message.clone(),
@@ -93,7 +102,10 @@ impl Diagnostic {
             secondary: self
                 .secondary
                 .iter()
-                .map(|l| JsonLabel { location: map.locate(l.span), message: l.message.clone() })
+                .map(|l| JsonLabel {
+                    location: map.locate(l.span),
+                    message: l.message.clone(),
+                })
                 .collect(),
             hints: self.hints.clone(),
         }
@@ -159,8 +171,10 @@ pub fn render(map: &SourceMap, diags: &[Diagnostic], color: bool) -> String {
             );
         }
         let notes = d.hints.iter().map(|h| format!("help: {h}")).collect();
-        let diag =
-            cs::Diagnostic::new(sev).with_message(&d.message).with_labels(labels).with_notes(notes);
+        let diag = cs::Diagnostic::new(sev)
+            .with_message(&d.message)
+            .with_labels(labels)
+            .with_notes(notes);
         // Rendering into an in-memory buffer only fails on a span outside its file,
         // which the parser never produces; fall back to the short form just in case.
         if term::emit(&mut buf, &config, &files, &diag).is_err() {
@@ -201,9 +215,10 @@ impl<'a> Files<'a> for MapFiles<'a> {
     ) -> Result<std::ops::Range<usize>, FilesError> {
         let f = self.0.get(crate::FileId(id as u32));
         let starts = f.line_starts();
-        let start = *starts
-            .get(line_index)
-            .ok_or(FilesError::LineTooLarge { given: line_index, max: starts.len() - 1 })?;
+        let start = *starts.get(line_index).ok_or(FilesError::LineTooLarge {
+            given: line_index,
+            max: starts.len() - 1,
+        })?;
         let end = starts.get(line_index + 1).copied().unwrap_or(f.text.len());
         Ok(start..end)
     }

@@ -21,10 +21,24 @@ pub enum Context {
 }
 
 impl Context {
+    /// Every context, for messages such as "`memory` is a key of a role".
+    pub const ALL: [Context; 8] = [
+        Context::File,
+        Context::Cluster,
+        Context::Site,
+        Context::Network,
+        Context::Layer,
+        Context::Role,
+        Context::Host,
+        Context::Unknown,
+    ];
+
     /// The statement keywords allowed in this context.
     pub fn keywords(self) -> &'static [&'static str] {
         match self {
-            Context::File => &["import", "let", "cluster", "site", "network", "layer", "role"],
+            Context::File => &[
+                "import", "let", "cluster", "site", "network", "layer", "role",
+            ],
             Context::Cluster => &[
                 "vo",
                 "hypervisor",
@@ -53,9 +67,15 @@ impl Context {
                 "overlay",
                 "cmdline",
             ],
-            Context::Host => {
-                &["cpu", "memory", "disk", "hypervisor", "reserve", "overcommit", "address"]
-            }
+            Context::Host => &[
+                "cpu",
+                "memory",
+                "disk",
+                "hypervisor",
+                "reserve",
+                "overcommit",
+                "address",
+            ],
             Context::Unknown => &[],
         }
     }

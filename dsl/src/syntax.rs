@@ -74,7 +74,13 @@ pub enum ValueKind {
     /// `role:path`, as in `head:/opt/vdt`.
     Ref { target: String, path: String },
     /// A name with a numeric range: `c[01-16]` is prefix `c`, 1 to 16, width 2.
-    Range { prefix: String, lo: u64, hi: u64, width: usize, suffix: String },
+    Range {
+        prefix: String,
+        lo: u64,
+        hi: u64,
+        width: usize,
+        suffix: String,
+    },
     /// `[a b c]`
     List(Vec<Value>),
     /// A variable reference: `$workers`.

@@ -2,5 +2,6 @@
 //! It never parses appliance files and never renders templates.
 
 pub mod plan;
+pub mod schema;
 
 pub use plan::{Plan, SCHEMA_VERSION};

@@ -5,8 +5,11 @@
 //! Invariant: this module knows nothing of the appliance language; every field is
 //! plain data that a site can read without the compiler.
 
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{Schema, SchemaObject, SubschemaValidation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 /// Bumped on every incompatible change of the plan format.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -31,7 +34,8 @@ pub struct Plan {
 #[serde(deny_unknown_fields)]
 pub struct PlanHost {
     pub name: String,
-    pub hypervisor: String,
+    /// The hypervisors the host runs guests for (`xen`, `kvm`).
+    pub hypervisors: Vec<String>,
     pub cpu: u32,
     pub overcommit: u32,
     /// Bytes, before the reserve.
@@ -161,8 +165,13 @@ pub enum Action {
     WaitReady { node: String },
 }
 
-// No `deny_unknown_fields` here: serde does not support it together with `flatten`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One step of the plan: an action, the steps it waits for and the state it reaches.
+///
+/// serde does not support `deny_unknown_fields` together with `flatten`, but unknown
+/// fields are still rejected: the flattened [`Action`] sees every field the step does
+/// not take and denies those it does not know. The JSON schema is written by hand
+/// (below) because the derived one would forbid the step's own fields in each action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// Unique, e.g. `stage:c01:osg/os`, `start:osg-head`.
     pub id: String,
@@ -172,4 +181,93 @@ pub struct Step {
     pub after: Vec<String>,
     /// The state this step brings its node (or its host's layers) to.
     pub reaches: State,
+}
+
+impl Action {
+    /// The node this action works on (`None` for staging, which works on a host).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Action::Stage { .. } => None,
+            Action::Load { node } | Action::Start { node } | Action::WaitReady { node } => {
+                Some(node)
+            }
+        }
+    }
+}
+
+impl JsonSchema for Step {
+    fn schema_name() -> String {
+        "Step".to_owned()
+    }
+
+    fn json_schema(gen: &mut SchemaGenerator) -> Schema {
+        let described = |schema: Schema, text: &str| -> Schema {
+            let mut object = schema.into_object();
+            if object.reference.is_some() {
+                // A `$ref` takes no siblings in draft 7: wrap it to describe it.
+                object = SchemaObject {
+                    subschemas: Some(Box::new(SubschemaValidation {
+                        all_of: Some(vec![Schema::Object(object)]),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+            }
+            object.metadata().description = Some(text.to_owned());
+            Schema::Object(object)
+        };
+        let common = [
+            ("id", described(gen.subschema_for::<String>(), STEP_ID_DOC)),
+            ("after", described(gen.subschema_for::<Vec<String>>(), STEP_AFTER_DOC)),
+            ("reaches", described(gen.subschema_for::<State>(), STEP_REACHES_DOC)),
+        ];
+        let mut schema = Action::json_schema(gen).into_object();
+        for variant in schema.subschemas().one_of.iter_mut().flatten() {
+            if let Schema::Object(variant) = variant {
+                let object = variant.object();
+                for (name, field) in &common {
+                    object.properties.insert((*name).to_owned(), field.clone());
+                    object.required.insert((*name).to_owned());
+                }
+            }
+        }
+        schema.metadata().description = Some(
+            "One step of the plan: an action, the steps it waits for and the state it reaches."
+                .to_owned(),
+        );
+        Schema::Object(schema)
+    }
+}
+
+const STEP_ID_DOC: &str = "Unique, e.g. `stage:c01:osg/os`, `start:osg-head`.";
+const STEP_AFTER_DOC: &str = "Steps that must finish first.";
+const STEP_REACHES_DOC: &str = "The state this step brings its node (or its host's layers) to.";
+
+/// The steps a propagate-only run performs to bring every node to `target`, in plan
+/// order, with everything they wait for.
+///
+/// The plan's steps only bring nodes up (`staged`, then `loaded`, then `running`). A
+/// `paused` node was running first, so `Paused` selects the steps up to `running` and
+/// leaves the pause to the lifecycle operation; `Unstaged` and `Stopped` need no step
+/// of the plan and select none.
+pub fn steps_until(plan: &Plan, target: State) -> Vec<&Step> {
+    let target = match target {
+        State::Unstaged | State::Stopped => return Vec::new(),
+        State::Paused => State::Running,
+        up => up,
+    };
+    let selected = |reaches: State| {
+        matches!(reaches, State::Staged | State::Loaded | State::Running) && reaches <= target
+    };
+    let by_id: HashMap<&str, &Step> = plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut wanted: HashSet<&str> = HashSet::new();
+    let mut queue: Vec<&Step> = plan.steps.iter().filter(|s| selected(s.reaches)).collect();
+    // A hand-written plan may let a step wait for one that reaches a later state; the
+    // run must still perform it, so close the selection over `after`.
+    while let Some(step) = queue.pop() {
+        if wanted.insert(step.id.as_str()) {
+            queue.extend(step.after.iter().filter_map(|id| by_id.get(id.as_str()).copied()));
+        }
+    }
+    plan.steps.iter().filter(|s| wanted.contains(s.id.as_str())).collect()
 }

@@ -1,0 +1,124 @@
+//! Loading appliance files: read, parse, and follow `import` statements (each file
+//! once, cycles reported at the import that closes them).
+
+use crate::world::World;
+use std::path::{Path, PathBuf};
+use vocc_dsl::{Diagnostic, Document, FileId, SourceMap, Span, ValueKind};
+
+/// One parsed file of a compilation.
+#[derive(Debug)]
+pub struct Loaded {
+    pub file: FileId,
+    pub path: PathBuf,
+    pub doc: Document,
+    /// Reached through an `import` rather than named by the user.
+    pub imported: bool,
+}
+
+/// Loads `root` and everything it imports, depth first: imported files come before
+/// the files that import them, and `root` comes last. `None` when `root` itself
+/// cannot be read (the caller reports that).
+pub fn load(
+    world: &dyn World,
+    map: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+    root: &Path,
+) -> std::io::Result<Vec<Loaded>> {
+    let text = world.read(root)?;
+    let mut loader = Loader { world, map, diags, out: Vec::new(), stack: Vec::new() };
+    loader.file(root, text, false);
+    Ok(loader.out)
+}
+
+/// Parses a file that is not loaded from disk (command-line snippets, tests).
+pub fn parse_into(
+    map: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+    name: &str,
+    text: String,
+) -> (FileId, Document) {
+    let file = map.add(name, text);
+    let (doc, mut d) = vocc_dsl::parse(file, &map.get(file).text);
+    diags.append(&mut d);
+    (file, doc)
+}
+
+struct Loader<'a> {
+    world: &'a dyn World,
+    map: &'a mut SourceMap,
+    diags: &'a mut Vec<Diagnostic>,
+    out: Vec<Loaded>,
+    /// Canonical paths of the files being loaded, outermost first.
+    stack: Vec<PathBuf>,
+}
+
+impl Loader<'_> {
+    fn file(&mut self, path: &Path, text: String, imported: bool) {
+        let key = self.world.canonical(path);
+        let (file, doc) = parse_into(self.map, self.diags, &path.display().to_string(), text);
+        self.stack.push(key);
+        for stmt in doc.stmts.iter().filter(|s| s.keyword.name == "import") {
+            let Some(arg) = stmt.args.first() else {
+                self.diags.push(
+                    Diagnostic::error(stmt.keyword.span, "`import` needs a file name")
+                        .with_hint("write `import \"common.voc\"`"),
+                );
+                continue;
+            };
+            let name = match &arg.kind {
+                ValueKind::Str(s) | ValueKind::Word(s) | ValueKind::Path(s) => s.clone(),
+                other => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            arg.span,
+                            format!("`import` needs a file name, not {}", other.describe()),
+                        )
+                        .with_hint("write `import \"common.voc\"`"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(extra) = stmt.args.get(1) {
+                self.diags.push(
+                    Diagnostic::error(extra.span, "`import` takes one file name")
+                        .with_hint("write one `import` per file"),
+                );
+            }
+            let target = path.parent().unwrap_or(Path::new("")).join(&name);
+            self.import(&target, arg.span);
+        }
+        self.stack.pop();
+        self.out.push(Loaded { file, path: path.to_path_buf(), doc, imported });
+    }
+
+    fn import(&mut self, target: &Path, at: Span) {
+        let key = self.world.canonical(target);
+        if let Some(pos) = self.stack.iter().position(|p| *p == key) {
+            let chain: Vec<String> = self.stack[pos..]
+                .iter()
+                .chain(std::iter::once(&key))
+                .map(|p| format!("`{}`", file_name(p)))
+                .collect();
+            self.diags.push(
+                Diagnostic::error(at, format!("import cycle: {}", chain.join(" imports ")))
+                    .with_label("this import closes the cycle")
+                    .with_hint("move what both files need into a third file that imports neither"),
+            );
+            return;
+        }
+        if self.out.iter().any(|l| self.world.canonical(&l.path) == key) {
+            return;
+        }
+        match self.world.read(target) {
+            Ok(text) => self.file(target, text, true),
+            Err(e) => self.diags.push(
+                Diagnostic::error(at, format!("cannot read `{}`: {}", target.display(), e))
+                    .with_hint("import paths are relative to the file that imports them"),
+            ),
+        }
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}

@@ -1,0 +1,324 @@
+//! Writing the plan from a placed model: hosts, clusters and their networks, layers,
+//! nodes, the staging list and the steps. Also the one ordering check the plan needs:
+//! roles must not mount from each other in a cycle, or no node could start first.
+
+use super::place::{demand, Decision};
+use super::layer_id;
+use crate::model::{Access, Assign, Cluster, LayerSource, Model, NicMethod, Persistence};
+use std::collections::{BTreeSet, HashMap};
+use vocc_dsl::Diagnostic;
+use vocc_runtime::plan::{
+    Action, PlanCluster, PlanDisk, PlanHost, PlanLayer, PlanNetwork, PlanNic, PlanNode, StageItem,
+    State, Step,
+};
+use vocc_runtime::{Plan, SCHEMA_VERSION};
+
+/// The plan of a model whose every node has a host in `decisions`.
+pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
+    let site = &model.site;
+    let host_of: HashMap<&str, &str> = decisions
+        .iter()
+        .filter_map(|d| Some((d.node.as_str(), d.chosen.as_deref()?)))
+        .collect();
+    let hosts: Vec<PlanHost> = site
+        .hosts
+        .iter()
+        .map(|h| PlanHost {
+            name: h.name.clone(),
+            hypervisors: h.hypervisors.iter().map(|v| v.as_str().to_owned()).collect(),
+            cpu: h.cpu,
+            overcommit: h.overcommit,
+            memory: h.memory,
+            reserve: h.reserve,
+            disk: h.disk,
+            address: h.address.clone(),
+        })
+        .collect();
+    let clusters: Vec<PlanCluster> = model.clusters.iter().map(|c| plan_cluster(model, c)).collect();
+    let layers: Vec<PlanLayer> = model
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.layers.iter().map(|l| PlanLayer {
+                id: layer_id(&c.name, &l.name),
+                cluster: c.name.clone(),
+                name: l.name.clone(),
+                source: source_text(&l.source),
+                size: l.size,
+                sha256: None,
+            })
+        })
+        .collect();
+
+    let mut nodes = Vec::new();
+    for cluster in &model.clusters {
+        for role in &cluster.roles {
+            let need = demand(cluster, role);
+            for node in cluster.nodes_of(&role.name) {
+                let mut after: Vec<String> = Vec::new();
+                for mount in &role.mounts {
+                    for dep in cluster.nodes_of(&mount.role) {
+                        if dep.id != node.id && !after.contains(&dep.id) {
+                            after.push(dep.id.clone());
+                        }
+                    }
+                }
+                let bridge = |network: &str| site.bridge(network).map(str::to_owned);
+                nodes.push(PlanNode {
+                    id: node.id.clone(),
+                    cluster: cluster.name.clone(),
+                    hostname: node.hostname.clone(),
+                    role: role.name.clone(),
+                    index: node.index,
+                    host: host_of.get(node.id.as_str()).copied().unwrap_or_default().to_owned(),
+                    cpu: role.cpu,
+                    memory: role.memory,
+                    disk: need.disk,
+                    swap: role.swap,
+                    persistence: persistence_text(role.persistence).to_owned(),
+                    root: role.root.iter().map(|l| layer_id(&cluster.name, l)).collect(),
+                    disks: role
+                        .disks
+                        .iter()
+                        .map(|d| PlanDisk {
+                            layer: layer_id(&cluster.name, &d.layer),
+                            at: d.at.clone(),
+                            access: access_text(d.access).to_owned(),
+                        })
+                        .collect(),
+                    nics: node
+                        .nics
+                        .iter()
+                        .map(|n| PlanNic {
+                            name: n.name.clone(),
+                            network: n.network.clone(),
+                            method: method_text(n.method).to_owned(),
+                            address: n.address.map(|a| a.to_string()),
+                            mac: n.mac.clone(),
+                            bridge: bridge(&n.network),
+                        })
+                        .collect(),
+                    after,
+                    dir: format!("nodes/{}", node.id),
+                    source: role.origin.location.clone(),
+                });
+            }
+        }
+    }
+
+    let staging = staging(site.hosts.iter().map(|h| h.name.as_str()), &layers, &nodes);
+    let steps = steps(&staging, &nodes);
+    Plan {
+        schema_version: SCHEMA_VERSION,
+        site: site.name.clone(),
+        store: site.store.clone(),
+        hosts,
+        clusters,
+        layers,
+        nodes,
+        staging,
+        steps,
+    }
+}
+
+fn plan_cluster(model: &Model, cluster: &Cluster) -> PlanCluster {
+    PlanCluster {
+        name: cluster.name.clone(),
+        vo: cluster.vo.clone(),
+        hypervisor: cluster.hypervisor.as_str().to_owned(),
+        domain: cluster.domain.clone(),
+        networks: cluster
+            .networks
+            .iter()
+            .map(|n| PlanNetwork {
+                name: n.name.clone(),
+                subnet: n.cidr(),
+                assign: assign_text(n.assign).to_owned(),
+                gateway: n.gateway.map(|g| g.to_string()),
+                bridge: model.site.bridge(&n.name).map(str::to_owned),
+                uplink: n.uplink,
+            })
+            .collect(),
+    }
+}
+
+/// Each layer once per host that runs a node using it, by host (site order) then layer
+/// (plan order).
+fn staging<'a>(
+    hosts: impl Iterator<Item = &'a str>,
+    layers: &[PlanLayer],
+    nodes: &[PlanNode],
+) -> Vec<StageItem> {
+    let host_rank: HashMap<&str, usize> = hosts.enumerate().map(|(i, h)| (h, i)).collect();
+    let layer_rank: HashMap<&str, usize> =
+        layers.iter().enumerate().map(|(i, l)| (l.id.as_str(), i)).collect();
+    let mut set: BTreeSet<(usize, usize, &str, &str)> = BTreeSet::new();
+    for node in nodes {
+        for layer in node_layers(node) {
+            // Ranks are known for every placed node and resolved layer; an unknown name
+            // sorts last rather than being dropped.
+            let h = host_rank.get(node.host.as_str()).copied().unwrap_or(usize::MAX);
+            let l = layer_rank.get(layer).copied().unwrap_or(usize::MAX);
+            set.insert((h, l, node.host.as_str(), layer));
+        }
+    }
+    set.into_iter()
+        .map(|(_, _, host, layer)| StageItem { host: host.to_owned(), layer: layer.to_owned() })
+        .collect()
+}
+
+/// The layers a node uses, root first, each once.
+fn node_layers(node: &PlanNode) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for layer in node.root.iter().chain(node.disks.iter().map(|d| &d.layer)) {
+        if !out.contains(&layer.as_str()) {
+            out.push(layer);
+        }
+    }
+    out
+}
+
+fn stage_id(host: &str, layer: &str) -> String {
+    format!("stage:{host}:{layer}")
+}
+
+/// Staging steps first, then per node `load` (after its layers are staged on its host),
+/// `start` (after its load and after every node it mounts from is ready) and `ready`.
+fn steps(staging: &[StageItem], nodes: &[PlanNode]) -> Vec<Step> {
+    let mut steps: Vec<Step> = staging
+        .iter()
+        .map(|s| Step {
+            id: stage_id(&s.host, &s.layer),
+            action: Action::Stage { host: s.host.clone(), layer: s.layer.clone() },
+            after: Vec::new(),
+            reaches: State::Staged,
+        })
+        .collect();
+    for node in nodes {
+        let load = format!("load:{}", node.id);
+        let start = format!("start:{}", node.id);
+        steps.push(Step {
+            id: load.clone(),
+            action: Action::Load { node: node.id.clone() },
+            after: node_layers(node).into_iter().map(|l| stage_id(&node.host, l)).collect(),
+            reaches: State::Loaded,
+        });
+        let mut after = vec![load];
+        after.extend(node.after.iter().map(|dep| format!("ready:{dep}")));
+        steps.push(Step {
+            id: start.clone(),
+            action: Action::Start { node: node.id.clone() },
+            after,
+            reaches: State::Running,
+        });
+        steps.push(Step {
+            id: format!("ready:{}", node.id),
+            action: Action::WaitReady { node: node.id.clone() },
+            after: vec![start],
+            reaches: State::Running,
+        });
+    }
+    steps
+}
+
+/// A node starts only when the nodes it mounts from are ready, so roles that mount from
+/// each other (or a role from itself) could never start. One diagnostic per cycle, at
+/// the mount that closes it.
+pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for cluster in &model.clusters {
+        let roles = &cluster.roles;
+        let index: HashMap<&str, usize> =
+            roles.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+        // 0 new, 1 on the current path, 2 done.
+        let mut mark = vec![0u8; roles.len()];
+        // Several mounts between the same two roles close the same cycle: report it once.
+        let mut reported: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for root in 0..roles.len() {
+            if mark[root] != 0 {
+                continue;
+            }
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            mark[root] = 1;
+            while let Some(&mut (role, ref mut next)) = path.last_mut() {
+                let Some(mount) = roles[role].mounts.get(*next) else {
+                    mark[role] = 2;
+                    path.pop();
+                    continue;
+                };
+                *next += 1;
+                let Some(&to) = index.get(mount.role.as_str()) else { continue };
+                match mark[to] {
+                    0 => {
+                        mark[to] = 1;
+                        path.push((to, 0));
+                    }
+                    1 if reported.insert((role, to)) => {
+                        let from = path.iter().position(|&(r, _)| r == to).unwrap_or(0);
+                        let names: Vec<String> =
+                            path[from..].iter().map(|&(r, _)| format!("`{}`", roles[r].name)).collect();
+                        let message = if names.len() == 1 {
+                            format!("role {} mounts from itself", names[0])
+                        } else {
+                            format!(
+                                "roles {} mount from each other in a cycle",
+                                super::place::join_and(&names)
+                            )
+                        };
+                        diags.push(
+                            Diagnostic::error(mount.origin.span, message)
+                                .with_label(format!(
+                                    "role `{}` mounts from `{}` here",
+                                    roles[role].name, mount.role
+                                ))
+                                .with_hint(
+                                    "a node starts only once the nodes it mounts from are ready; \
+                                     remove one of the mounts of the cycle",
+                                ),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    diags
+}
+
+fn source_text(source: &LayerSource) -> String {
+    match source {
+        LayerSource::Busybox => "busybox".to_owned(),
+        LayerSource::Debian { suite } => format!("debian {suite}"),
+        LayerSource::Image { path, .. } => format!("image {path}"),
+        LayerSource::Dir { path } => format!("dir {path}"),
+    }
+}
+
+fn assign_text(assign: Assign) -> &'static str {
+    match assign {
+        Assign::Dhcp => "dhcp",
+        Assign::Static => "static",
+        Assign::Pool => "pool",
+        Assign::External => "external",
+    }
+}
+
+fn method_text(method: NicMethod) -> &'static str {
+    match method {
+        NicMethod::Dhcp => "dhcp",
+        NicMethod::Static => "static",
+        NicMethod::Pool => "pool",
+        NicMethod::External => "external",
+    }
+}
+
+fn access_text(access: Access) -> &'static str {
+    access.as_str()
+}
+
+fn persistence_text(persistence: Persistence) -> &'static str {
+    match persistence {
+        Persistence::Persistent => "persistent",
+        Persistence::Ephemeral => "ephemeral",
+    }
+}

@@ -1,0 +1,377 @@
+//! Command definitions (clap) and their implementations.
+
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vocc_compiler::{Compilation, FsWorld, Options};
+use vocc_dsl::SourceMap;
+
+#[derive(Parser)]
+#[command(
+    name = "vocc",
+    version,
+    about = "The VO Cluster Compiler: appliance files to virtual clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check appliance and site files and report every problem.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Print diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile an appliance into node configuration, a plan and images.
+    Build {
+        /// The appliance file (default: the embedded demo cluster).
+        #[arg(default_value = "<builtin>/demo.voc")]
+        file: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Output directory.
+        #[arg(short, long, default_value = "out")]
+        out: PathBuf,
+        /// Render configuration and the plan only; build no images.
+        #[arg(long)]
+        config_only: bool,
+        /// Override embedded templates with the files of this directory.
+        #[arg(long)]
+        templates: Option<PathBuf>,
+        /// Where per-cluster secrets live (default: `.vocc/secrets` beside the file).
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Print a JSON summary instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say why a node sits on its host, or why it fits nowhere.
+    Explain {
+        file: PathBuf,
+        /// A node id (`osg-worker3`) or a host name (`worker3`) when unambiguous.
+        node: String,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Format appliance files in place (keeping comments).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Do not write; exit 1 when a file is not formatted.
+        #[arg(long)]
+        check: bool,
+        /// Print the formatted text instead of writing it.
+        #[arg(long, conflicts_with = "check")]
+        stdout: bool,
+    },
+    /// Print the clusters as a Graphviz DOT graph.
+    Graph {
+        file: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Print the resolved cluster model as JSON.
+    Model {
+        file: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct InputArgs {
+    /// The site file (default: a site in the file, else the built-in local site).
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Set a variable, overriding its `let`: `--var workers=2`.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    if k.is_empty() {
+        return Err("expected NAME=VALUE".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+impl InputArgs {
+    fn options(&self) -> Options {
+        Options {
+            site: self.site.clone(),
+            vars: self.vars.clone(),
+        }
+    }
+}
+
+/// A failure that is not the input's fault: exit 2.
+pub struct Internal(String);
+
+impl<E: std::fmt::Display> From<E> for Internal {
+    fn from(e: E) -> Internal {
+        Internal(e.to_string())
+    }
+}
+
+fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { files, input, json } => check(&files, &input, json),
+        Command::Build {
+            file,
+            input,
+            out,
+            config_only,
+            templates,
+            secrets,
+            json,
+        } => build(
+            &file,
+            &input,
+            &out,
+            config_only,
+            templates.as_deref(),
+            secrets.as_deref(),
+            json,
+        ),
+        Command::Explain { file, node, input } => explain(&file, &node, &input),
+        Command::Fmt {
+            files,
+            check,
+            stdout,
+        } => fmt(&files, check, stdout),
+        Command::Graph { file, input } => graph(&file, &input),
+        Command::Model { file, input } => model(&file, &input),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Internal(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Compiles and places (when a model came out), collecting every diagnostic.
+fn compile_and_plan(
+    file: &Path,
+    input: &InputArgs,
+) -> Result<(Compilation, Option<vocc_runtime::Plan>), Internal> {
+    let mut c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
+    let mut plan = None;
+    if let Some(model) = &c.model {
+        match vocc_compiler::plan::plan(model) {
+            Ok(p) => plan = Some(p),
+            Err(mut d) => {
+                c.diags.append(&mut d);
+                vocc_dsl::diag::sort(&mut c.diags);
+            }
+        }
+    }
+    if c.has_errors() {
+        c.model = None;
+        plan = None;
+    }
+    Ok((c, plan))
+}
+
+fn print_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) {
+    if diags.is_empty() {
+        return;
+    }
+    let text = vocc_dsl::diag::render(map, diags, color());
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        let _ = writeln!(
+            err,
+            "error: {errors} error{} found",
+            if errors == 1 { "" } else { "s" }
+        );
+    }
+}
+
+fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, Internal> {
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for f in files {
+        let (c, _) = compile_and_plan(f, input)?;
+        failed |= c.has_errors();
+        if json {
+            reports.push(serde_json::json!({
+                "file": f.display().to_string(),
+                "ok": !c.has_errors(),
+                "diagnostics": c.diags.iter().map(|d| d.to_json(&c.map)).collect::<Vec<_>>(),
+            }));
+        } else {
+            print_diags(&c.map, &c.diags);
+        }
+    }
+    if json {
+        let doc = serde_json::json!({ "ok": !failed, "files": reports });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn build(
+    file: &Path,
+    input: &InputArgs,
+    out: &Path,
+    config_only: bool,
+    templates: Option<&Path>,
+    secrets: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode, Internal> {
+    let (c, plan) = compile_and_plan(file, input)?;
+    let (Some(model), Some(plan)) = (&c.model, plan) else {
+        if json {
+            let doc = serde_json::json!({
+                "ok": false,
+                "diagnostics": c.diags.iter().map(|d| d.to_json(&c.map)).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            print_diags(&c.map, &c.diags);
+        }
+        return Ok(ExitCode::from(1));
+    };
+    print_diags(&c.map, &c.diags);
+    let secrets_dir = match secrets {
+        Some(s) => s.to_path_buf(),
+        None if vocc_compiler::world::builtin(file).is_some() => PathBuf::from(".vocc/secrets"),
+        None => file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(".vocc")
+            .join("secrets"),
+    };
+    let summary = vocc_compiler::build::build(
+        model,
+        plan,
+        &vocc_compiler::build::BuildOptions {
+            out: out.to_path_buf(),
+            templates: templates.map(Path::to_path_buf),
+            secrets: secrets_dir,
+            config_only,
+        },
+    )
+    .map_err(|e| Internal(e.to_string()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "built {} node{} of {} cluster{} into {}",
+            summary.nodes,
+            if summary.nodes == 1 { "" } else { "s" },
+            summary.clusters,
+            if summary.clusters == 1 { "" } else { "s" },
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(file: &Path, node: &str, input: &InputArgs) -> Result<ExitCode, Internal> {
+    // Placement failures are what `explain` is for: keep the model even then.
+    let c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
+    let Some(model) = &c.model else {
+        print_diags(&c.map, &c.diags);
+        return Ok(ExitCode::from(1));
+    };
+    let plan = vocc_compiler::plan::plan(model).ok();
+    match vocc_compiler::explain::explain(model, plan.as_ref(), node) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn fmt(files: &[PathBuf], check: bool, stdout: bool) -> Result<ExitCode, Internal> {
+    let mut code = ExitCode::SUCCESS;
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Internal(format!("cannot read `{}`: {e}", f.display())))?;
+        let mut map = SourceMap::new();
+        let id = map.add(f.display().to_string(), text.clone());
+        match vocc_dsl::fmt::format_source(id, &text) {
+            Ok(formatted) => {
+                if stdout {
+                    print!("{formatted}");
+                } else if formatted != text {
+                    if check {
+                        eprintln!("{} is not formatted", f.display());
+                        code = ExitCode::from(1);
+                    } else {
+                        write_atomic(f, formatted.as_bytes())?;
+                    }
+                }
+            }
+            Err(diags) => {
+                print_diags(&map, &diags);
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn graph(file: &Path, input: &InputArgs) -> Result<ExitCode, Internal> {
+    let c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
+    print_diags(&c.map, &c.diags);
+    match &c.model {
+        Some(m) => {
+            print!("{}", vocc_compiler::graph::dot(m));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::from(1)),
+    }
+}
+
+fn model(file: &Path, input: &InputArgs) -> Result<ExitCode, Internal> {
+    let c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
+    print_diags(&c.map, &c.diags);
+    match &c.model {
+        Some(m) => {
+            println!("{}", serde_json::to_string_pretty(m)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::from(1)),
+    }
+}
+
+/// Writes a file through a temporary sibling and a rename, so it is never half written.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Internal> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| Internal(e.to_string()))?;
+    Ok(())
+}
