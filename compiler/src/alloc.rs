@@ -37,7 +37,10 @@ pub fn mac(cluster: &str, hostname: &str, nic: &str, salt: u32) -> String {
         h.update(salt.to_be_bytes());
     }
     let d = h.finalize();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", d[0], d[1], d[2], d[3], d[4])
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        d[0], d[1], d[2], d[3], d[4]
+    )
 }
 
 fn effective_method(spec: &NicSpec, net: &Network) -> NicMethod {
@@ -67,8 +70,12 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             });
         }
     }
-    let role_pos: HashMap<&str, usize> =
-        c.roles.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+    let role_pos: HashMap<&str, usize> = c
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
 
     // Static addresses first: they are reserved before the pool hands anything out.
     let mut taken: HashMap<Ipv4Addr, (String, vocc_dsl::Span)> = HashMap::new();
@@ -78,9 +85,13 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
         reserve_infrastructure(net, &mut taken);
     }
     for (ni, node) in nodes.iter().enumerate() {
-        let Some(role) = c.role(&node.role) else { continue };
+        let Some(role) = c.role(&node.role) else {
+            continue;
+        };
         for spec in &role.nics {
-            let Some(net) = c.network(&spec.network) else { continue };
+            let Some(net) = c.network(&spec.network) else {
+                continue;
+            };
             let method = effective_method(spec, net);
             let mut address = None;
             if method == NicMethod::Static || spec.address.is_some() {
@@ -105,14 +116,19 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
                         }
                     }
                     Some(first) => {
-                        let ip = u32::from(first).checked_add(node.index - 1).map(Ipv4Addr::from);
+                        let ip = u32::from(first)
+                            .checked_add(node.index - 1)
+                            .map(Ipv4Addr::from);
                         match ip {
                             Some(ip) if net.contains(ip) && !is_edge(net, ip) => {
                                 if let Some((other, span)) = taken.get(&ip) {
                                     diags.push(
                                         Diagnostic::error(
                                             spec.origin.span,
-                                            format!("`{}` and `{other}` both have address `{ip}`", node.id),
+                                            format!(
+                                                "`{}` and `{other}` both have address `{ip}`",
+                                                node.id
+                                            ),
                                         )
                                         .with_secondary(*span, "the other use")
                                         .with_hint("give each node its own address"),
@@ -160,7 +176,11 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             per_node[ni].push(Nic {
                 name: spec.name.clone(),
                 network: net.name.clone(),
-                method: if spec.address.is_some() { NicMethod::Static } else { method },
+                method: if spec.address.is_some() {
+                    NicMethod::Static
+                } else {
+                    method
+                },
                 address,
                 mac: String::new(),
             });
@@ -169,7 +189,12 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
 
     // Pool and DHCP addresses in (index, role) order.
     let mut order: Vec<usize> = (0..nodes.len()).collect();
-    order.sort_by_key(|&i| (nodes[i].index, role_pos.get(nodes[i].role.as_str()).copied()));
+    order.sort_by_key(|&i| {
+        (
+            nodes[i].index,
+            role_pos.get(nodes[i].role.as_str()).copied(),
+        )
+    });
     let mut cursors: BTreeMap<String, u32> = BTreeMap::new();
     let mut wanted: HashMap<String, usize> = HashMap::new();
     for nic in per_node.iter().flatten() {
@@ -182,7 +207,9 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             if !matches!(nic.method, NicMethod::Pool | NicMethod::Dhcp) || nic.address.is_some() {
                 continue;
             }
-            let Some(net) = c.network(&nic.network) else { continue };
+            let Some(net) = c.network(&nic.network) else {
+                continue;
+            };
             let base = u32::from(net.subnet);
             let size = 1u32 << (32 - u32::from(net.prefix));
             let cursor = cursors.entry(net.name.clone()).or_insert(1);
@@ -252,7 +279,9 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
 fn reserve_infrastructure(net: &Network, taken: &mut HashMap<Ipv4Addr, (String, vocc_dsl::Span)>) {
     let mut reserve = |ip: Ipv4Addr, what: &str| {
         if net.contains(ip) {
-            taken.entry(ip).or_insert_with(|| (format!("{what} of `{}`", net.name), net.origin.span));
+            taken
+                .entry(ip)
+                .or_insert_with(|| (format!("{what} of `{}`", net.name), net.origin.span));
         }
     };
     if let Some(g) = net.gateway {

@@ -3,7 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use vocc_dsl::{Diagnostic, Span, Stmt, Value, ValueKind};
+use vocc_dsl::{Context, Diagnostic, Span, Stmt, Value, ValueKind};
+
+/// How deep variables may refer to variables before vocc gives up; a chain this long
+/// is a mistake even without a cycle.
+const MAX_VAR_DEPTH: usize = 64;
 
 /// Variables in scope, innermost last. A variable's value keeps the span of its
 /// definition; a substituted value takes the span of the `$name` that used it.
@@ -39,12 +43,19 @@ impl Vars {
         names
     }
 
-    /// Replaces `$name` references in a value (also inside lists).
-    pub fn subst(&self, v: &Value, diags: &mut Vec<Diagnostic>) -> Value {
-        self.subst_depth(v, diags, 0)
+    /// Replaces `$name` references in a value (also inside lists). `None` when a
+    /// variable could not be substituted; that has been reported.
+    pub fn subst(&self, v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Value> {
+        self.subst_in(v, diags, &mut Vec::new())
     }
 
-    fn subst_depth(&self, v: &Value, diags: &mut Vec<Diagnostic>, depth: usize) -> Value {
+    /// `stack` holds the variables being expanded, outermost first.
+    fn subst_in(
+        &self,
+        v: &Value,
+        diags: &mut Vec<Diagnostic>,
+        stack: &mut Vec<String>,
+    ) -> Option<Value> {
         match &v.kind {
             ValueKind::Var(name) => {
                 let Some(def) = self.get(name) else {
@@ -55,40 +66,124 @@ impl Vars {
                         None => d.with_hint(format!("define it with `let {name} = VALUE`")),
                     };
                     diags.push(d);
-                    return Value { kind: ValueKind::Word(String::new()), span: v.span };
+                    return None;
                 };
-                if depth > 16 {
-                    diags.push(
-                        Diagnostic::error(v.span, format!("variable `${name}` refers to itself"))
-                            .with_hint("give the variable a value that does not use it"),
-                    );
-                    return Value { kind: ValueKind::Word(String::new()), span: v.span };
+                if let Some(pos) = stack.iter().position(|n| n == name) {
+                    diags.push(self.cycle(&stack[pos..]));
+                    return None;
                 }
-                let inner = self.subst_depth(def, diags, depth + 1);
-                Value { kind: inner.kind, span: v.span }
+                if stack.len() >= MAX_VAR_DEPTH {
+                    diags.push(
+                        Diagnostic::error(v.span, format!("variable `${name}` nests too deeply"))
+                            .with_hint(format!(
+                                "variables may refer to variables at most {MAX_VAR_DEPTH} deep: \
+                                 give one of them a plain value"
+                            )),
+                    );
+                    return None;
+                }
+                stack.push(name.clone());
+                let inner = self.subst_in(def, diags, stack);
+                stack.pop();
+                Some(Value { kind: inner?.kind, span: v.span })
             }
-            ValueKind::List(items) => Value {
-                kind: ValueKind::List(
-                    items.iter().map(|i| self.subst_depth(i, diags, depth)).collect(),
-                ),
-                span: v.span,
-            },
-            _ => v.clone(),
+            ValueKind::List(items) => {
+                let mut out = Vec::new();
+                for i in items {
+                    out.push(self.subst_in(i, diags, stack)?);
+                }
+                Some(Value { kind: ValueKind::List(out), span: v.span })
+            }
+            _ => Some(v.clone()),
         }
+    }
+
+    /// The diagnostic for variables that refer to each other. The same cycle is found
+    /// from whichever of its variables is used first, so it is told from its smallest
+    /// name, at the reference that closes it: every use reports the same diagnostic,
+    /// which the compiler keeps once.
+    fn cycle(&self, names: &[String]) -> Diagnostic {
+        let start = names.iter().enumerate().min_by_key(|(_, n)| *n).map_or(0, |(i, _)| i);
+        let ring: Vec<&String> = names[start..].iter().chain(&names[..start]).collect();
+        let (first, last) = (ring[0], ring[ring.len() - 1]);
+        let span = self.get(last).and_then(|def| find_var(def, first)).unwrap_or_default();
+        let shown: Vec<String> = ring.iter().map(|n| format!("`${n}`")).collect();
+        let message = match shown.as_slice() {
+            [one] => format!("variable {one} refers to itself"),
+            _ => format!("variables {} refer to each other", and_list(&shown)),
+        };
+        Diagnostic::error(span, message)
+            .with_label("this reference closes the cycle")
+            .with_hint("give one of them a value that does not use the others")
+    }
+}
+
+/// The span of a `$name` reference inside a value.
+fn find_var(v: &Value, name: &str) -> Option<Span> {
+    match &v.kind {
+        ValueKind::Var(n) if n == name => Some(v.span),
+        ValueKind::List(items) => items.iter().find_map(|i| find_var(i, name)),
+        _ => None,
+    }
+}
+
+/// "`a`, `b` and `c`"
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
 /// A cursor over one statement's values.
+///
+/// A statement whose values could not be substituted (an unknown variable) is
+/// *poisoned*: its problem has been reported, and the caller skips it. Once any
+/// diagnostic has been reported for the statement, [`Args::done`] stays quiet, so one
+/// mistake does not also make its neighbours "unexpected".
 pub struct Args<'a> {
     stmt: &'a Stmt,
     vals: Vec<Value>,
+    /// For each value that came from `$name`: the name, and whether `--var` set it.
+    from_var: Vec<Option<(String, bool)>>,
     pos: usize,
+    poisoned: bool,
+    /// How many diagnostics existed before this statement was read.
+    start: usize,
 }
 
 impl<'a> Args<'a> {
     pub fn new(stmt: &'a Stmt, vars: &Vars, diags: &mut Vec<Diagnostic>) -> Args<'a> {
-        let vals = stmt.args.iter().map(|v| vars.subst(v, diags)).collect();
-        Args { stmt, vals, pos: 0 }
+        let start = diags.len();
+        let mut vals = Vec::new();
+        let mut from_var = Vec::new();
+        let mut poisoned = false;
+        for v in &stmt.args {
+            match vars.subst(v, diags) {
+                Some(s) => vals.push(s),
+                None => {
+                    poisoned = true;
+                    vals.push(Value { kind: ValueKind::Word(String::new()), span: v.span });
+                }
+            }
+            from_var.push(match &v.kind {
+                ValueKind::Var(n) => Some((n.clone(), vars.overrides.contains_key(n))),
+                _ => None,
+            });
+        }
+        Args { stmt, vals, from_var, pos: 0, poisoned, start }
+    }
+
+    /// Whether a value of the statement could not be substituted (already reported):
+    /// the caller should skip the statement.
+    pub fn poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Skips the values left, without a diagnostic (the statement already has one).
+    pub fn skip(&mut self) {
+        self.pos = self.vals.len();
     }
 
     pub fn keyword(&self) -> &str {
@@ -108,7 +203,11 @@ impl<'a> Args<'a> {
     /// The span to blame for a missing value: the end of what the statement has.
     fn missing_span(&self) -> Span {
         let last = self.vals.last().map_or(self.stmt.keyword.span, |v| v.span);
-        Span { start: last.end, end: last.end, ..last }
+        Span {
+            start: last.end,
+            end: last.end,
+            ..last
+        }
     }
 
     /// Reports a missing or wrong value: "`memory` needs a size, as in `memory 512M`".
@@ -118,31 +217,61 @@ impl<'a> Args<'a> {
             None => Diagnostic::error(self.missing_span(), format!("`{kw}` needs {what}"))
                 .with_label(format!("expected {what} here"))
                 .with_hint(format!("write it as in `{example}`")),
-            Some(v) => Diagnostic::error(
-                v.span,
-                format!("`{kw}` needs {what}, not {}", v.kind.describe()),
-            )
-            .with_label(format!("expected {what}"))
-            .with_hint(format!("write it as in `{example}`")),
+            Some(v) => {
+                let found = match &v.kind {
+                    ValueKind::Str(s) if s.is_empty() => "an empty string",
+                    k => k.describe(),
+                };
+                let d = Diagnostic::error(v.span, format!("`{kw}` needs {what}, not {found}"))
+                    .with_label(format!("expected {what}"))
+                    .with_hint(format!("write it as in `{example}`"));
+                self.with_origin(d, v)
+            }
         }
     }
 
-    /// A name: a bare word or a string.
+    /// Adds where a value came from when it was substituted for a variable, since the
+    /// caret then stands under `$name`, not under the value.
+    fn with_origin(&self, d: Diagnostic, v: &Value) -> Diagnostic {
+        let Some(i) = self.vals.iter().position(|x| x.span == v.span) else { return d };
+        match self.from_var.get(i) {
+            Some(Some((name, true))) => d.with_hint(format!(
+                "`${name}` is `{}` here, set on the command line by `--var {name}=…`",
+                shown(v)
+            )),
+            Some(Some((name, false))) => {
+                d.with_hint(format!("`${name}` is `{}` here, from its `let`", shown(v)))
+            }
+            _ => d,
+        }
+    }
+
+    /// The value at the cursor, `None` when it is missing or poisoned; a missing one
+    /// is reported as `expected(what, example)`.
+    fn take(&mut self, what: &str, example: &str, diags: &mut Vec<Diagnostic>) -> Option<Value> {
+        let v = self.next();
+        if self.poisoned {
+            // The unknown variable in this statement was reported; nothing else is.
+            return None;
+        }
+        if v.is_none() {
+            diags.push(self.expected(None, what, example));
+        }
+        v
+    }
+
+    /// A name: a bare word or a non-empty string.
     pub fn name(
         &mut self,
         what: &str,
         example: &str,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(String, Span)> {
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Word(s) | ValueKind::Str(s)) if !s.is_empty() => {
-                Some((s.clone(), v.as_ref()?.span))
-            }
-            // An unknown variable was already reported.
-            Some(ValueKind::Word(_)) => None,
+        let v = self.take(what, example, diags)?;
+        match &v.kind {
+            ValueKind::Word(s) | ValueKind::Str(s) if !s.is_empty() => Some((s.clone(), v.span)),
             _ => {
-                diags.push(self.expected(v.as_ref(), what, example));
+                diags.push(self.expected(Some(&v), what, example));
                 None
             }
         }
@@ -156,77 +285,71 @@ impl<'a> Args<'a> {
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(&'static str, Span)> {
         let what = one_of(choices);
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Word(s) | ValueKind::Str(s)) => {
-                let span = v.as_ref()?.span;
+        let v = self.take(&what, example, diags)?;
+        match &v.kind {
+            ValueKind::Word(s) | ValueKind::Str(s) if !s.is_empty() => {
                 if let Some(c) = choices.iter().find(|c| **c == s) {
-                    return Some((c, span));
+                    return Some((c, v.span));
                 }
-                if s.is_empty() {
-                    return None;
-                }
-                let mut d = Diagnostic::error(
-                    span,
-                    format!("unknown value `{s}` for `{}`", self.keyword()),
-                )
-                .with_label(format!("expected {what}"));
-                d = match vocc_dsl::diag::suggest(s, choices.iter().copied()) {
-                    Some(c) => d.with_hint(format!("did you mean `{c}`?")),
-                    None => d.with_hint(format!("use {what}")),
-                };
-                diags.push(d);
+                let d = unknown_value(s, self.keyword(), v.span, choices);
+                diags.push(self.with_origin(d, &v));
                 None
             }
             _ => {
-                diags.push(self.expected(v.as_ref(), &what, example));
+                diags.push(self.expected(Some(&v), &what, example));
                 None
             }
         }
     }
 
     pub fn int(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Int(n)) => Some((*n, v.as_ref()?.span)),
-            Some(ValueKind::Word(s)) if s.is_empty() => None,
+        let v = self.take("a number", example, diags)?;
+        match &v.kind {
+            ValueKind::Int(n) => Some((*n, v.span)),
             _ => {
-                diags.push(self.expected(v.as_ref(), "a number", example));
+                diags.push(self.expected(Some(&v), "a number", example));
                 None
             }
         }
     }
 
     pub fn size(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Size(n)) => Some((*n, v.as_ref()?.span)),
-            Some(ValueKind::Int(_)) => {
-                diags.push(
-                    Diagnostic::error(
-                        v.as_ref()?.span,
-                        format!("`{}` needs a size with a unit", self.keyword()),
-                    )
-                    .with_label("no unit")
-                    .with_hint(format!("add K, M, G or T, as in `{example}`")),
-                );
+        let v = self.take("a size", example, diags)?;
+        match &v.kind {
+            ValueKind::Size(n) => Some((*n, v.span)),
+            ValueKind::Int(n) => {
+                let d = Diagnostic::error(
+                    v.span,
+                    format!("`{}` needs a size with a unit, not the bare number `{n}`", self.keyword()),
+                )
+                .with_label("no unit")
+                .with_hint(format!("add K, M, G or T, as in `{example}`"));
+                diags.push(self.with_origin(d, &v));
                 None
             }
-            Some(ValueKind::Word(s)) if s.is_empty() => None,
             _ => {
-                diags.push(self.expected(v.as_ref(), "a size", example));
+                diags.push(self.expected(Some(&v), "a size", example));
                 None
             }
         }
     }
 
     pub fn ip(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(Ipv4Addr, Span)> {
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Ip(ip)) => Some((*ip, v.as_ref()?.span)),
-            Some(ValueKind::Word(s)) if s.is_empty() => None,
+        let v = self.take("an IPv4 address", example, diags)?;
+        match &v.kind {
+            ValueKind::Ip(ip) => Some((*ip, v.span)),
+            ValueKind::Cidr(ip, p) => {
+                let d = Diagnostic::error(
+                    v.span,
+                    format!("`{}` needs an address, not the subnet `{ip}/{p}`", self.keyword()),
+                )
+                .with_label("expected an address")
+                .with_hint(format!("write the address without `/{p}`, as in `{example}`"));
+                diags.push(d);
+                None
+            }
             _ => {
-                diags.push(self.expected(v.as_ref(), "an IPv4 address", example));
+                diags.push(self.expected(Some(&v), "an IPv4 address", example));
                 None
             }
         }
@@ -238,38 +361,43 @@ impl<'a> Args<'a> {
         example: &str,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(String, Span)> {
-        let v = self.next();
-        match v.as_ref().map(|v| &v.kind) {
-            Some(ValueKind::Path(p) | ValueKind::Str(p) | ValueKind::Word(p)) => {
-                let span = v.as_ref()?.span;
-                if p.is_empty() {
-                    return None;
-                }
-                if let Some(d) = check_guest_path(p, span) {
+        let v = self.take("an absolute path", example, diags)?;
+        match &v.kind {
+            ValueKind::Path(p) | ValueKind::Str(p) | ValueKind::Word(p) if !p.is_empty() => {
+                if let Some(d) = check_guest_path(p, v.span) {
                     diags.push(d);
                     return None;
                 }
-                Some((p.clone(), span))
+                Some((p.clone(), v.span))
             }
             _ => {
-                diags.push(self.expected(v.as_ref(), "an absolute path", example));
+                diags.push(self.expected(Some(&v), "an absolute path", example));
                 None
             }
         }
     }
 
-    /// Reports every value left over.
+    /// Reports the values left over, unless the statement already has a diagnostic.
     pub fn done(&mut self, diags: &mut Vec<Diagnostic>) {
         if let Some(v) = self.vals.get(self.pos) {
-            let last = self.vals.last().map_or(v.span, |l| l.span);
-            diags.push(
-                Diagnostic::error(
+            if diags.len() == self.start && !self.poisoned {
+                let last = self.vals.last().map_or(v.span, |l| l.span);
+                let mut d = Diagnostic::error(
                     v.span.to(last),
                     format!("unexpected `{}` after `{}`", shown(v), self.keyword()),
                 )
-                .with_label("not part of this statement")
-                .with_hint("remove it, or start a new statement on its own line"),
-            );
+                .with_label("not part of this statement");
+                d = match &v.kind {
+                    ValueKind::Word(w) if keyword_of(w).is_some() => d.with_hint(format!(
+                        "`{w}` is a key of {}: it cannot follow `{}`; put it on its own line \
+                         in such a block",
+                        keyword_of(w).unwrap_or_default(),
+                        self.keyword()
+                    )),
+                    _ => d.with_hint("remove it, or start a new statement on its own line"),
+                };
+                diags.push(d);
+            }
         }
         self.pos = self.vals.len();
     }
@@ -289,6 +417,27 @@ impl<'a> Args<'a> {
     }
 }
 
+/// "unknown value `poll` for `assign`", with a "did you mean" or the choices.
+pub fn unknown_value(word: &str, keyword: &str, span: Span, choices: &[&str]) -> Diagnostic {
+    let what = one_of(choices);
+    let d = Diagnostic::error(span, format!("unknown value `{word}` for `{keyword}`"))
+        .with_label(format!("expected {what}"));
+    match vocc_dsl::diag::suggest(word, choices.iter().copied()) {
+        Some(c) => d.with_hint(format!("did you mean `{c}`?")),
+        None => d.with_hint(format!("use {what}")),
+    }
+}
+
+/// Which kinds of block have `word` as a key ("a role", "a layer or a role").
+fn keyword_of(word: &str) -> Option<String> {
+    let names: Vec<&str> = Context::ALL
+        .iter()
+        .filter(|c| **c != Context::File && c.is_keyword(word))
+        .map(|c| c.name())
+        .collect();
+    (!names.is_empty()).then(|| names.join(" or "))
+}
+
 /// "`a`, `b` or `c`"
 pub fn one_of(items: &[&str]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
@@ -304,21 +453,39 @@ pub fn one_of(items: &[&str]) -> String {
 pub fn check_guest_path(p: &str, span: Span) -> Option<Diagnostic> {
     if !p.starts_with('/') {
         return Some(
-            Diagnostic::error(span, format!("`{p}` is not an absolute path"))
+            Diagnostic::error(span, format!("guest path `{p}` is not absolute"))
                 .with_label("relative path")
-                .with_hint(format!("guest paths start with `/`, as in `/{}`", p.trim_start_matches("./"))),
+                .with_hint(format!(
+                    "guest paths start with `/`, as in `/{}`",
+                    p.trim_start_matches("./")
+                )),
         );
     }
     if p.split('/').any(|c| c == "..") {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut above_root = false;
+        for c in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            if c == ".." {
+                above_root |= parts.pop().is_none();
+            } else {
+                parts.push(c);
+            }
+        }
+        let hint = if above_root {
+            "a guest path cannot climb above `/`: write the path it means without `..`"
+                .to_string()
+        } else {
+            format!("write the path it leads to: `/{}`", parts.join("/"))
+        };
         return Some(
-            Diagnostic::error(span, format!("`{p}` contains `..`"))
+            Diagnostic::error(span, format!("guest path `{p}` contains `..`"))
                 .with_label("`..` is not allowed here")
-                .with_hint("write the path without `..`"),
+                .with_hint(hint),
         );
     }
-    if p.chars().any(|c| c.is_whitespace()) {
+    if p.chars().any(char::is_whitespace) {
         return Some(
-            Diagnostic::error(span, format!("path `{p}` contains whitespace"))
+            Diagnostic::error(span, format!("guest path `{p}` contains whitespace"))
                 .with_hint("fstab and exports are whitespace-separated: choose a path without spaces"),
         );
     }
@@ -331,16 +498,35 @@ pub fn shown(v: &Value) -> String {
         ValueKind::Word(s) | ValueKind::Path(s) => s.clone(),
         ValueKind::Str(s) => format!("\"{}\"", s.escape_default()),
         ValueKind::Int(n) => n.to_string(),
-        ValueKind::Size(n) => format!("{n} bytes"),
+        ValueKind::Size(n) => size_text(*n),
         ValueKind::Ip(ip) => ip.to_string(),
         ValueKind::Cidr(ip, p) => format!("{ip}/{p}"),
         ValueKind::Ref { target, path } => format!("{target}:{path}"),
-        ValueKind::Range { prefix, lo, hi, width, suffix } => {
-            format!("{prefix}[{lo:0width$}-{hi:0width$}]{suffix}", width = *width)
+        ValueKind::Range {
+            prefix,
+            lo,
+            hi,
+            width,
+            suffix,
+        } => {
+            format!(
+                "{prefix}[{lo:0width$}-{hi:0width$}]{suffix}",
+                width = *width
+            )
         }
         ValueKind::List(_) => "[…]".into(),
         ValueKind::Var(n) => format!("${n}"),
         ValueKind::Plus => "+".into(),
         ValueKind::Eq => "=".into(),
     }
+}
+
+/// A size in the unit it was most likely written in: `128M` for 134217728.
+pub fn size_text(n: u64) -> String {
+    for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
+        if n != 0 && n % (1u64 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
 }

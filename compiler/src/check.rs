@@ -59,7 +59,11 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
 
     for r in &c.roles {
         // Host names after expansion: `worker` + index.
-        let longest = if r.count > 1 { r.name.len() + digits(r.count) } else { r.name.len() };
+        let longest = if r.count > 1 {
+            r.name.len() + digits(r.count)
+        } else {
+            r.name.len()
+        };
         if !valid_hostname(&r.name) || longest > 63 {
             crate::resolve::check_name(diags, "role", &r.name, r.origin.span, true);
         } else if c.name.len() + 1 + longest > 63 {
@@ -78,34 +82,57 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
             }
             nic_names.push((&n.name, n.origin.span));
             if c.network(&n.network).is_none() {
-                diags.push(unknown("network", &n.network, n.origin.span, net_names.iter().copied()));
+                diags.push(unknown(
+                    "network",
+                    &n.network,
+                    n.origin.span,
+                    net_names.iter().copied(),
+                ));
             }
         }
         for l in &r.root {
             if c.layer(l).is_none() {
-                diags.push(unknown("layer", l, r.origin.span, layer_names.iter().copied()));
+                diags.push(unknown(
+                    "layer",
+                    l,
+                    r.origin.span,
+                    layer_names.iter().copied(),
+                ));
             }
         }
         let mut ats: Vec<(&str, Span)> = Vec::new();
         for d in &r.disks {
             if c.layer(&d.layer).is_none() {
-                diags.push(unknown("layer", &d.layer, d.origin.span, layer_names.iter().copied()));
+                diags.push(unknown(
+                    "layer",
+                    &d.layer,
+                    d.origin.span,
+                    layer_names.iter().copied(),
+                ));
             }
             ats.push((&d.at, d.origin.span));
         }
         for m in &r.mounts {
             if let Some((_, prev)) = ats.iter().find(|(a, _)| *a == m.at) {
                 diags.push(
-                    Diagnostic::error(m.origin.span, format!("two things are mounted at `{}`", m.at))
-                        .with_secondary(*prev, "also mounted here")
-                        .with_hint("mount each at its own path"),
+                    Diagnostic::error(
+                        m.origin.span,
+                        format!("two things are mounted at `{}`", m.at),
+                    )
+                    .with_secondary(*prev, "also mounted here")
+                    .with_hint("mount each at its own path"),
                 );
             }
             ats.push((&m.at, m.origin.span));
         }
         for e in &r.exports {
             if c.network(&e.network).is_none() {
-                diags.push(unknown("network", &e.network, e.origin.span, net_names.iter().copied()));
+                diags.push(unknown(
+                    "network",
+                    &e.network,
+                    e.origin.span,
+                    net_names.iter().copied(),
+                ));
             } else if !r.nics.iter().any(|n| n.network == e.network) {
                 diags.push(
                     Diagnostic::error(
@@ -127,13 +154,21 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
     for (ri, r) in c.roles.iter().enumerate() {
         for (mi, m) in r.mounts.iter().enumerate() {
             let Some(src) = c.role(&m.role) else {
-                diags.push(unknown("role", &m.role, m.origin.span, role_names.iter().copied()));
+                diags.push(unknown(
+                    "role",
+                    &m.role,
+                    m.origin.span,
+                    role_names.iter().copied(),
+                ));
                 continue;
             };
             if src.name == r.name {
                 diags.push(
-                    Diagnostic::error(m.origin.span, format!("role `{}` mounts its own export", r.name))
-                        .with_hint("mount the export of another role"),
+                    Diagnostic::error(
+                        m.origin.span,
+                        format!("role `{}` mounts its own export", r.name),
+                    )
+                    .with_hint("mount the export of another role"),
                 );
                 continue;
             }
@@ -141,10 +176,16 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
                 diags.push(
                     Diagnostic::error(
                         m.origin.span,
-                        format!("role `{}` has {} nodes; a mount needs a single server", src.name, src.count),
+                        format!(
+                            "role `{}` has {} nodes; a mount needs a single server",
+                            src.name, src.count
+                        ),
                     )
                     .with_secondary(src.origin.span, "role defined here")
-                    .with_hint(format!("mount from a role with `count 1`, or set `count 1` on `{}`", src.name)),
+                    .with_hint(format!(
+                        "mount from a role with `count 1`, or set `count 1` on `{}`",
+                        src.name
+                    )),
                 );
                 continue;
             }
@@ -216,14 +257,25 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
 
 /// The batch system: one kind per cluster, exactly one controller (a single node)
 /// when any role takes part, and queues that compute roles name must be declared.
-pub fn scheduler(diags: &mut Vec<Diagnostic>, c: &mut Cluster, mut queues: Vec<Queue>, stmt: &Stmt) {
-    let parts: Vec<(&Role, &SchedRole)> =
-        c.roles.iter().filter_map(|r| r.scheduler.as_ref().map(|s| (r, s))).collect();
+pub fn scheduler(
+    diags: &mut Vec<Diagnostic>,
+    c: &mut Cluster,
+    mut queues: Vec<Queue>,
+    stmt: &Stmt,
+) {
+    let parts: Vec<(&Role, &SchedRole)> = c
+        .roles
+        .iter()
+        .filter_map(|r| r.scheduler.as_ref().map(|s| (r, s)))
+        .collect();
     let Some((_, first)) = parts.first() else {
         if let Some(q) = queues.first() {
             diags.push(
-                Diagnostic::error(q.origin.span, format!("queue `{}` but no role runs a scheduler", q.name))
-                    .with_hint("add `scheduler KIND controller` to a role, or remove the queue"),
+                Diagnostic::error(
+                    q.origin.span,
+                    format!("queue `{}` but no role runs a scheduler", q.name),
+                )
+                .with_hint("add `scheduler KIND controller` to a role, or remove the queue"),
             );
         }
         return;
@@ -246,16 +298,24 @@ pub fn scheduler(diags: &mut Vec<Diagnostic>, c: &mut Cluster, mut queues: Vec<Q
             );
         }
     }
-    let controllers: Vec<&(&Role, &SchedRole)> = parts.iter().filter(|(_, s)| s.controller).collect();
+    let controllers: Vec<&(&Role, &SchedRole)> =
+        parts.iter().filter(|(_, s)| s.controller).collect();
     let controller = match controllers.as_slice() {
         [] => {
             let (r, s) = parts.iter().find(|(_, s)| s.compute).unwrap_or(&parts[0]);
             diags.push(
                 Diagnostic::error(
                     s.origin.span,
-                    format!("role `{}` takes part in `{}` but no role is its controller", r.name, kind.as_str()),
+                    format!(
+                        "role `{}` takes part in `{}` but no role is its controller",
+                        r.name,
+                        kind.as_str()
+                    ),
                 )
-                .with_hint(format!("add `scheduler {} controller` to the head role", kind.as_str())),
+                .with_hint(format!(
+                    "add `scheduler {} controller` to the head role",
+                    kind.as_str()
+                )),
             );
             return;
         }
@@ -275,7 +335,10 @@ pub fn scheduler(diags: &mut Vec<Diagnostic>, c: &mut Cluster, mut queues: Vec<Q
             diags.push(
                 Diagnostic::error(
                     s2.origin.span,
-                    format!("roles `{}` and `{}` are both scheduler controllers", r1.name, r2.name),
+                    format!(
+                        "roles `{}` and `{}` are both scheduler controllers",
+                        r1.name, r2.name
+                    ),
                 )
                 .with_secondary(r1.origin.span, "first controller")
                 .with_hint("a batch system has one controller: remove `controller` from one role"),
@@ -292,20 +355,30 @@ pub fn scheduler(diags: &mut Vec<Diagnostic>, c: &mut Cluster, mut queues: Vec<Q
         }
         queues.clear();
     } else if queues.is_empty() {
-        let name = if kind == SchedulerKind::Sge { "all.q" } else { "batch" };
+        let name = if kind == SchedulerKind::Sge {
+            "all.q"
+        } else {
+            "batch"
+        };
         queues.push(Queue {
             name: name.into(),
             vo: Some(c.vo.clone()),
             default: true,
-            origin: crate::model::Origin { span: stmt.keyword.span, location: c.origin.location.clone() },
+            origin: crate::model::Origin {
+                span: stmt.keyword.span,
+                location: c.origin.location.clone(),
+            },
         });
     }
     let defaults: Vec<&Queue> = queues.iter().filter(|q| q.default).collect();
     if let [a, b, ..] = defaults.as_slice() {
         diags.push(
-            Diagnostic::error(b.origin.span, format!("queues `{}` and `{}` are both the default", a.name, b.name))
-                .with_secondary(a.origin.span, "first default")
-                .with_hint("mark one queue `default`"),
+            Diagnostic::error(
+                b.origin.span,
+                format!("queues `{}` and `{}` are both the default", a.name, b.name),
+            )
+            .with_secondary(a.origin.span, "first default")
+            .with_hint("mark one queue `default`"),
         );
     } else if defaults.is_empty() {
         if let Some(q) = queues.first_mut() {
@@ -316,17 +389,27 @@ pub fn scheduler(diags: &mut Vec<Diagnostic>, c: &mut Cluster, mut queues: Vec<Q
     for (_, s) in &parts {
         for (q, span) in s.queues.iter().zip(&s.queue_spans) {
             if !names.contains(&q.as_str()) {
-                let what = if kind == SchedulerKind::Slurm { "partition" } else { "queue" };
+                let what = if kind == SchedulerKind::Slurm {
+                    "partition"
+                } else {
+                    "queue"
+                };
                 let mut d = Diagnostic::error(*span, format!("unknown {what} `{q}`"))
                     .with_label(format!("no such {what}"));
                 d = match vocc_dsl::diag::suggest(q, names.iter().copied()) {
                     Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                    None if kind == SchedulerKind::Condor => d.with_hint("HTCondor has no queues: remove it"),
+                    None if kind == SchedulerKind::Condor => {
+                        d.with_hint("HTCondor has no queues: remove it")
+                    }
                     None => d.with_hint(format!("declare it in the cluster: `{what} {q}`")),
                 };
                 diags.push(d);
             }
         }
     }
-    c.scheduler = Some(Scheduler { kind, queues, controller });
+    c.scheduler = Some(Scheduler {
+        kind,
+        queues,
+        controller,
+    });
 }

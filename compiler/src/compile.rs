@@ -37,20 +37,34 @@ impl Compilation {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Reads, resolves and checks `path` (with `options`), and allocates addresses.
-pub fn compile(world: &dyn World, path: &Path, options: &Options) -> Result<Compilation, LoadError> {
+pub fn compile(
+    world: &dyn World,
+    path: &Path,
+    options: &Options,
+) -> Result<Compilation, LoadError> {
     let mut map = SourceMap::new();
     let mut diags = Vec::new();
-    let files = load::load(world, &mut map, &mut diags, path)
-        .map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let files =
+        load::load(world, &mut map, &mut diags, path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
 
     // The site: `--site`, else one in the file, else the built-in local site.
     let site_files: Vec<Loaded> = match &options.site {
-        Some(p) => load::load(world, &mut map, &mut diags, p)
-            .map_err(|source| LoadError::Read { path: p.clone(), source })?,
+        Some(p) => {
+            load::load(world, &mut map, &mut diags, p).map_err(|source| LoadError::Read {
+                path: p.clone(),
+                source,
+            })?
+        }
         None => Vec::new(),
     };
 
@@ -110,8 +124,13 @@ pub fn compile(world: &dyn World, path: &Path, options: &Options) -> Result<Comp
         Some(s) => s,
         None => {
             let local = Path::new(BUILTIN_PREFIX).join("local.voc");
-            let local_files = load::load(world, &mut map, &mut diags, &local)
-                .map_err(|source| LoadError::Read { path: local.clone(), source })?;
+            let local_files =
+                load::load(world, &mut map, &mut diags, &local).map_err(|source| {
+                    LoadError::Read {
+                        path: local.clone(),
+                        source,
+                    }
+                })?;
             let mut lr = Resolver::new(&map, Vars::default());
             let mut lres = lr.resolve(&local_files);
             rdiags.append(&mut lr.diags);
@@ -145,9 +164,12 @@ pub fn compile(world: &dyn World, path: &Path, options: &Options) -> Result<Comp
             if let Some(other) = seen.insert(&n.id, c) {
                 if other.name != c.name {
                     rdiags.push(
-                        Diagnostic::error(n.origin.span, format!("node id `{}` is made twice", n.id))
-                            .with_secondary(other.origin.span, "by this cluster too")
-                            .with_hint("rename a cluster or a role"),
+                        Diagnostic::error(
+                            n.origin.span,
+                            format!("node id `{}` is made twice", n.id),
+                        )
+                        .with_secondary(other.origin.span, "by this cluster too")
+                        .with_hint("rename a cluster or a role"),
                     );
                 }
             }
@@ -161,10 +183,17 @@ pub fn compile(world: &dyn World, path: &Path, options: &Options) -> Result<Comp
     let ok = !diags.iter().any(Diagnostic::is_error);
     let model = ok.then_some(Model { clusters, site });
     let _ = ValueKind::Plus;
-    Ok(Compilation { map, model, diags, files: all_files })
+    Ok(Compilation {
+        map,
+        model,
+        diags,
+        files: all_files,
+    })
 }
 
 fn map_file(map: &SourceMap, p: &Path) -> vocc_dsl::FileId {
     let name = p.display().to_string();
-    map.files().find(|(_, f)| f.name == name).map_or(vocc_dsl::FileId(0), |(id, _)| id)
+    map.files()
+        .find(|(_, f)| f.name == name)
+        .map_or(vocc_dsl::FileId(0), |(id, _)| id)
 }

@@ -24,7 +24,9 @@ pub fn explain(model: &Model, plan: Option<&Plan>, name: &str) -> Result<String,
         .iter()
         .find(|c| c.name == decision.cluster)
         .and_then(|c| c.role(&decision.role));
-    let source = role.map(|r| format!(", {}", r.origin.location)).unwrap_or_default();
+    let source = role
+        .map(|r| format!(", {}", r.origin.location))
+        .unwrap_or_default();
     let whom = format!(
         "node `{}` (role `{}` of cluster `{}`{source})",
         decision.node, decision.role, decision.cluster
@@ -46,7 +48,12 @@ pub fn explain(model: &Model, plan: Option<&Plan>, name: &str) -> Result<String,
     table(&mut out, model, decision);
     out.push('\n');
     why(&mut out, model, decision);
-    notes(&mut out, plan, decision, diags.iter().filter(|d| d.is_error()).count());
+    notes(
+        &mut out,
+        plan,
+        decision,
+        diags.iter().filter(|d| d.is_error()).count(),
+    );
     Ok(out)
 }
 
@@ -69,7 +76,11 @@ fn find<'a>(model: &'a Model, name: &str) -> Result<&'a Node, String> {
             if nodes.is_empty() {
                 message.push_str("; it has no nodes");
             } else {
-                let _ = write!(message, "\nthe nodes are {}", quoted(nodes.iter().map(|n| &n.id)));
+                let _ = write!(
+                    message,
+                    "\nthe nodes are {}",
+                    quoted(nodes.iter().map(|n| &n.id))
+                );
             }
             Err(message)
         }
@@ -88,12 +99,18 @@ fn quoted<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
 
 fn needs(out: &mut String, d: &Decision) {
     let demand = &d.demand;
-    let mut parts = vec![format!("{} for its overlay and config drive", human_size(demand.overlay))];
+    let mut parts = vec![format!(
+        "{} for its overlay and config drive",
+        human_size(demand.overlay)
+    )];
     if demand.swap > 0 {
         parts.push(format!("{} of swap", human_size(demand.swap)));
     }
     if demand.writable > 0 {
-        parts.push(format!("{} for its writable disks", human_size(demand.writable)));
+        parts.push(format!(
+            "{} for its writable disks",
+            human_size(demand.writable)
+        ));
     }
     let _ = writeln!(
         out,
@@ -168,13 +185,23 @@ fn verdict(model: &Model, d: &Decision, c: &Candidate, most: Option<u64>) -> Str
             .find(|h| h.name == c.host)
             .map(|h| h.hypervisors.iter().map(|v| v.as_str()).collect())
             .unwrap_or_default();
-        return format!("does not run {} (runs {})", d.hypervisor.as_str(), runs.join(" and "));
+        return format!(
+            "does not run {} (runs {})",
+            d.hypervisor.as_str(),
+            runs.join(" and ")
+        );
     }
     if !c.short.is_empty() {
         let short: Vec<String> = c
             .short
             .iter()
-            .map(|s| format!("{} short by {}", s.resource.as_str(), s.resource.amount(s.by())))
+            .map(|s| {
+                format!(
+                    "{} short by {}",
+                    s.resource.as_str(),
+                    s.resource.amount(s.by())
+                )
+            })
             .collect();
         return short.join(", ");
     }
@@ -194,8 +221,12 @@ fn why(out: &mut String, model: &Model, d: &Decision) {
     match chosen(d) {
         Some(c) => {
             let fitting: Vec<&Candidate> = d.candidates.iter().filter(|c| c.fits()).collect();
-            let ties = fitting.iter().filter(|f| f.free.memory == c.free.memory).count();
-            let _ = writeln!(
+            let ties = fitting
+                .iter()
+                .filter(|f| f.free.memory == c.free.memory)
+                .count();
+            let _ =
+                writeln!(
                 out,
                 "placement spreads nodes: of the {} host{} it fits, `{}` had the most free memory \
                  ({}){}",
@@ -299,7 +330,10 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
         let model = model(vec![osg(1, 512 * MIB)], site);
         let text = explain(&model, None, "head").unwrap();
         assert!(text.starts_with("node `osg-head` (role `head` of cluster `osg`, test.voc:9:1) fits no host of site `chiba`\n"), "{text}");
-        assert!(text.contains("  c02   -      -        -      does not run xen (runs kvm)\n"), "{text}");
+        assert!(
+            text.contains("  c02   -      -        -      does not run xen (runs kvm)\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "the best host, `c01`, lacks least: memory is short by 96 MiB (needs 512 MiB, \
@@ -312,7 +346,9 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     #[test]
     fn finds_nodes_by_unique_hostname_and_lists_candidates_otherwise() {
         let model = model(vec![osg(2, 256 * MIB), vo("cms", 1, 256 * MIB)], roomy());
-        assert!(explain(&model, None, "worker2").unwrap().starts_with("node `osg-worker2`"));
+        assert!(explain(&model, None, "worker2")
+            .unwrap()
+            .starts_with("node `osg-worker2`"));
         assert_eq!(
             explain(&model, None, "head").unwrap_err(),
             "`head` is the hostname of 2 nodes, `osg-head` and `cms-head`: name one by its id"
@@ -328,7 +364,9 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     fn says_when_the_plan_is_older_than_the_model() {
         let model = model(vec![osg(2, 256 * MIB)], roomy());
         let mut plan = crate::plan::plan(&model).unwrap();
-        assert!(!explain(&model, Some(&plan), "osg-worker1").unwrap().contains("note:"));
+        assert!(!explain(&model, Some(&plan), "osg-worker1")
+            .unwrap()
+            .contains("note:"));
         plan.nodes[1].host = "c01".to_owned();
         let text = explain(&model, Some(&plan), "osg-worker1").unwrap();
         assert!(
@@ -340,7 +378,10 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
         );
         plan.nodes.remove(1);
         let text = explain(&model, Some(&plan), "osg-worker1").unwrap();
-        assert!(text.contains("note: the plan has no node `osg-worker1`"), "{text}");
+        assert!(
+            text.contains("note: the plan has no node `osg-worker1`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -348,11 +389,19 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
         // The head fits nowhere; the workers are placed but no plan is written.
         let model = model(vec![osg(2, 512 * MIB)], chiba(2));
         let text = explain(&model, None, "osg-worker1").unwrap();
-        assert!(text.ends_with("note: placing this model still reports 1 error, so it compiles to no plan\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "note: placing this model still reports 1 error, so it compiles to no plan\n"
+            ),
+            "{text}"
+        );
     }
 
     /// Two big hosts, `c01` and `c02`, with room for everything.
     fn roomy() -> crate::model::Site {
-        site("chiba", hosts("c", 2, 8, 8 * crate::plan::GIB, 80 * crate::plan::GIB))
+        site(
+            "chiba",
+            hosts("c", 2, 8, 8 * crate::plan::GIB, 80 * crate::plan::GIB),
+        )
     }
 }

@@ -25,7 +25,13 @@ pub fn load(
     root: &Path,
 ) -> std::io::Result<Vec<Loaded>> {
     let text = world.read(root)?;
-    let mut loader = Loader { world, map, diags, out: Vec::new(), stack: Vec::new() };
+    let mut loader = Loader {
+        world,
+        map,
+        diags,
+        out: Vec::new(),
+        stack: Vec::new(),
+    };
     loader.file(root, text, false);
     Ok(loader.out)
 }
@@ -88,7 +94,12 @@ impl Loader<'_> {
             self.import(&target, arg.span);
         }
         self.stack.pop();
-        self.out.push(Loaded { file, path: path.to_path_buf(), doc, imported });
+        self.out.push(Loaded {
+            file,
+            path: path.to_path_buf(),
+            doc,
+            imported,
+        });
     }
 
     fn import(&mut self, target: &Path, at: Span) {
@@ -106,7 +117,11 @@ impl Loader<'_> {
             );
             return;
         }
-        if self.out.iter().any(|l| self.world.canonical(&l.path) == key) {
+        if self
+            .out
+            .iter()
+            .any(|l| self.world.canonical(&l.path) == key)
+        {
             return;
         }
         match self.world.read(target) {
@@ -120,5 +135,8 @@ impl Loader<'_> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

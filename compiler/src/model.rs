@@ -19,7 +19,10 @@ pub struct Origin {
 
 impl Origin {
     pub fn new(map: &SourceMap, span: Span) -> Origin {
-        Origin { span, location: map.locate(span).to_string() }
+        Origin {
+            span,
+            location: map.locate(span).to_string(),
+        }
     }
 }
 
@@ -98,7 +101,11 @@ pub struct Network {
 
 impl Network {
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0))
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix))
+                .unwrap_or(0),
+        )
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -368,6 +375,9 @@ impl Host {
 
 impl Site {
     pub fn bridge(&self, network: &str) -> Option<&str> {
-        self.bridges.iter().find(|(n, _)| n == network).map(|(_, b)| b.as_str())
+        self.bridges
+            .iter()
+            .find(|(n, _)| n == network)
+            .map(|(_, b)| b.as_str())
     }
 }

@@ -109,7 +109,7 @@ pub fn human_size(bytes: u64) -> String {
         show(GIB, "GiB")
     } else if bytes < 10 * GIB && exact(MIB) {
         show(MIB, "MiB")
-    } else if bytes < MIB && bytes % KIB == 0 {
+    } else if bytes < MIB && bytes.is_multiple_of(KIB) {
         show(KIB, "KiB")
     } else if bytes >= GIB {
         format!("about {}", show(GIB, "GiB"))

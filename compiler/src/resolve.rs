@@ -37,7 +37,12 @@ const ROLE_NIC_METHODS: &[&str] = &["dhcp", "pool", "static", "external"];
 
 impl<'a> Resolver<'a> {
     pub fn new(map: &'a SourceMap, vars: Vars) -> Resolver<'a> {
-        Resolver { map, diags: Vec::new(), vars, defs: Defs::default() }
+        Resolver {
+            map,
+            diags: Vec::new(),
+            vars,
+            defs: Defs::default(),
+        }
     }
 
     fn origin(&self, span: Span) -> Origin {
@@ -70,7 +75,10 @@ impl<'a> Resolver<'a> {
             }
         }
         self.vars.push(file_vars);
-        let mut out = Resolved { clusters: Vec::new(), sites: Vec::new() };
+        let mut out = Resolved {
+            clusters: Vec::new(),
+            sites: Vec::new(),
+        };
         if let Some(main) = files.last() {
             let mut seen: HashMap<String, Span> = HashMap::new();
             for stmt in &main.doc.stmts {
@@ -103,8 +111,11 @@ impl<'a> Resolver<'a> {
                 (ValueKind::Word(n), ValueKind::Eq) if is_var_name(n) => {
                     if scope.contains_key(n) {
                         self.err(
-                            Diagnostic::error(name.span, format!("variable `{n}` is defined twice"))
-                                .with_hint("remove one of the definitions"),
+                            Diagnostic::error(
+                                name.span,
+                                format!("variable `{n}` is defined twice"),
+                            )
+                            .with_hint("remove one of the definitions"),
                         );
                     }
                     scope.insert(n.clone(), value.clone());
@@ -135,7 +146,8 @@ impl<'a> Resolver<'a> {
         };
         if let Some(prev) = table.insert(name.clone(), stmt) {
             let prev_span = header_name(prev).map_or(prev.span, |(_, s)| s);
-            self.diags.push(duplicate(kind.name(), &name, span, prev_span));
+            self.diags
+                .push(duplicate(kind.name(), &name, span, prev_span));
         }
     }
 
@@ -185,15 +197,19 @@ impl<'a> Resolver<'a> {
                 }
                 "domain" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    if let Some((d, span)) =
-                        a.name("a DNS domain", "domain \"osg.example.org\"", &mut self.diags)
-                    {
+                    if let Some((d, span)) = a.name(
+                        "a DNS domain",
+                        "domain \"osg.example.org\"",
+                        &mut self.diags,
+                    ) {
                         if d.split('.').all(valid_hostname) {
                             cluster.domain = d;
                         } else {
                             self.err(
                                 Diagnostic::error(span, format!("`{d}` is not a valid DNS domain"))
-                                    .with_hint("use dot-separated labels of letters, digits and `-`"),
+                                    .with_hint(
+                                        "use dot-separated labels of letters, digits and `-`",
+                                    ),
                             );
                         }
                     }
@@ -201,7 +217,8 @@ impl<'a> Resolver<'a> {
                 }
                 "hypervisor" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    if let Some((h, _)) = a.choice(&["xen", "kvm"], "hypervisor kvm", &mut self.diags)
+                    if let Some((h, _)) =
+                        a.choice(&["xen", "kvm"], "hypervisor kvm", &mut self.diags)
                     {
                         cluster.hypervisor = hypervisor(h);
                     }
@@ -263,8 +280,13 @@ impl<'a> Resolver<'a> {
         }
         // Roles in declaration order; inheritance may reach cluster roles and shared ones.
         for s in stmt.children().iter().filter(|s| s.keyword.name == "role") {
-            let Some((n, _)) = header_name(s) else { continue };
-            if local_roles.get(&n).is_some_and(|first| !std::ptr::eq(*first, s)) {
+            let Some((n, _)) = header_name(s) else {
+                continue;
+            };
+            if local_roles
+                .get(&n)
+                .is_some_and(|first| !std::ptr::eq(*first, s))
+            {
                 continue;
             }
             if let Some(role) = self.role(s, &local_roles) {
@@ -316,12 +338,19 @@ impl<'a> Resolver<'a> {
             &format!("{kw} osg for \"osg\" default"),
             &mut self.diags,
         )?;
-        let mut q = Queue { name, vo: None, default: false, origin: self.origin(span) };
+        let mut q = Queue {
+            name,
+            vo: None,
+            default: false,
+            origin: self.origin(span),
+        };
         while let Some(v) = a.next() {
             match &v.kind {
                 ValueKind::Word(w) if w == "default" => q.default = true,
                 ValueKind::Word(w) if w == "for" => {
-                    if let Some((vo, _)) = a.name("a VO name", "queue bio for \"biomed\"", &mut self.diags) {
+                    if let Some((vo, _)) =
+                        a.name("a VO name", "queue bio for \"biomed\"", &mut self.diags)
+                    {
                         q.vo = Some(vo);
                     }
                 }
@@ -373,30 +402,41 @@ impl<'a> Resolver<'a> {
                                             v.span,
                                             format!("`{ip}/{p}` has host bits set"),
                                         )
-                                        .with_hint(format!(
-                                            "the network address is `{}/{p}`",
-                                            std::net::Ipv4Addr::from(net_addr)
-                                        )),
+                                        .with_hint(
+                                            format!(
+                                                "the network address is `{}/{p}`",
+                                                std::net::Ipv4Addr::from(net_addr)
+                                            ),
+                                        ),
                                     );
                                 }
                             } else if *p > 30 {
                                 if let Some(v) = &v {
                                     self.diags.push(
-                                        Diagnostic::error(v.span, format!("subnet `/{p}` is too small for a cluster"))
-                                            .with_hint("use a prefix of at most `/30`"),
+                                        Diagnostic::error(
+                                            v.span,
+                                            format!("subnet `/{p}` is too small for a cluster"),
+                                        )
+                                        .with_hint("use a prefix of at most `/30`"),
                                     );
                                 }
                             } else {
                                 subnet = Some((*ip, *p));
                             }
                         }
-                        _ => self.diags.push(a.expected(v.as_ref(), "a subnet", "subnet 10.20.0.0/24")),
+                        _ => self.diags.push(a.expected(
+                            v.as_ref(),
+                            "a subnet",
+                            "subnet 10.20.0.0/24",
+                        )),
                     }
                 }
                 "assign" => {
-                    if let Some((m, _)) =
-                        a.choice(&["dhcp", "static", "pool", "external"], "assign pool", &mut self.diags)
-                    {
+                    if let Some((m, _)) = a.choice(
+                        &["dhcp", "static", "pool", "external"],
+                        "assign pool",
+                        &mut self.diags,
+                    ) {
                         net.assign = match m {
                             "dhcp" => Assign::Dhcp,
                             "static" => Assign::Static,
@@ -423,7 +463,8 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 "uplink" => {
-                    if let Some((u, _)) = a.choice(&["nat", "none"], "uplink nat", &mut self.diags) {
+                    if let Some((u, _)) = a.choice(&["nat", "none"], "uplink nat", &mut self.diags)
+                    {
                         net.uplink = u == "nat";
                     }
                 }
@@ -483,11 +524,18 @@ impl<'a> Resolver<'a> {
                     source = match kind {
                         "busybox" => Some(LayerSource::Busybox),
                         "debian" => a
-                            .name("a Debian release", "from debian \"bookworm\"", &mut self.diags)
+                            .name(
+                                "a Debian release",
+                                "from debian \"bookworm\"",
+                                &mut self.diags,
+                            )
                             .map(|(suite, _)| LayerSource::Debian { suite }),
                         "image" => self
                             .host_path(&mut a, "from image \"base.qcow2\" sha256 \"…\"")
-                            .map(|path| LayerSource::Image { path, sha256: String::new() }),
+                            .map(|path| LayerSource::Image {
+                                path,
+                                sha256: String::new(),
+                            }),
                         _ => self
                             .host_path(&mut a, "from dir \"layers/vdt\"")
                             .map(|path| LayerSource::Dir { path }),
@@ -512,7 +560,8 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 "sha256" => {
-                    if let Some((h, sp)) = a.name("a sha256 digest", "sha256 \"e3b0c442…\"", &mut self.diags)
+                    if let Some((h, sp)) =
+                        a.name("a sha256 digest", "sha256 \"e3b0c442…\"", &mut self.diags)
                     {
                         if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
                             sha = Some((h.to_ascii_lowercase(), sp));
@@ -533,8 +582,13 @@ impl<'a> Resolver<'a> {
             Some(LayerSource::Image { path, .. }) => match sha {
                 Some((h, _)) => layer.source = LayerSource::Image { path, sha256: h },
                 None => self.err(
-                    Diagnostic::error(span, format!("layer `{}` is an image without `sha256`", layer.name))
-                        .with_hint("pin the image: add `sha256 \"…\"` with the digest of the image file"),
+                    Diagnostic::error(
+                        span,
+                        format!("layer `{}` is an image without `sha256`", layer.name),
+                    )
+                    .with_hint(
+                        "pin the image: add `sha256 \"…\"` with the digest of the image file",
+                    ),
                 ),
             },
             Some(src) => {
@@ -560,7 +614,9 @@ impl<'a> Resolver<'a> {
     }
 
     fn host_path(&mut self, a: &mut Args, example: &str) -> Option<String> {
-        let (p, span) = a.name("a path", example, &mut self.diags).or_else(|| None)?;
+        let (p, span) = a
+            .name("a path", example, &mut self.diags)
+            .or_else(|| None)?;
         if p.chars().any(char::is_control) {
             // Reported by the control character pass.
             return None;
@@ -584,8 +640,11 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 other => self.err(
-                    Diagnostic::error(item.span, format!("expected a package name, not {}", other.describe()))
-                        .with_hint("list package names, as in `[nfs-common munge]`"),
+                    Diagnostic::error(
+                        item.span,
+                        format!("expected a package name, not {}", other.describe()),
+                    )
+                    .with_hint("list package names, as in `[nfs-common munge]`"),
                 ),
             }
         }
@@ -602,10 +661,15 @@ impl<'a> Resolver<'a> {
         chain: &mut Vec<String>,
     ) -> Vec<&'a Stmt> {
         let mut out = Vec::new();
-        let Some((name, _)) = header_name(stmt) else { return out };
+        let Some((name, _)) = header_name(stmt) else {
+            return out;
+        };
         chain.push(name.clone());
         match stmt.args.get(1) {
-            Some(Value { kind: ValueKind::Word(w), .. }) if w == "extends" => {
+            Some(Value {
+                kind: ValueKind::Word(w),
+                ..
+            }) if w == "extends" => {
                 match stmt.args.get(2).map(|v| (&v.kind, v.span)) {
                     Some((ValueKind::Word(parent) | ValueKind::Str(parent), pspan)) => {
                         if chain.contains(parent) {
@@ -613,9 +677,14 @@ impl<'a> Resolver<'a> {
                                 chain.iter().map(|c| format!("`{c}`")).collect();
                             names.push(format!("`{parent}`"));
                             self.err(
-                                Diagnostic::error(pspan, format!("role inheritance cycle: {}", names.join(" extends ")))
-                                    .with_label("this closes the cycle")
-                                    .with_hint("a role cannot extend itself, directly or through others"),
+                                Diagnostic::error(
+                                    pspan,
+                                    format!("role inheritance cycle: {}", names.join(" extends ")),
+                                )
+                                .with_label("this closes the cycle")
+                                .with_hint(
+                                    "a role cannot extend itself, directly or through others",
+                                ),
                             );
                         } else {
                             // A cluster role may extend a shared role of the same name.
@@ -708,8 +777,11 @@ impl<'a> Resolver<'a> {
                         );
                     } else if n > 100_000 {
                         self.err(
-                            Diagnostic::error(sp, format!("`count {n}` is more nodes than vocc plans for"))
-                                .with_hint("use at most 100000 nodes per role"),
+                            Diagnostic::error(
+                                sp,
+                                format!("`count {n}` is more nodes than vocc plans for"),
+                            )
+                            .with_hint("use at most 100000 nodes per role"),
                         );
                     } else {
                         role.count = n as u32;
@@ -732,8 +804,9 @@ impl<'a> Resolver<'a> {
                 if let Some((n, sp)) = a.size("memory 512M", &mut self.diags) {
                     if n < (16 << 20) {
                         self.err(
-                            Diagnostic::error(sp, "`memory` must be at least 16M")
-                                .with_hint("a guest needs some memory to boot, as in `memory 256M`"),
+                            Diagnostic::error(sp, "`memory` must be at least 16M").with_hint(
+                                "a guest needs some memory to boot, as in `memory 256M`",
+                            ),
                         );
                     } else {
                         role.memory = n;
@@ -798,7 +871,9 @@ impl<'a> Resolver<'a> {
                 }
             }
             "export" => {
-                if let Some((path, sp)) = a.guest_path("export /home to private rw", &mut self.diags) {
+                if let Some((path, sp)) =
+                    a.guest_path("export /home to private rw", &mut self.diags)
+                {
                     if let Some(e) = self.export_clauses(&mut a, path, sp) {
                         role.exports.retain(|x| x.path != e.path);
                         role.exports.push(e);
@@ -815,20 +890,25 @@ impl<'a> Resolver<'a> {
                 role.scheduler = self.sched_role(&mut a);
             }
             "overlay" => {
-                if let Some((p, _)) =
-                    a.choice(&["persistent", "ephemeral"], "overlay ephemeral", &mut self.diags)
-                {
-                    role.persistence =
-                        if p == "ephemeral" { Persistence::Ephemeral } else { Persistence::Persistent };
+                if let Some((p, _)) = a.choice(
+                    &["persistent", "ephemeral"],
+                    "overlay ephemeral",
+                    &mut self.diags,
+                ) {
+                    role.persistence = if p == "ephemeral" {
+                        Persistence::Ephemeral
+                    } else {
+                        Persistence::Persistent
+                    };
                 }
             }
             "cmdline" => {
                 role.cmdline.clear();
                 while let Some(v) = a.next() {
                     match &v.kind {
-                        ValueKind::Str(t) | ValueKind::Word(t) => {
-                            role.cmdline.extend(t.split_whitespace().map(str::to_string))
-                        }
+                        ValueKind::Str(t) | ValueKind::Word(t) => role
+                            .cmdline
+                            .extend(t.split_whitespace().map(str::to_string)),
                         _ => {
                             let text = self.map.slice(v.span).to_string();
                             role.cmdline.push(text);
@@ -862,12 +942,18 @@ impl<'a> Resolver<'a> {
         }
         let Some((at, at_span)) = at else {
             self.err(
-                Diagnostic::error(lspan, format!("disk `{layer}` has no mount point"))
-                    .with_hint(format!("add `at /PATH`, as in `disk {layer} at /opt/{layer}`")),
+                Diagnostic::error(lspan, format!("disk `{layer}` has no mount point")).with_hint(
+                    format!("add `at /PATH`, as in `disk {layer} at /opt/{layer}`"),
+                ),
             );
             return None;
         };
-        Some(Disk { layer, at, access, origin: self.origin(lspan.to(at_span)) })
+        Some(Disk {
+            layer,
+            at,
+            access,
+            origin: self.origin(lspan.to(at_span)),
+        })
     }
 
     /// `export PATH [to] NETWORK [ro|rw] [no_root_squash]`
@@ -875,7 +961,8 @@ impl<'a> Resolver<'a> {
         if matches!(a.peek().map(|v| &v.kind), Some(ValueKind::Word(w)) if w == "to") {
             a.next();
         }
-        let (network, nspan) = a.name("a network", "export /home to private rw", &mut self.diags)?;
+        let (network, nspan) =
+            a.name("a network", "export /home to private rw", &mut self.diags)?;
         let mut e = Export {
             path,
             network,
@@ -889,7 +976,8 @@ impl<'a> Resolver<'a> {
                 ValueKind::Word(w) if w == "rw" => e.access = Access::Rw,
                 ValueKind::Word(w) if w == "no_root_squash" => e.no_root_squash = true,
                 _ => {
-                    self.diags.push(a.unexpected(&v, &["ro", "rw", "no_root_squash"]));
+                    self.diags
+                        .push(a.unexpected(&v, &["ro", "rw", "no_root_squash"]));
                     return None;
                 }
             }
@@ -949,7 +1037,9 @@ impl<'a> Resolver<'a> {
     fn nic(&mut self, a: &mut Args) -> Option<NicSpec> {
         let (name, span) = a.name("an interface name", "nic eth0 private", &mut self.diags)?;
         if name.len() > 15
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         {
             self.err(
                 Diagnostic::error(span, format!("`{name}` is not a valid interface name"))
@@ -982,7 +1072,10 @@ impl<'a> Resolver<'a> {
                     });
                     nic.origin = self.origin(span.to(v.span));
                     if w == "static" {
-                        if let Some(Value { kind: ValueKind::Ip(ip), span: ipspan }) = a.peek().cloned()
+                        if let Some(Value {
+                            kind: ValueKind::Ip(ip),
+                            span: ipspan,
+                        }) = a.peek().cloned()
                         {
                             a.next();
                             nic.address = Some(ip);
@@ -1032,7 +1125,11 @@ impl<'a> Resolver<'a> {
                 ValueKind::Word(w) if w == "compute" => r.compute = true,
                 ValueKind::Word(w) if w == "submit" => r.submit = true,
                 ValueKind::Word(w) if w == "partition" || w == "queue" => {
-                    if let Some((q, qs)) = a.name("a queue name", "scheduler slurm compute partition osg", &mut self.diags) {
+                    if let Some((q, qs)) = a.name(
+                        "a queue name",
+                        "scheduler slurm compute partition osg",
+                        &mut self.diags,
+                    ) {
                         r.queues.push(q);
                         r.queue_spans.push(qs);
                         last = qs;
@@ -1097,7 +1194,8 @@ impl<'a> Resolver<'a> {
                 "host" => {
                     for h in self.hosts(s) {
                         if let Some(prev) = host_spans.insert(h.name.clone(), h.origin.span) {
-                            self.diags.push(duplicate("host", &h.name, h.origin.span, prev));
+                            self.diags
+                                .push(duplicate("host", &h.name, h.origin.span, prev));
                         } else {
                             site.hosts.push(h);
                         }
@@ -1111,11 +1209,16 @@ impl<'a> Resolver<'a> {
                     });
                     if let (Some((n, nspan)), Some((b, bspan))) = (net, br) {
                         if b.len() > 15
-                            || !b.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+                            || !b
+                                .bytes()
+                                .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
                         {
                             self.err(
-                                Diagnostic::error(bspan, format!("`{b}` is not a valid bridge name"))
-                                    .with_hint("use at most 15 letters, digits, `_`, `.` or `-`"),
+                                Diagnostic::error(
+                                    bspan,
+                                    format!("`{b}` is not a valid bridge name"),
+                                )
+                                .with_hint("use at most 15 letters, digits, `_`, `.` or `-`"),
                             );
                         } else if let Some(prev) = bridge_spans.insert(n.clone(), nspan) {
                             self.diags.push(
@@ -1162,7 +1265,16 @@ impl<'a> Resolver<'a> {
     fn hosts(&mut self, stmt: &Stmt) -> Vec<Host> {
         let names: Vec<(String, Span)> = match stmt.args.first().map(|v| (&v.kind, v.span)) {
             Some((ValueKind::Word(n) | ValueKind::Str(n), span)) => vec![(n.clone(), span)],
-            Some((ValueKind::Range { prefix, lo, hi, width, suffix }, span)) => {
+            Some((
+                ValueKind::Range {
+                    prefix,
+                    lo,
+                    hi,
+                    width,
+                    suffix,
+                },
+                span,
+            )) => {
                 if hi - lo >= 100_000 {
                     self.err(
                         Diagnostic::error(span, "host range is too large")
@@ -1180,7 +1292,9 @@ impl<'a> Resolver<'a> {
             }
         };
         self.extra_header(stmt, 1);
-        let Some(first) = names.first() else { return Vec::new() };
+        let Some(first) = names.first() else {
+            return Vec::new();
+        };
         for (n, sp) in &names {
             if !valid_hostname(n) {
                 self.err(
@@ -1207,7 +1321,10 @@ impl<'a> Resolver<'a> {
                 "cpu" => {
                     if let Some((n, sp)) = a.int("cpu 2", &mut self.diags) {
                         if n == 0 || n > 4096 {
-                            self.err(Diagnostic::error(sp, "`cpu` must be between 1 and 4096").with_hint("give the host's CPU count"));
+                            self.err(
+                                Diagnostic::error(sp, "`cpu` must be between 1 and 4096")
+                                    .with_hint("give the host's CPU count"),
+                            );
                         } else {
                             cpu = Some(n as u32);
                         }
@@ -1216,7 +1333,10 @@ impl<'a> Resolver<'a> {
                 "overcommit" => {
                     if let Some((n, sp)) = a.int("overcommit 4", &mut self.diags) {
                         if n == 0 || n > 64 {
-                            self.err(Diagnostic::error(sp, "`overcommit` must be between 1 and 64").with_hint("give virtual CPUs per physical CPU"));
+                            self.err(
+                                Diagnostic::error(sp, "`overcommit` must be between 1 and 64")
+                                    .with_hint("give virtual CPUs per physical CPU"),
+                            );
                         } else {
                             overcommit = n as u32;
                         }
@@ -1224,25 +1344,36 @@ impl<'a> Resolver<'a> {
                 }
                 "memory" => memory = a.size("memory 4G", &mut self.diags).map(|x| x.0),
                 "disk" => disk = a.size("disk 40G", &mut self.diags).map(|x| x.0),
-                "reserve" => reserve = a.size("reserve 96M", &mut self.diags).map_or(reserve, |x| x.0),
+                "reserve" => {
+                    reserve = a
+                        .size("reserve 96M", &mut self.diags)
+                        .map_or(reserve, |x| x.0)
+                }
                 "hypervisor" => {
                     let v = a.next();
                     let items: Vec<Value> = match &v {
-                        Some(Value { kind: ValueKind::List(items), .. }) => {
-                            items.iter().map(|i| self.vars.subst(i, &mut self.diags)).collect()
-                        }
+                        Some(Value {
+                            kind: ValueKind::List(items),
+                            ..
+                        }) => items
+                            .iter()
+                            .map(|i| self.vars.subst(i, &mut self.diags))
+                            .collect(),
                         Some(v) => vec![v.clone()],
                         None => Vec::new(),
                     };
                     let mut hs = Vec::new();
                     for it in &items {
                         match &it.kind {
-                            ValueKind::Word(w) if w == "xen" || w == "kvm" => hs.push(hypervisor(w)),
+                            ValueKind::Word(w) if w == "xen" || w == "kvm" => {
+                                hs.push(hypervisor(w))
+                            }
                             _ => self.diags.push(a.unexpected(it, &["xen", "kvm"])),
                         }
                     }
                     if items.is_empty() {
-                        self.diags.push(a.expected(None, "a hypervisor", "hypervisor xen"));
+                        self.diags
+                            .push(a.expected(None, "a hypervisor", "hypervisor xen"));
                     }
                     if !hs.is_empty() {
                         hypervisors = hs;
@@ -1257,7 +1388,13 @@ impl<'a> Resolver<'a> {
                         a.done(&mut self.diags);
                         continue;
                     }
-                    address = a.name("a host address", "address \"c01.example.org\"", &mut self.diags).map(|x| x.0)
+                    address = a
+                        .name(
+                            "a host address",
+                            "address \"c01.example.org\"",
+                            &mut self.diags,
+                        )
+                        .map(|x| x.0)
                         .or_else(|| None);
                 }
                 _ => {}
@@ -1267,13 +1404,36 @@ impl<'a> Resolver<'a> {
         }
         let label = self.map.slice(stmt.args[0].span).to_string();
         let mut missing = Vec::new();
-        if cpu.is_none() { missing.push("cpu 2"); }
-        if memory.is_none() { missing.push("memory 4G"); }
-        if disk.is_none() { missing.push("disk 40G"); }
+        if cpu.is_none() {
+            missing.push("cpu 2");
+        }
+        if memory.is_none() {
+            missing.push("memory 4G");
+        }
+        if disk.is_none() {
+            missing.push("disk 40G");
+        }
         if !missing.is_empty() {
             self.err(
-                Diagnostic::error(first.1, format!("host `{label}` does not say its {}", missing.iter().map(|m| format!("`{}`", m.split(' ').next().unwrap_or(m))).collect::<Vec<_>>().join(", ")))
-                    .with_hint(format!("add {}", missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "))),
+                Diagnostic::error(
+                    first.1,
+                    format!(
+                        "host `{label}` does not say its {}",
+                        missing
+                            .iter()
+                            .map(|m| format!("`{}`", m.split(' ').next().unwrap_or(m)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .with_hint(format!(
+                    "add {}",
+                    missing
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             );
             return Vec::new();
         }
@@ -1303,8 +1463,15 @@ impl<'a> Resolver<'a> {
     fn extra_header(&mut self, stmt: &Stmt, n: usize) {
         if let Some(v) = stmt.args.get(n) {
             self.err(
-                Diagnostic::error(v.span, format!("unexpected {} after the {} name", v.kind.describe(), stmt.keyword.name))
-                    .with_hint(format!("write `{} NAME {{ … }}`", stmt.keyword.name)),
+                Diagnostic::error(
+                    v.span,
+                    format!(
+                        "unexpected {} after the {} name",
+                        v.kind.describe(),
+                        stmt.keyword.name
+                    ),
+                )
+                .with_hint(format!("write `{} NAME {{ … }}`", stmt.keyword.name)),
             );
         }
     }
@@ -1382,7 +1549,8 @@ pub fn unknown<'c>(
     candidates: impl IntoIterator<Item = &'c str>,
 ) -> Diagnostic {
     let cands: Vec<&str> = candidates.into_iter().collect();
-    let d = Diagnostic::error(span, format!("unknown {kind} `{name}`")).with_label(format!("no such {kind}"));
+    let d = Diagnostic::error(span, format!("unknown {kind} `{name}`"))
+        .with_label(format!("no such {kind}"));
     match vocc_dsl::diag::suggest(name, cands.iter().copied()) {
         Some(s) => d.with_hint(format!("did you mean `{s}`?")),
         None if cands.is_empty() => d.with_hint(format!("define it with `{kind} {name} {{ … }}`")),
@@ -1391,14 +1559,23 @@ pub fn unknown<'c>(
 }
 
 pub fn outside(span: Span, ip: std::net::Ipv4Addr, net: &Network) -> Diagnostic {
-    Diagnostic::error(span, format!("address `{ip}` is outside network `{}` ({})", net.name, net.cidr()))
-        .with_label("not in the subnet")
-        .with_hint(format!("use an address in {}", net.cidr()))
+    Diagnostic::error(
+        span,
+        format!(
+            "address `{ip}` is outside network `{}` ({})",
+            net.name,
+            net.cidr()
+        ),
+    )
+    .with_label("not in the subnet")
+    .with_hint(format!("use an address in {}", net.cidr()))
 }
 
 fn is_var_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -1406,7 +1583,8 @@ fn is_var_name(n: &str) -> bool {
 pub fn valid_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -1414,8 +1592,13 @@ pub fn valid_hostname(s: &str) -> bool {
 fn valid_package(s: &str) -> bool {
     let name = s.split('=').next().unwrap_or("");
     name.len() >= 2
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
         && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -1429,21 +1612,29 @@ pub fn check_name(diags: &mut Vec<Diagnostic>, kind: &str, name: &str, span: Spa
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
                 .collect();
             diags.push(
-                Diagnostic::error(span, format!("{kind} name `{name}` is not a valid host name"))
-                    .with_label("node names are made from it")
-                    .with_hint(format!(
-                        "use lowercase letters, digits and `-` (at most 40), e.g. `{}`",
-                        fixed.trim_matches('-')
-                    )),
+                Diagnostic::error(
+                    span,
+                    format!("{kind} name `{name}` is not a valid host name"),
+                )
+                .with_label("node names are made from it")
+                .with_hint(format!(
+                    "use lowercase letters, digits and `-` (at most 40), e.g. `{}`",
+                    fixed.trim_matches('-')
+                )),
             );
         }
     } else if name.is_empty()
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         || name.starts_with('.')
     {
         diags.push(
-            Diagnostic::error(span, format!("{kind} name `{name}` has characters vocc cannot use"))
-                .with_hint("use letters, digits, `_`, `.` and `-`"),
+            Diagnostic::error(
+                span,
+                format!("{kind} name `{name}` has characters vocc cannot use"),
+            )
+            .with_hint("use letters, digits, `_`, `.` and `-`"),
         );
     }
 }

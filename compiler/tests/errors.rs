@@ -40,16 +40,22 @@ struct Header {
 }
 
 fn header(dir: &Path, text: &str) -> Result<Header, String> {
-    let mut h = Header { expect: Vec::new(), site: None, vars: Vec::new() };
+    let mut h = Header {
+        expect: Vec::new(),
+        site: None,
+        vars: Vec::new(),
+    };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         if let Some(e) = line.strip_prefix(EXPECT) {
             h.expect.push(e.to_string());
         } else if let Some(s) = line.strip_prefix(SITE) {
             h.site = Some(dir.join(s.trim()));
         } else if let Some(v) = line.strip_prefix(VAR) {
-            let (name, value) =
-                v.split_once('=').ok_or_else(|| format!("`{line}`: write `# var: name=value`"))?;
-            h.vars.push((name.trim().to_string(), value.trim().to_string()));
+            let (name, value) = v
+                .split_once('=')
+                .ok_or_else(|| format!("`{line}`: write `# var: name=value`"))?;
+            h.vars
+                .push((name.trim().to_string(), value.trim().to_string()));
         }
     }
     Ok(h)
@@ -107,7 +113,10 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
     let dir = cases_dir();
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let header = header(&dir, &text)?;
-    let options = Options { site: header.site.clone(), vars: header.vars.clone() };
+    let options = Options {
+        site: header.site.clone(),
+        vars: header.vars.clone(),
+    };
     let c = compile(&FsWorld, path, &options).map_err(|e| e.to_string())?;
     let mut diags = c.diags.clone();
     if let Some(model) = &c.model {
@@ -116,8 +125,11 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
             diags.append(&mut d);
         }
     }
-    let actual: Vec<String> =
-        diags.iter().filter(|d| d.is_error()).map(|d| short(&c.map, d, path, &dir)).collect();
+    let actual: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| short(&c.map, d, path, &dir))
+        .collect();
 
     let mut problems = String::new();
     for d in &diags {
@@ -148,7 +160,13 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
             }
         }
     }
-    Ok(Outcome { text, header, actual, problems, rendered })
+    Ok(Outcome {
+        text,
+        header,
+        actual,
+        problems,
+        rendered,
+    })
 }
 
 /// Runs one case; `Err` describes every way it failed. Blessing rewrites the expect
@@ -185,7 +203,10 @@ fn run(path: &Path, bless: bool) -> Result<(), String> {
 fn blessed(text: &str, actual: &[String]) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let header_len = lines.iter().take_while(|l| l.starts_with('#')).count();
-    let at = lines[..header_len].iter().position(|l| l.starts_with(EXPECT)).unwrap_or(header_len);
+    let at = lines[..header_len]
+        .iter()
+        .position(|l| l.starts_with(EXPECT))
+        .unwrap_or(header_len);
     let mut out = String::new();
     for (i, line) in lines.iter().enumerate() {
         if i == at {
@@ -248,13 +269,18 @@ fn error_cases() {
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "voc"))
         .collect();
     cases.sort();
-    assert!(!only.is_empty() || cases.len() >= 45, "expected at least 45 error cases");
+    assert!(
+        !only.is_empty() || cases.len() >= 45,
+        "expected at least 45 error cases"
+    );
     let mut failures = String::new();
     let mut ran = 0;
     for case in cases.iter().filter(|p| p.to_string_lossy().contains(&only)) {
         ran += 1;
         if let Err(e) = run(case, bless) {
-            let name = case.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let name = case
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             let _ = writeln!(failures, "{name}:\n{e}");
         }
     }

@@ -218,8 +218,14 @@ impl JsonSchema for Step {
         };
         let common = [
             ("id", described(gen.subschema_for::<String>(), STEP_ID_DOC)),
-            ("after", described(gen.subschema_for::<Vec<String>>(), STEP_AFTER_DOC)),
-            ("reaches", described(gen.subschema_for::<State>(), STEP_REACHES_DOC)),
+            (
+                "after",
+                described(gen.subschema_for::<Vec<String>>(), STEP_AFTER_DOC),
+            ),
+            (
+                "reaches",
+                described(gen.subschema_for::<State>(), STEP_REACHES_DOC),
+            ),
         ];
         let mut schema = Action::json_schema(gen).into_object();
         for variant in schema.subschemas().one_of.iter_mut().flatten() {
@@ -266,8 +272,15 @@ pub fn steps_until(plan: &Plan, target: State) -> Vec<&Step> {
     // run must still perform it, so close the selection over `after`.
     while let Some(step) = queue.pop() {
         if wanted.insert(step.id.as_str()) {
-            queue.extend(step.after.iter().filter_map(|id| by_id.get(id.as_str()).copied()));
+            queue.extend(
+                step.after
+                    .iter()
+                    .filter_map(|id| by_id.get(id.as_str()).copied()),
+            );
         }
     }
-    plan.steps.iter().filter(|s| wanted.contains(s.id.as_str())).collect()
+    plan.steps
+        .iter()
+        .filter(|s| wanted.contains(s.id.as_str()))
+        .collect()
 }

@@ -31,7 +31,11 @@ pub enum PlanError {
     #[error("the plan has two {kind}s with id `{id}`")]
     Duplicate { kind: &'static str, id: String },
     #[error("{owner} refers to {kind} `{id}`, which the plan does not have")]
-    Dangling { owner: String, kind: &'static str, id: String },
+    Dangling {
+        owner: String,
+        kind: &'static str,
+        id: String,
+    },
     #[error("the steps wait for each other in a cycle (each waits for the next): {}", cycle.join(" → "))]
     Cycle { cycle: Vec<String> },
 }
@@ -51,11 +55,16 @@ pub fn load_plan(json: &str) -> Result<Plan, PlanError> {
     let found = value.get("schema_version").ok_or(PlanError::NoVersion)?;
     let found = found.as_u64().ok_or(PlanError::NoVersion)?;
     if found != u64::from(SCHEMA_VERSION) {
-        return Err(PlanError::Version { found, supported: SCHEMA_VERSION });
+        return Err(PlanError::Version {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     // Parse the text again rather than the value so errors carry a line and column.
-    let plan: Plan = serde_json::from_str(json)
-        .map_err(|source| PlanError::Format { version: SCHEMA_VERSION, source })?;
+    let plan: Plan = serde_json::from_str(json).map_err(|source| PlanError::Format {
+        version: SCHEMA_VERSION,
+        source,
+    })?;
     validate(&plan)?;
     Ok(plan)
 }
@@ -73,7 +82,11 @@ pub fn validate(plan: &Plan) -> Result<(), PlanError> {
         if set.contains(id) {
             Ok(())
         } else {
-            Err(PlanError::Dangling { owner: owner(), kind, id: id.to_owned() })
+            Err(PlanError::Dangling {
+                owner: owner(),
+                kind,
+                id: id.to_owned(),
+            })
         }
     };
     for layer in &plan.layers {
@@ -124,7 +137,10 @@ fn unique<'a>(
     let mut seen = HashSet::new();
     for id in ids {
         if !seen.insert(id) {
-            return Err(PlanError::Duplicate { kind, id: id.to_owned() });
+            return Err(PlanError::Duplicate {
+                kind,
+                id: id.to_owned(),
+            });
         }
     }
     Ok(seen)
@@ -140,12 +156,21 @@ fn find_cycle(plan: &Plan) -> Option<Vec<String>> {
         Open,
         Done,
     }
-    let index: HashMap<&str, usize> =
-        plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     let edges: Vec<Vec<usize>> = plan
         .steps
         .iter()
-        .map(|s| s.after.iter().filter_map(|a| index.get(a.as_str()).copied()).collect())
+        .map(|s| {
+            s.after
+                .iter()
+                .filter_map(|a| index.get(a.as_str()).copied())
+                .collect()
+        })
         .collect();
     let mut mark = vec![Mark::New; plan.steps.len()];
     for root in 0..plan.steps.len() {
@@ -166,8 +191,10 @@ fn find_cycle(plan: &Plan) -> Option<Vec<String>> {
                     }
                     Mark::Open => {
                         let from = stack.iter().position(|&(s, _)| s == to).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            stack[from..].iter().map(|&(s, _)| plan.steps[s].id.clone()).collect();
+                        let mut cycle: Vec<String> = stack[from..]
+                            .iter()
+                            .map(|&(s, _)| plan.steps[s].id.clone())
+                            .collect();
                         cycle.push(plan.steps[to].id.clone());
                         return Some(cycle);
                     }

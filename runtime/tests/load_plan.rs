@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use vocc_runtime::schema::load_plan;
 
 fn dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/plans")
+        .join(name)
 }
 
 fn cases(name: &str) -> Vec<PathBuf> {
@@ -29,7 +31,12 @@ fn good_plans_load_and_write_back_unchanged() {
     for path in cases("ok") {
         let text = fs::read_to_string(&path).unwrap();
         let plan = load_plan(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(serde_json::to_string_pretty(&plan).unwrap() + "\n", text, "{}", path.display());
+        assert_eq!(
+            serde_json::to_string_pretty(&plan).unwrap() + "\n",
+            text,
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -39,11 +46,17 @@ fn case_text(case: &Value) -> String {
         return text.to_owned();
     }
     let base = case["base"].as_str().expect("a case has `text` or `base`");
-    let mut plan: Value = serde_json::from_str(&fs::read_to_string(dir("ok").join(base)).unwrap()).unwrap();
-    for change in case["change"].as_array().expect("a case with `base` has `change`") {
+    let mut plan: Value =
+        serde_json::from_str(&fs::read_to_string(dir("ok").join(base)).unwrap()).unwrap();
+    for change in case["change"]
+        .as_array()
+        .expect("a case with `base` has `change`")
+    {
         let at = change["at"].as_str().unwrap();
         let (parent, key) = at.rsplit_once('/').unwrap();
-        let parent = plan.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent} in {base}"));
+        let parent = plan
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("no {parent} in {base}"));
         match (parent, change.get("set")) {
             (Value::Object(map), Some(value)) => {
                 map.insert(key.to_owned(), value.clone());
@@ -51,7 +64,9 @@ fn case_text(case: &Value) -> String {
             (Value::Object(map), None) => {
                 map.remove(key);
             }
-            (Value::Array(items), Some(value)) => items[key.parse::<usize>().unwrap()] = value.clone(),
+            (Value::Array(items), Some(value)) => {
+                items[key.parse::<usize>().unwrap()] = value.clone()
+            }
             (Value::Array(items), None) => {
                 items.remove(key.parse::<usize>().unwrap());
             }
@@ -75,8 +90,16 @@ fn bad_plans_are_rejected_with_a_clear_error() {
             case["error"] = Value::String(actual);
             fs::write(&path, serde_json::to_string_pretty(&case).unwrap() + "\n").unwrap();
         } else if case["error"].as_str() != Some(actual.as_str()) {
-            failures.push(format!("{}\n  expected: {}\n  actual:   {actual}", path.display(), case["error"]));
+            failures.push(format!(
+                "{}\n  expected: {}\n  actual:   {actual}",
+                path.display(),
+                case["error"]
+            ));
         }
     }
-    assert!(failures.is_empty(), "{}\n(VOCC_BLESS=1 rewrites the expected errors)", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n(VOCC_BLESS=1 rewrites the expected errors)",
+        failures.join("\n")
+    );
 }

@@ -10,7 +10,10 @@ fn plan() -> Plan {
 }
 
 fn ids(plan: &Plan, target: State) -> Vec<&str> {
-    steps_until(plan, target).into_iter().map(|s| s.id.as_str()).collect()
+    steps_until(plan, target)
+        .into_iter()
+        .map(|s| s.id.as_str())
+        .collect()
 }
 
 #[test]
@@ -18,7 +21,12 @@ fn staged_stops_after_staging() {
     let plan = plan();
     assert_eq!(
         ids(&plan, State::Staged),
-        ["stage:c01:osg/os", "stage:c01:osg/vdt", "stage:c01:osg/apps", "stage:c02:osg/os"]
+        [
+            "stage:c01:osg/os",
+            "stage:c01:osg/vdt",
+            "stage:c01:osg/apps",
+            "stage:c02:osg/os"
+        ]
     );
 }
 
@@ -27,7 +35,10 @@ fn loaded_adds_the_loads_and_starts_nothing() {
     let plan = plan();
     let ids = ids(&plan, State::Loaded);
     assert_eq!(ids.len(), 7);
-    assert_eq!(ids[4..], ["load:osg-head", "load:osg-worker1", "load:osg-worker2"]);
+    assert_eq!(
+        ids[4..],
+        ["load:osg-head", "load:osg-worker1", "load:osg-worker2"]
+    );
 }
 
 #[test]
@@ -44,9 +55,16 @@ fn a_step_waiting_for_a_later_state_pulls_it_in() {
     // A hand-written plan where a load waits for another node's readiness: stopping at
     // `loaded` must still start and wait for that node.
     let mut plan = plan();
-    let load = plan.steps.iter_mut().find(|s| s.id == "load:osg-worker1").unwrap();
+    let load = plan
+        .steps
+        .iter_mut()
+        .find(|s| s.id == "load:osg-worker1")
+        .unwrap();
     load.after.push("ready:osg-head".to_owned());
     let ids = ids(&plan, State::Loaded);
-    assert!(ids.contains(&"start:osg-head") && ids.contains(&"ready:osg-head"), "{ids:?}");
+    assert!(
+        ids.contains(&"start:osg-head") && ids.contains(&"ready:osg-head"),
+        "{ids:?}"
+    );
     assert!(!ids.contains(&"start:osg-worker1"), "{ids:?}");
 }

@@ -2,9 +2,9 @@
 //! nodes, the staging list and the steps. Also the one ordering check the plan needs:
 //! roles must not mount from each other in a cycle, or no node could start first.
 
-use super::place::{demand, Decision};
 use super::layer_id;
-use crate::model::{Access, Assign, Cluster, LayerSource, Model, NicMethod, Persistence};
+use super::place::{demand, Decision};
+use crate::model::{Assign, Cluster, LayerSource, Model, NicMethod, Persistence};
 use std::collections::{BTreeSet, HashMap};
 use vocc_dsl::Diagnostic;
 use vocc_runtime::plan::{
@@ -25,7 +25,11 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         .iter()
         .map(|h| PlanHost {
             name: h.name.clone(),
-            hypervisors: h.hypervisors.iter().map(|v| v.as_str().to_owned()).collect(),
+            hypervisors: h
+                .hypervisors
+                .iter()
+                .map(|v| v.as_str().to_owned())
+                .collect(),
             cpu: h.cpu,
             overcommit: h.overcommit,
             memory: h.memory,
@@ -34,7 +38,11 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
             address: h.address.clone(),
         })
         .collect();
-    let clusters: Vec<PlanCluster> = model.clusters.iter().map(|c| plan_cluster(model, c)).collect();
+    let clusters: Vec<PlanCluster> = model
+        .clusters
+        .iter()
+        .map(|c| plan_cluster(model, c))
+        .collect();
     let layers: Vec<PlanLayer> = model
         .clusters
         .iter()
@@ -70,20 +78,28 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                     hostname: node.hostname.clone(),
                     role: role.name.clone(),
                     index: node.index,
-                    host: host_of.get(node.id.as_str()).copied().unwrap_or_default().to_owned(),
+                    host: host_of
+                        .get(node.id.as_str())
+                        .copied()
+                        .unwrap_or_default()
+                        .to_owned(),
                     cpu: role.cpu,
                     memory: role.memory,
                     disk: need.disk,
                     swap: role.swap,
                     persistence: persistence_text(role.persistence).to_owned(),
-                    root: role.root.iter().map(|l| layer_id(&cluster.name, l)).collect(),
+                    root: role
+                        .root
+                        .iter()
+                        .map(|l| layer_id(&cluster.name, l))
+                        .collect(),
                     disks: role
                         .disks
                         .iter()
                         .map(|d| PlanDisk {
                             layer: layer_id(&cluster.name, &d.layer),
                             at: d.at.clone(),
-                            access: access_text(d.access).to_owned(),
+                            access: d.access.as_str().to_owned(),
                         })
                         .collect(),
                     nics: node
@@ -150,20 +166,29 @@ fn staging<'a>(
     nodes: &[PlanNode],
 ) -> Vec<StageItem> {
     let host_rank: HashMap<&str, usize> = hosts.enumerate().map(|(i, h)| (h, i)).collect();
-    let layer_rank: HashMap<&str, usize> =
-        layers.iter().enumerate().map(|(i, l)| (l.id.as_str(), i)).collect();
+    let layer_rank: HashMap<&str, usize> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.id.as_str(), i))
+        .collect();
     let mut set: BTreeSet<(usize, usize, &str, &str)> = BTreeSet::new();
     for node in nodes {
         for layer in node_layers(node) {
             // Ranks are known for every placed node and resolved layer; an unknown name
             // sorts last rather than being dropped.
-            let h = host_rank.get(node.host.as_str()).copied().unwrap_or(usize::MAX);
+            let h = host_rank
+                .get(node.host.as_str())
+                .copied()
+                .unwrap_or(usize::MAX);
             let l = layer_rank.get(layer).copied().unwrap_or(usize::MAX);
             set.insert((h, l, node.host.as_str(), layer));
         }
     }
     set.into_iter()
-        .map(|(_, _, host, layer)| StageItem { host: host.to_owned(), layer: layer.to_owned() })
+        .map(|(_, _, host, layer)| StageItem {
+            host: host.to_owned(),
+            layer: layer.to_owned(),
+        })
         .collect()
 }
 
@@ -189,7 +214,10 @@ fn steps(staging: &[StageItem], nodes: &[PlanNode]) -> Vec<Step> {
         .iter()
         .map(|s| Step {
             id: stage_id(&s.host, &s.layer),
-            action: Action::Stage { host: s.host.clone(), layer: s.layer.clone() },
+            action: Action::Stage {
+                host: s.host.clone(),
+                layer: s.layer.clone(),
+            },
             after: Vec::new(),
             reaches: State::Staged,
         })
@@ -199,21 +227,30 @@ fn steps(staging: &[StageItem], nodes: &[PlanNode]) -> Vec<Step> {
         let start = format!("start:{}", node.id);
         steps.push(Step {
             id: load.clone(),
-            action: Action::Load { node: node.id.clone() },
-            after: node_layers(node).into_iter().map(|l| stage_id(&node.host, l)).collect(),
+            action: Action::Load {
+                node: node.id.clone(),
+            },
+            after: node_layers(node)
+                .into_iter()
+                .map(|l| stage_id(&node.host, l))
+                .collect(),
             reaches: State::Loaded,
         });
         let mut after = vec![load];
         after.extend(node.after.iter().map(|dep| format!("ready:{dep}")));
         steps.push(Step {
             id: start.clone(),
-            action: Action::Start { node: node.id.clone() },
+            action: Action::Start {
+                node: node.id.clone(),
+            },
             after,
             reaches: State::Running,
         });
         steps.push(Step {
             id: format!("ready:{}", node.id),
-            action: Action::WaitReady { node: node.id.clone() },
+            action: Action::WaitReady {
+                node: node.id.clone(),
+            },
             after: vec![start],
             reaches: State::Running,
         });
@@ -228,8 +265,11 @@ pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for cluster in &model.clusters {
         let roles = &cluster.roles;
-        let index: HashMap<&str, usize> =
-            roles.iter().enumerate().map(|(i, r)| (r.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
+            .collect();
         // 0 new, 1 on the current path, 2 done.
         let mut mark = vec![0u8; roles.len()];
         // Several mounts between the same two roles close the same cycle: report it once.
@@ -247,7 +287,9 @@ pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
                     continue;
                 };
                 *next += 1;
-                let Some(&to) = index.get(mount.role.as_str()) else { continue };
+                let Some(&to) = index.get(mount.role.as_str()) else {
+                    continue;
+                };
                 match mark[to] {
                     0 => {
                         mark[to] = 1;
@@ -255,8 +297,10 @@ pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
                     }
                     1 if reported.insert((role, to)) => {
                         let from = path.iter().position(|&(r, _)| r == to).unwrap_or(0);
-                        let names: Vec<String> =
-                            path[from..].iter().map(|&(r, _)| format!("`{}`", roles[r].name)).collect();
+                        let names: Vec<String> = path[from..]
+                            .iter()
+                            .map(|&(r, _)| format!("`{}`", roles[r].name))
+                            .collect();
                         let message = if names.len() == 1 {
                             format!("role {} mounts from itself", names[0])
                         } else {
@@ -310,10 +354,6 @@ fn method_text(method: NicMethod) -> &'static str {
         NicMethod::Pool => "pool",
         NicMethod::External => "external",
     }
-}
-
-fn access_text(access: Access) -> &'static str {
-    access.as_str()
 }
 
 fn persistence_text(persistence: Persistence) -> &'static str {

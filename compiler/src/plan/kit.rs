@@ -25,7 +25,9 @@ pub fn host(name: &str, cpu: u32, memory: u64, disk: u64) -> Host {
 
 /// Hosts `<prefix>01` to `<prefix><n>`, alike.
 pub fn hosts(prefix: &str, n: u32, cpu: u32, memory: u64, disk: u64) -> Vec<Host> {
-    (1..=n).map(|i| host(&format!("{prefix}{i:02}"), cpu, memory, disk)).collect()
+    (1..=n)
+        .map(|i| host(&format!("{prefix}{i:02}"), cpu, memory, disk))
+        .collect()
 }
 
 /// A site with bridges for the `private` and `public` networks.
@@ -53,11 +55,23 @@ pub fn layer(name: &str, source: LayerSource, size: Option<u64>) -> Layer {
 }
 
 pub fn debian(name: &str, size: u64) -> Layer {
-    layer(name, LayerSource::Debian { suite: "bookworm".to_owned() }, Some(size))
+    layer(
+        name,
+        LayerSource::Debian {
+            suite: "bookworm".to_owned(),
+        },
+        Some(size),
+    )
 }
 
 pub fn dir(name: &str, size: u64) -> Layer {
-    layer(name, LayerSource::Dir { path: format!("layers/{name}") }, Some(size))
+    layer(
+        name,
+        LayerSource::Dir {
+            path: format!("layers/{name}"),
+        },
+        Some(size),
+    )
 }
 
 /// A role with one NIC `eth0` on the `private` network, persistent, no disks.
@@ -93,7 +107,12 @@ pub fn with_root(mut role: Role, layers: &[&str]) -> Role {
 }
 
 pub fn with_disk(mut role: Role, layer: &str, at: &str, access: Access) -> Role {
-    role.disks.push(Disk { layer: layer.to_owned(), at: at.to_owned(), access, origin: Origin::default() });
+    role.disks.push(Disk {
+        layer: layer.to_owned(),
+        at: at.to_owned(),
+        access,
+        origin: Origin::default(),
+    });
     role
 }
 
@@ -175,7 +194,10 @@ pub fn model(clusters: Vec<Cluster>, site: Site) -> Model {
     let mut line = 0u32;
     let mut next = || {
         line += 1;
-        Origin { span: Span::new(FileId(0), line as usize * 100, line as usize * 100 + 10), location: format!("test.voc:{line}:1") }
+        Origin {
+            span: Span::new(FileId(0), line as usize * 100, line as usize * 100 + 10),
+            location: format!("test.voc:{line}:1"),
+        }
     };
     model.site.origin = next();
     for host in &mut model.site.hosts {
@@ -226,7 +248,11 @@ pub fn vo(name: &str, workers: u32, head_memory: u64) -> Cluster {
     worker.swap = Some(200 * MIB);
     cluster(
         name,
-        vec![debian("os", 2 * GIB), dir("vdt", 750 * MIB), dir("apps", GIB)],
+        vec![
+            debian("os", 2 * GIB),
+            dir("vdt", 750 * MIB),
+            dir("apps", GIB),
+        ],
         vec![head, worker],
     )
 }

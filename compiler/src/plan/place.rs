@@ -6,6 +6,7 @@ use super::{
 };
 use crate::model::{Access, Cluster, Host, Hypervisor, Layer, LayerSource, Model, Role};
 use std::collections::BTreeSet;
+use std::ops::Add;
 use vocc_dsl::Diagnostic;
 
 /// What one node needs from the host it runs on.
@@ -25,14 +26,26 @@ pub struct Demand {
     pub layers: Vec<(String, u64)>,
 }
 
-/// Free resources of a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Free resources of a host (or, summed, of several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Free {
     /// Virtual CPUs: `cpu × overcommit` less those of the nodes placed.
     pub cpu: u64,
     /// Bytes: `memory − reserve` less those of the nodes placed.
     pub memory: u64,
     pub disk: u64,
+}
+
+impl Add for Free {
+    type Output = Free;
+
+    fn add(self, other: Free) -> Free {
+        Free {
+            cpu: self.cpu.saturating_add(other.cpu),
+            memory: self.memory.saturating_add(other.memory),
+            disk: self.disk.saturating_add(other.disk),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,8 +164,12 @@ pub(crate) fn demand(cluster: &Cluster, role: &Role) -> Demand {
             layers.push((id, size(name)));
         }
     }
-    let writable: u64 =
-        role.disks.iter().filter(|d| d.access == Access::Rw).map(|d| size(&d.layer)).sum();
+    let writable: u64 = role
+        .disks
+        .iter()
+        .filter(|d| d.access == Access::Rw)
+        .map(|d| size(&d.layer))
+        .sum();
     let swap = role.swap.unwrap_or(0);
     Demand {
         cpu: role.cpu,
@@ -189,7 +206,11 @@ impl HostState<'_> {
             ];
             for (resource, needed, free) in needs {
                 if needed > free {
-                    short.push(Shortfall { resource, needed, free });
+                    short.push(Shortfall {
+                        resource,
+                        needed,
+                        free,
+                    });
                 }
             }
         }
@@ -206,7 +227,8 @@ impl HostState<'_> {
         self.free.cpu -= u64::from(demand.cpu);
         self.free.memory -= demand.memory;
         self.free.disk -= demand.disk + layer_disk;
-        self.layers.extend(demand.layers.iter().map(|(id, _)| id.clone()));
+        self.layers
+            .extend(demand.layers.iter().map(|(id, _)| id.clone()));
     }
 }
 
@@ -227,15 +249,21 @@ pub fn decide(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
     let mut hosts: Vec<HostState> = site
         .hosts
         .iter()
-        .map(|host| HostState { host, free: capacity(host), layers: BTreeSet::new() })
+        .map(|host| HostState {
+            host,
+            free: capacity(host),
+            layers: BTreeSet::new(),
+        })
         .collect();
     let mut decisions = Vec::new();
     for cluster in &model.clusters {
         for role in &cluster.roles {
             let demand = demand(cluster, role);
             for node in cluster.nodes_of(&role.name) {
-                let candidates: Vec<Candidate> =
-                    hosts.iter().map(|h| h.assess(cluster.hypervisor, &demand)).collect();
+                let candidates: Vec<Candidate> = hosts
+                    .iter()
+                    .map(|h| h.assess(cluster.hypervisor, &demand))
+                    .collect();
                 let mut chosen: Option<usize> = None;
                 for (i, c) in candidates.iter().enumerate() {
                     if c.fits() && chosen.is_none_or(|b| c.free.memory > candidates[b].free.memory)
@@ -276,8 +304,11 @@ fn diagnose(model: &Model, decisions: &[Decision]) -> Vec<Diagnostic> {
         }
     }
     for hv in hypervisors {
-        let clusters: Vec<&Cluster> =
-            model.clusters.iter().filter(|c| c.hypervisor == hv).collect();
+        let clusters: Vec<&Cluster> = model
+            .clusters
+            .iter()
+            .filter(|c| c.hypervisor == hv)
+            .collect();
         if !site.hosts.iter().any(|h| h.runs(hv)) {
             diags.extend(clusters.iter().map(|c| no_hypervisor(model, c)));
             continue;
@@ -312,12 +343,18 @@ fn diagnose(model: &Model, decisions: &[Decision]) -> Vec<Diagnostic> {
 fn no_hypervisor(model: &Model, cluster: &Cluster) -> Diagnostic {
     let site = &model.site;
     let hv = cluster.hypervisor.as_str();
-    let mut others: Vec<&str> =
-        site.hosts.iter().flat_map(|h| h.hypervisors.iter().map(|v| v.as_str())).collect();
+    let mut others: Vec<&str> = site
+        .hosts
+        .iter()
+        .flat_map(|h| h.hypervisors.iter().map(|v| v.as_str()))
+        .collect();
     others.sort_unstable();
     others.dedup();
     let (secondary, hint) = match others.as_slice() {
-        [] => (format!("site `{}` declares no host", site.name), format!("add hosts to site `{}`", site.name)),
+        [] => (
+            format!("site `{}` declares no host", site.name),
+            format!("add hosts to site `{}`", site.name),
+        ),
         [one] => (
             format!("the hosts of site `{}` run {one}", site.name),
             format!(
@@ -326,13 +363,23 @@ fn no_hypervisor(model: &Model, cluster: &Cluster) -> Diagnostic {
             ),
         ),
         several => (
-            format!("the hosts of site `{}` run {}", site.name, several.join(" and ")),
-            format!("change the `hypervisor` of cluster `{}`, or add {hv} hosts to site `{}`", cluster.name, site.name),
+            format!(
+                "the hosts of site `{}` run {}",
+                site.name,
+                several.join(" and ")
+            ),
+            format!(
+                "change the `hypervisor` of cluster `{}`, or add {hv} hosts to site `{}`",
+                cluster.name, site.name
+            ),
         ),
     };
     Diagnostic::error(
         cluster.origin.span,
-        format!("no host of site `{}` runs `{hv}`, the hypervisor of cluster `{}`", site.name, cluster.name),
+        format!(
+            "no host of site `{}` runs `{hv}`, the hypervisor of cluster `{}`",
+            site.name, cluster.name
+        ),
     )
     .with_label(format!("cluster `{}` needs {hv} hosts", cluster.name))
     .with_secondary(site.origin.span, secondary)
@@ -345,17 +392,12 @@ fn no_hypervisor(model: &Model, cluster: &Cluster) -> Diagnostic {
 fn site_totals(model: &Model, hv: Hypervisor, clusters: &[&Cluster]) -> Vec<Diagnostic> {
     let site = &model.site;
     let hosts: Vec<&Host> = site.hosts.iter().filter(|h| h.runs(hv)).collect();
-    let offered = hosts.iter().map(|h| capacity(h)).fold(Free { cpu: 0, memory: 0, disk: 0 }, |a, f| Free {
-        cpu: a.cpu + f.cpu,
-        memory: a.memory + f.memory,
-        disk: a.disk + f.disk,
-    });
+    let offered = hosts
+        .iter()
+        .map(|h| capacity(h))
+        .fold(Free::default(), Add::add);
     let needs: Vec<Free> = clusters.iter().map(|c| cluster_needs(c)).collect();
-    let needed = needs.iter().fold(Free { cpu: 0, memory: 0, disk: 0 }, |a, f| Free {
-        cpu: a.cpu + f.cpu,
-        memory: a.memory + f.memory,
-        disk: a.disk + f.disk,
-    });
+    let needed = needs.iter().copied().fold(Free::default(), Add::add);
     let subject = match clusters {
         [one] => format!("cluster `{}` needs", one.name),
         several => {
@@ -432,7 +474,7 @@ fn site_totals(model: &Model, hv: Hypervisor, clusters: &[&Cluster]) -> Vec<Diag
 
 /// What all nodes of a cluster need together, each layer they use counted once.
 fn cluster_needs(cluster: &Cluster) -> Free {
-    let mut total = Free { cpu: 0, memory: 0, disk: 0 };
+    let mut total = Free::default();
     let mut layers: BTreeSet<String> = BTreeSet::new();
     for role in &cluster.roles {
         let d = demand(cluster, role);
@@ -483,14 +525,25 @@ fn fits_nowhere(model: &Model, d: &Decision, others: usize) -> Option<Diagnostic
         })
         .collect();
     let resources: Vec<&str> = best.short.iter().map(|s| s.resource.as_str()).collect();
-    let overcommit = if resources.contains(&"cpu") { ", raise the hosts' `overcommit`" } else { "" };
+    let overcommit = if resources.contains(&"cpu") {
+        ", raise the hosts' `overcommit`"
+    } else {
+        ""
+    };
     let mut diag = Diagnostic::error(
         role.origin.span,
         format!("node `{}` fits no host of site `{}`", d.node, site.name),
     )
     .with_label(label)
-    .with_secondary(host.origin.span, format!("`{}` is the host that lacks least", host.name))
-    .with_hint(format!("on `{}`, the best host, {}", host.name, shortfalls(host, best)))
+    .with_secondary(
+        host.origin.span,
+        format!("`{}` is the host that lacks least", host.name),
+    )
+    .with_hint(format!(
+        "on `{}`, the best host, {}",
+        host.name,
+        shortfalls(host, best)
+    ))
     .with_hint(format!(
         "lower the {} of role `{}`{overcommit}, or add a host with more {} to site `{}`",
         join_and(&fields),
@@ -534,7 +587,11 @@ pub fn shortfalls(host: &Host, candidate: &Candidate) -> String {
                     human_size(host.reserve)
                 ),
                 Resource::Memory => {
-                    format!("needs {}, {} free", human_size(s.needed), human_size(s.free))
+                    format!(
+                        "needs {}, {} free",
+                        human_size(s.needed),
+                        human_size(s.free)
+                    )
                 }
                 Resource::Disk if candidate.layer_disk > 0 => format!(
                     "needs {} with {} of layers not yet on the host, {} free",
@@ -543,7 +600,11 @@ pub fn shortfalls(host: &Host, candidate: &Candidate) -> String {
                     human_size(s.free)
                 ),
                 Resource::Disk => {
-                    format!("needs {}, {} free", human_size(s.needed), human_size(s.free))
+                    format!(
+                        "needs {}, {} free",
+                        human_size(s.needed),
+                        human_size(s.free)
+                    )
                 }
             };
             format!("{} is short by {} ({detail})", r.as_str(), r.amount(s.by()))

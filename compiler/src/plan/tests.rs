@@ -8,7 +8,10 @@ use vocc_runtime::schema::load_plan;
 
 /// Node id → host, in plan order.
 fn hosts_of(plan: &Plan) -> Vec<(&str, &str)> {
-    plan.nodes.iter().map(|n| (n.id.as_str(), n.host.as_str())).collect()
+    plan.nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.host.as_str()))
+        .collect()
 }
 
 fn errors(model: &Model) -> Vec<Diagnostic> {
@@ -23,12 +26,18 @@ fn roomy(n: u32) -> Site {
 }
 
 fn role_span(model: &Model, cluster: usize, role: &str) -> vocc_dsl::Span {
-    model.clusters[cluster].role(role).map(|r| r.origin.span).unwrap_or_default()
+    model.clusters[cluster]
+        .role(role)
+        .map(|r| r.origin.span)
+        .unwrap_or_default()
 }
 
 #[test]
 fn spread_puts_one_node_per_host_then_wraps_by_free_memory() {
-    let model = model(vec![osg(8, 512 * MIB)], site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB)));
+    let model = model(
+        vec![osg(8, 512 * MIB)],
+        site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB)),
+    );
     let plan = plan(&model).unwrap();
     // The head takes c01; three workers take the emptier hosts; the fourth goes to the
     // first of the three equal hosts; c01 (512 MiB less) comes round again later.
@@ -73,11 +82,17 @@ fn a_cluster_whose_hypervisor_no_host_runs_is_one_error() {
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");
     let d = &diags[0];
-    assert_eq!(d.message, "no host of site `chiba` runs `kvm`, the hypervisor of cluster `osg`");
+    assert_eq!(
+        d.message,
+        "no host of site `chiba` runs `kvm`, the hypervisor of cluster `osg`"
+    );
     assert_eq!(d.span, model.clusters[0].origin.span);
     assert_eq!(d.secondary[0].span, model.site.origin.span);
     assert_eq!(d.secondary[0].message, "the hosts of site `chiba` run xen");
-    assert_eq!(d.hints, ["set `hypervisor xen` in cluster `osg`, or add kvm hosts to site `chiba`"]);
+    assert_eq!(
+        d.hints,
+        ["set `hypervisor xen` in cluster `osg`, or add kvm hosts to site `chiba`"]
+    );
 }
 
 #[test]
@@ -112,7 +127,10 @@ fn the_best_host_is_the_one_that_lacks_least() {
     hosts[1].cpu = 1;
     hosts[2].memory = GIB; // short of memory by less than c01 of disk
     let worker = with_root(role("worker", 1, 2, 1536 * MIB), &["os"]);
-    let model = model(vec![cluster("osg", vec![debian("os", 2 * GIB)], vec![worker])], site("chiba", hosts));
+    let model = model(
+        vec![cluster("osg", vec![debian("os", 2 * GIB)], vec![worker])],
+        site("chiba", hosts),
+    );
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");
     assert_eq!(
@@ -141,20 +159,38 @@ fn nodes_of_one_role_that_fit_nowhere_make_one_diagnostic() {
     // The site has memory enough in all (7456 MiB of 8 GiB), but in pieces too small.
     let mut cluster = osg(6, 256 * MIB);
     cluster.roles[1].memory = 1200 * MIB;
-    let model = model(vec![cluster], site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB)));
+    let model = model(
+        vec![cluster],
+        site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB)),
+    );
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert_eq!(diags[0].message, "node `osg-worker5` fits no host of site `chiba`");
-    assert!(diags[0].label.ends_with("; 1 more node of this role fits nowhere either"), "{}", diags[0].label);
+    assert_eq!(
+        diags[0].message,
+        "node `osg-worker5` fits no host of site `chiba`"
+    );
+    assert!(
+        diags[0]
+            .label
+            .ends_with("; 1 more node of this role fits nowhere either"),
+        "{}",
+        diags[0].label
+    );
 }
 
 #[test]
 fn demand_beyond_the_whole_site_is_one_error_per_resource() {
-    let model = model(vec![osg(5, 512 * MIB)], site("chiba", hosts("c", 2, 2, 8 * GIB, 40 * GIB)));
+    let model = model(
+        vec![osg(5, 512 * MIB)],
+        site("chiba", hosts("c", 2, 2, 8 * GIB, 40 * GIB)),
+    );
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");
     let d = &diags[0];
-    assert_eq!(d.message, "cluster `osg` needs 6 vCPUs but site `chiba` offers 4");
+    assert_eq!(
+        d.message,
+        "cluster `osg` needs 6 vCPUs but site `chiba` offers 4"
+    );
     assert_eq!(d.span, model.site.origin.span);
     assert_eq!(d.label, "4 vCPUs on 2 xen hosts");
     assert_eq!(d.secondary.len(), 1);
@@ -191,30 +227,64 @@ fn memory_beyond_the_whole_site_is_reported_after_reserves() {
             "cluster `osg` needs 9 vCPUs but site `chiba` offers 8",
         ]
     );
-    assert_eq!(diags[0].hints, ["lower the `count` or `memory` of a role, or add hosts to site `chiba`"]);
+    assert_eq!(
+        diags[0].hints,
+        ["lower the `count` or `memory` of a role, or add hosts to site `chiba`"]
+    );
 }
 
 #[test]
 fn two_clusters_share_a_site_one_node_of_each_per_host() {
-    let model = model(vec![osg(7, 512 * MIB), vo("cms", 7, 512 * MIB)], site("chiba", hosts("c", 8, 2, 2 * GIB, 20 * GIB)));
+    let model = model(
+        vec![osg(7, 512 * MIB), vo("cms", 7, 512 * MIB)],
+        site("chiba", hosts("c", 8, 2, 2 * GIB, 20 * GIB)),
+    );
     let plan = plan(&model).unwrap();
     for host in &plan.hosts {
-        let on: Vec<&str> =
-            plan.nodes.iter().filter(|n| n.host == host.name).map(|n| n.cluster.as_str()).collect();
+        let on: Vec<&str> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.host == host.name)
+            .map(|n| n.cluster.as_str())
+            .collect();
         assert_eq!(on, ["osg", "cms"], "on {}", host.name);
     }
     // Layers belong to their cluster even when alike.
-    assert!(plan.staging.iter().any(|s| s.host == "c01" && s.layer == "cms/os"));
-    assert!(plan.staging.iter().any(|s| s.host == "c01" && s.layer == "osg/os"));
+    assert!(plan
+        .staging
+        .iter()
+        .any(|s| s.host == "c01" && s.layer == "cms/os"));
+    assert!(plan
+        .staging
+        .iter()
+        .any(|s| s.host == "c01" && s.layer == "osg/os"));
 }
 
 #[test]
 fn each_layer_is_staged_once_per_host_that_uses_it() {
     let plan = plan(&model(vec![osg(8, 512 * MIB)], roomy(4))).unwrap();
-    let staged: Vec<String> = plan.staging.iter().map(|s| format!("{} {}", s.host, s.layer)).collect();
-    assert_eq!(staged, ["c01 osg/os", "c01 osg/vdt", "c01 osg/apps", "c02 osg/os", "c03 osg/os", "c04 osg/os"]);
-    let stage_steps: Vec<&str> =
-        plan.steps.iter().filter(|s| s.reaches == State::Staged).map(|s| s.id.as_str()).collect();
+    let staged: Vec<String> = plan
+        .staging
+        .iter()
+        .map(|s| format!("{} {}", s.host, s.layer))
+        .collect();
+    assert_eq!(
+        staged,
+        [
+            "c01 osg/os",
+            "c01 osg/vdt",
+            "c01 osg/apps",
+            "c02 osg/os",
+            "c03 osg/os",
+            "c04 osg/os"
+        ]
+    );
+    let stage_steps: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.reaches == State::Staged)
+        .map(|s| s.id.as_str())
+        .collect();
     assert_eq!(
         stage_steps,
         [
@@ -234,11 +304,20 @@ fn a_layer_costs_its_disk_once_per_host() {
     let node_role = with_root(role("node", 2, 1, 256 * MIB), &["os"]);
     let cluster = cluster("demo", vec![debian("os", 2 * GIB)], vec![node_role]);
     let disk = 2 * GIB + 2 * NODE_DISK_ALLOWANCE;
-    let fits = model(vec![cluster.clone()], site("chiba", vec![host("c01", 2, 4 * GIB, disk)]));
+    let fits = model(
+        vec![cluster.clone()],
+        site("chiba", vec![host("c01", 2, 4 * GIB, disk)]),
+    );
     assert!(plan(&fits).is_ok());
-    let tight = model(vec![cluster], site("chiba", vec![host("c01", 2, 4 * GIB, disk - MIB)]));
+    let tight = model(
+        vec![cluster],
+        site("chiba", vec![host("c01", 2, 4 * GIB, disk - MIB)]),
+    );
     let diags = errors(&tight);
-    assert_eq!(diags[0].message, "cluster `demo` needs 2.5 GiB of disk but site `chiba` offers 2559 MiB");
+    assert_eq!(
+        diags[0].message,
+        "cluster `demo` needs 2.5 GiB of disk but site `chiba` offers 2559 MiB"
+    );
 }
 
 #[test]
@@ -247,7 +326,14 @@ fn writable_disks_and_swap_count_per_node() {
     let placement = place(&model).unwrap();
     let head = &placement.decisions[0].demand;
     assert_eq!(head.disk, NODE_DISK_ALLOWANCE + 200 * MIB + GIB);
-    assert_eq!(head.layers, [("osg/os".to_owned(), 2 * GIB), ("osg/vdt".to_owned(), 750 * MIB), ("osg/apps".to_owned(), GIB)]);
+    assert_eq!(
+        head.layers,
+        [
+            ("osg/os".to_owned(), 2 * GIB),
+            ("osg/vdt".to_owned(), 750 * MIB),
+            ("osg/apps".to_owned(), GIB)
+        ]
+    );
     assert_eq!(placement.plan.nodes[0].disk, head.disk);
 }
 
@@ -264,11 +350,21 @@ fn layers_without_a_size_count_the_defaults() {
 fn steps_wait_for_staging_and_for_the_nodes_mounted_from() {
     let plan = plan(&model(vec![osg(2, 512 * MIB)], roomy(2))).unwrap();
     let step = |id: &str| plan.steps.iter().find(|s| s.id == id).unwrap();
-    assert_eq!(step("load:osg-head").after, ["stage:c01:osg/os", "stage:c01:osg/vdt", "stage:c01:osg/apps"]);
+    assert_eq!(
+        step("load:osg-head").after,
+        [
+            "stage:c01:osg/os",
+            "stage:c01:osg/vdt",
+            "stage:c01:osg/apps"
+        ]
+    );
     assert_eq!(step("start:osg-head").after, ["load:osg-head"]);
     assert_eq!(step("ready:osg-head").after, ["start:osg-head"]);
     assert_eq!(step("load:osg-worker1").after, ["stage:c02:osg/os"]);
-    assert_eq!(step("start:osg-worker1").after, ["load:osg-worker1", "ready:osg-head"]);
+    assert_eq!(
+        step("start:osg-worker1").after,
+        ["load:osg-worker1", "ready:osg-head"]
+    );
     let worker = plan.nodes.iter().find(|n| n.id == "osg-worker1").unwrap();
     assert_eq!(worker.after, ["osg-head"]);
     assert_eq!(worker.nics[0].bridge.as_deref(), Some("xenbr1"));
@@ -276,7 +372,11 @@ fn steps_wait_for_staging_and_for_the_nodes_mounted_from() {
     // Every step comes after the steps it waits for, so the list is one valid order.
     for (i, s) in plan.steps.iter().enumerate() {
         for a in &s.after {
-            assert!(plan.steps[..i].iter().any(|p| &p.id == a), "{} before {a}", s.id);
+            assert!(
+                plan.steps[..i].iter().any(|p| &p.id == a),
+                "{} before {a}",
+                s.id
+            );
         }
     }
 }
@@ -285,11 +385,21 @@ fn steps_wait_for_staging_and_for_the_nodes_mounted_from() {
 fn steps_until_stops_at_the_target_state() {
     let plan = plan(&model(vec![osg(2, 512 * MIB)], roomy(2))).unwrap();
     let kinds = |target| -> Vec<String> {
-        steps_until(&plan, target).iter().map(|s| s.id.split(':').next().unwrap_or("").to_owned()).collect()
+        steps_until(&plan, target)
+            .iter()
+            .map(|s| s.id.split(':').next().unwrap_or("").to_owned())
+            .collect()
     };
     let count = |target, kind: &str| kinds(target).iter().filter(|k| *k == kind).count();
     assert_eq!(kinds(State::Staged), ["stage"; 4]);
-    assert_eq!((count(State::Loaded, "stage"), count(State::Loaded, "load"), count(State::Loaded, "start")), (4, 3, 0));
+    assert_eq!(
+        (
+            count(State::Loaded, "stage"),
+            count(State::Loaded, "load"),
+            count(State::Loaded, "start")
+        ),
+        (4, 3, 0)
+    );
     assert_eq!(steps_until(&plan, State::Running).len(), plan.steps.len());
     assert_eq!(steps_until(&plan, State::Paused).len(), plan.steps.len());
     assert!(steps_until(&plan, State::Unstaged).is_empty());
@@ -315,8 +425,14 @@ fn roles_that_mount_from_each_other_cannot_start() {
     let model = model(vec![cluster], roomy(2));
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert_eq!(diags[0].message, "roles `head` and `worker` mount from each other in a cycle");
-    assert_eq!(diags[0].span, model.clusters[0].roles[1].mounts[0].origin.span);
+    assert_eq!(
+        diags[0].message,
+        "roles `head` and `worker` mount from each other in a cycle"
+    );
+    assert_eq!(
+        diags[0].span,
+        model.clusters[0].roles[1].mounts[0].origin.span
+    );
 }
 
 #[test]
@@ -335,4 +451,3 @@ fn sizes_read_exactly_when_they_are_exact() {
     assert_eq!(human_size(76618 * MIB), "about 74.82 GiB");
     assert_eq!(human_size(10239 * MIB), "10239 MiB");
 }
-

@@ -1,0 +1,283 @@
+//! The templates: one handlebars template per generated file, embedded in the binary
+//! from `templates/`, and replaceable one by one by a site's own directory.
+//!
+//! Two registries keep escaping right: configuration files get an escape that only
+//! defuses control characters (no HTML entities in a slurm.conf), and the libvirt
+//! domain XML gets XML escaping. Both run in strict mode, so a template that names a
+//! variable the renderer does not provide fails instead of printing nothing.
+
+use handlebars::Handlebars;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How a template's output must escape the values it interpolates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Plain configuration text: values go in as they are, but a control character
+    /// (which the checker already rejects) becomes U+FFFD so that no value can start
+    /// a new line or statement.
+    Config,
+    /// XML character data and attribute values.
+    Xml,
+}
+
+/// How often a template is rendered, and so how many nodes share one rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Once per cluster (or per cluster and queue, or per DHCP server).
+    Cluster,
+    /// Once per role.
+    Role,
+    /// Once per node (or per node and NIC).
+    Node,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Cluster => "cluster",
+            Scope::Role => "role",
+            Scope::Node => "node",
+        }
+    }
+}
+
+/// One embedded template: its name (the file is `templates/<name>.hbs`), what it
+/// produces, its scope and its escaping.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateInfo {
+    pub name: &'static str,
+    /// Where the output goes, for people (`/etc/hosts`, `nodes/<id>/xen.cfg`).
+    pub produces: &'static str,
+    pub scope: Scope,
+    pub escape: Escape,
+    text: &'static str,
+}
+
+macro_rules! templates {
+    ($( $name:literal => $produces:literal, $scope:ident, $escape:ident; )*) => {
+        /// Every template vocc renders, in a fixed order.
+        pub const TEMPLATES: &[TemplateInfo] = &[$(
+            TemplateInfo {
+                name: $name,
+                produces: $produces,
+                scope: Scope::$scope,
+                escape: Escape::$escape,
+                text: include_str!(concat!("../../../templates/", $name, ".hbs")),
+            },
+        )*];
+    };
+}
+
+templates! {
+    "hostname" => "/etc/hostname", Node, Config;
+    "hosts" => "/etc/hosts", Cluster, Config;
+    "interfaces" => "/etc/network/interfaces", Node, Config;
+    "networkd.network" => "/etc/systemd/network/10-<nic>.network", Node, Config;
+    "fstab" => "/etc/fstab", Role, Config;
+    "exports" => "/etc/exports", Role, Config;
+    "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
+    "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
+    "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
+    "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;
+    "pbs-mom_config" => "/var/spool/torque/mom_priv/config", Role, Config;
+    "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
+    "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
+    "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
+    "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
+    "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
+    "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
+    "cmdline" => "nodes/<id>/cmdline", Node, Config;
+    "meta-data" => "nodes/<id>/cidata/meta-data", Node, Config;
+    "user-data" => "nodes/<id>/cidata/user-data", Role, Config;
+    "network-config" => "nodes/<id>/cidata/network-config", Node, Config;
+    "xen.cfg" => "nodes/<id>/xen.cfg (xen clusters)", Node, Config;
+    "libvirt.xml" => "nodes/<id>/libvirt.xml (kvm clusters)", Node, Xml;
+}
+
+/// The information about the template `name`, if vocc has one of that name.
+pub fn info(name: &str) -> Option<&'static TemplateInfo> {
+    TEMPLATES.iter().find(|t| t.name == name)
+}
+
+/// Where a template's text came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    Embedded,
+    /// A site's file that replaced the embedded template.
+    Site(PathBuf),
+}
+
+/// Why a set of templates could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read the templates directory `{}`: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is not a template vocc renders{}", path.display(), hint(.suggestion))]
+    Unknown { path: PathBuf, suggestion: Option<&'static str> },
+    #[error("template `{name}` ({}) does not parse: {message}", origin(.source))]
+    Parse { name: String, source: TemplateSource, message: String },
+}
+
+fn hint(suggestion: &Option<&'static str>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean `{s}.hbs`?"),
+        None => "; template files are named `<template>.hbs`, see templates/README.md".into(),
+    }
+}
+
+fn origin(source: &TemplateSource) -> String {
+    match source {
+        TemplateSource::Embedded => "embedded".into(),
+        TemplateSource::Site(p) => p.display().to_string(),
+    }
+}
+
+/// The loaded templates, ready to render.
+pub struct Templates {
+    config: Handlebars<'static>,
+    xml: Handlebars<'static>,
+    sources: BTreeMap<&'static str, TemplateSource>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("sources", &self.sources).finish()
+    }
+}
+
+impl Templates {
+    /// The embedded templates.
+    pub fn embedded() -> Result<Templates, TemplateError> {
+        Templates::load(None)
+    }
+
+    /// The embedded templates, each replaced by `<dir>/<name>.hbs` where that file
+    /// exists. Any other file in `dir` is an error (a misspelt name would otherwise be
+    /// ignored in silence); names starting with `.` are skipped.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
+        let mut texts: BTreeMap<&'static str, (String, TemplateSource)> = TEMPLATES
+            .iter()
+            .map(|t| (t.name, (t.text.to_owned(), TemplateSource::Embedded)))
+            .collect();
+        if let Some(dir) = dir {
+            let read = |source| TemplateError::Read { path: dir.to_path_buf(), source };
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(read)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()
+                .map_err(read)?;
+            entries.sort();
+            for path in entries {
+                let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+                if file.starts_with('.') {
+                    continue;
+                }
+                let stem = file.strip_suffix(".hbs");
+                let Some(t) = stem.and_then(info).filter(|_| path.is_file()) else {
+                    let word = stem.unwrap_or(file);
+                    let suggestion =
+                        vocc_dsl::diag::suggest(word, TEMPLATES.iter().map(|t| t.name))
+                            .and_then(|s| info(s).map(|t| t.name));
+                    return Err(TemplateError::Unknown { path, suggestion });
+                };
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| TemplateError::Read { path: path.clone(), source })?;
+                texts.insert(t.name, (text, TemplateSource::Site(path)));
+            }
+        }
+
+        let mut config = registry(escape_config);
+        let mut xml = registry(escape_xml);
+        let mut sources = BTreeMap::new();
+        for t in TEMPLATES {
+            let Some((text, source)) = texts.remove(t.name) else { continue };
+            let reg = match t.escape {
+                Escape::Config => &mut config,
+                Escape::Xml => &mut xml,
+            };
+            if let Err(e) = reg.register_template_string(t.name, text) {
+                return Err(TemplateError::Parse {
+                    name: t.name.to_owned(),
+                    source,
+                    message: e.to_string(),
+                });
+            }
+            sources.insert(t.name, source);
+        }
+        Ok(Templates { config, xml, sources })
+    }
+
+    /// Where template `name` came from.
+    pub fn source(&self, name: &str) -> Option<&TemplateSource> {
+        self.sources.get(name)
+    }
+
+    /// Renders template `name` with `ctx`.
+    pub(crate) fn render(
+        &self,
+        name: &str,
+        ctx: &handlebars::Context,
+    ) -> Result<String, handlebars::RenderError> {
+        let reg = match info(name).map(|t| t.escape) {
+            Some(Escape::Xml) => &self.xml,
+            _ => &self.config,
+        };
+        reg.render_with_context(name, ctx)
+    }
+}
+
+fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+    let mut reg = Handlebars::new();
+    reg.set_strict_mode(true);
+    reg.register_escape_fn(escape);
+    reg
+}
+
+/// The escape of configuration files: values go in as they are, except that control
+/// characters become U+FFFD. The checker rejects them already; this keeps a value
+/// from ever opening a new line (a new key, a new fstab entry) if one slipped through.
+pub fn escape_config(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+}
+
+/// XML escaping for character data and attribute values (either quote style).
+pub fn escape_xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_template_parses() {
+        let t = Templates::embedded().unwrap();
+        for info in TEMPLATES {
+            assert_eq!(t.source(info.name), Some(&TemplateSource::Embedded));
+        }
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(escape_config("a b=c\"d"), "a b=c\"d");
+        assert_eq!(escape_config("a\nb"), "a\u{FFFD}b");
+        assert_eq!(escape_xml("a<b>&'\"\n"), "a&lt;b&gt;&amp;&apos;&quot;\u{FFFD}");
+    }
+}
