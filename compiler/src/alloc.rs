@@ -9,11 +9,11 @@
 //! host name and interface, so they never depend on other nodes at all.
 
 use crate::model::*;
-use crate::resolve::outside;
+use crate::resolve::{edge_name, host_range, outside, Notes, Part};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use vocc_dsl::Diagnostic;
+use vocc_dsl::{Diagnostic, Span};
 
 /// The host name of node `index` (1-based) of a role.
 pub fn hostname(role: &Role, index: u32) -> String {
@@ -52,9 +52,23 @@ fn effective_method(spec: &NicSpec, net: &Network) -> NicMethod {
     })
 }
 
+/// Who holds an address already.
+enum Holder {
+    /// A node, with the span of the address that gave it (a static one) or its NIC.
+    Node { id: String, span: Span },
+    /// The gateway or a DNS server of the network.
+    Infrastructure { what: String, span: Span },
+}
+
 /// Builds `cluster.nodes`. `macs` holds the MACs of the whole model (several
 /// clusters may share a site's bridges), so collisions are avoided across clusters.
-pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<String>) {
+/// Each mistake is reported once per NIC statement, not once per node.
+pub fn nodes(
+    diags: &mut Vec<Diagnostic>,
+    c: &mut Cluster,
+    macs: &mut HashSet<String>,
+    notes: &Notes,
+) {
     // Nodes in model order: role by role.
     let mut nodes: Vec<Node> = Vec::new();
     for r in &c.roles {
@@ -78,12 +92,14 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
         .collect();
 
     // Static addresses first: they are reserved before the pool hands anything out.
-    let mut taken: HashMap<Ipv4Addr, (String, vocc_dsl::Span)> = HashMap::new();
-    let mut per_node: Vec<Vec<Nic>> = vec![Vec::new(); nodes.len()];
-    let mut bad_nets: HashSet<String> = HashSet::new();
+    let mut taken: HashMap<Ipv4Addr, Holder> = HashMap::new();
     for net in &c.networks {
-        reserve_infrastructure(net, &mut taken);
+        reserve_infrastructure(net, notes, &mut taken);
     }
+    let mut per_node: Vec<Vec<Nic>> = vec![Vec::new(); nodes.len()];
+    // NIC statements already reported, and pairs of them already found to overlap.
+    let mut reported: HashSet<Span> = HashSet::new();
+    let mut overlaps: HashSet<(Span, Span)> = HashSet::new();
     for (ni, node) in nodes.iter().enumerate() {
         let Some(role) = c.role(&node.role) else {
             continue;
@@ -97,75 +113,37 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             if method == NicMethod::Static || spec.address.is_some() {
                 match spec.address {
                     None => {
-                        if node.index == 1 {
-                            diags.push(
-                                Diagnostic::error(
-                                    spec.origin.span,
-                                    format!(
-                                        "nic `{}` on static network `{}` has no address",
-                                        spec.name, net.name
-                                    ),
-                                )
-                                .with_hint(format!(
-                                    "write the address: `nic {} {} {}`",
-                                    spec.name,
-                                    net.name,
-                                    example_host(net)
-                                )),
-                            );
+                        if reported.insert(spec.origin.span) {
+                            diags.push(no_address(spec, net, role));
                         }
                     }
                     Some(first) => {
-                        let ip = u32::from(first)
-                            .checked_add(node.index - 1)
-                            .map(Ipv4Addr::from);
-                        match ip {
-                            Some(ip) if net.contains(ip) && !is_edge(net, ip) => {
-                                if let Some((other, span)) = taken.get(&ip) {
-                                    diags.push(
-                                        Diagnostic::error(
-                                            spec.origin.span,
-                                            format!(
-                                                "`{}` and `{other}` both have address `{ip}`",
-                                                node.id
-                                            ),
-                                        )
-                                        .with_secondary(*span, "the other use")
-                                        .with_hint("give each node its own address"),
-                                    );
-                                } else {
-                                    taken.insert(ip, (node.id.clone(), spec.origin.span));
-                                }
-                                address = Some(ip);
-                            }
-                            Some(ip) if net.contains(ip) => {
-                                diags.push(
-                                    Diagnostic::error(
-                                        spec.origin.span,
-                                        format!(
-                                            "address `{ip}` of `{}` is the network or broadcast address of `{}`",
-                                            node.id, net.name
-                                        ),
-                                    )
-                                    .with_hint(format!("use a host address in {}", net.cidr())),
-                                );
-                            }
-                            _ => {
-                                if node.index == 1 || net.contains(first) {
-                                    let shown = ip.unwrap_or(first);
-                                    let mut d = outside(spec.origin.span, shown, net);
-                                    if node.index > 1 {
-                                        d.message = format!(
-                                            "address `{shown}` of `{}` is outside network `{}` ({})",
-                                            node.id,
-                                            net.name,
-                                            net.cidr()
-                                        );
-                                        d = d.with_hint(format!(
-                                            "role `{}` has {} nodes on consecutive addresses from `{first}`",
-                                            role.name, role.count
-                                        ));
+                        let span = notes.part(spec.origin.span, Part::NicAddress);
+                        match static_address(net, role, first, node.index, span) {
+                            Ok(ip) => match taken.get(&ip) {
+                                Some(holder) => {
+                                    let other = match holder {
+                                        Holder::Node { span, .. }
+                                        | Holder::Infrastructure { span, .. } => *span,
+                                    };
+                                    if overlaps.insert((span, other)) {
+                                        diags
+                                            .push(taken_twice(ip, node, role, first, span, holder));
                                     }
+                                }
+                                None => {
+                                    taken.insert(
+                                        ip,
+                                        Holder::Node {
+                                            id: node.id.clone(),
+                                            span,
+                                        },
+                                    );
+                                    address = Some(ip);
+                                }
+                            },
+                            Err(d) => {
+                                if reported.insert(spec.origin.span) {
                                     diags.push(d);
                                 }
                             }
@@ -195,13 +173,20 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             role_pos.get(nodes[i].role.as_str()).copied(),
         )
     });
-    let mut cursors: BTreeMap<String, u32> = BTreeMap::new();
-    let mut wanted: HashMap<String, usize> = HashMap::new();
+    let mut cursors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut wanted: HashMap<String, u64> = HashMap::new();
     for nic in per_node.iter().flatten() {
         if matches!(nic.method, NicMethod::Pool | NicMethod::Dhcp) && nic.address.is_none() {
             *wanted.entry(nic.network.clone()).or_default() += 1;
         }
     }
+    // Addresses the pool cannot hand out: static ones and the infrastructure's.
+    let mut reserved: HashMap<&str, u64> = HashMap::new();
+    for net in &c.networks {
+        let n = taken.keys().filter(|ip| net.contains(**ip)).count() as u64;
+        reserved.insert(&net.name, n);
+    }
+    let mut exhausted: HashSet<String> = HashSet::new();
     for &ni in &order {
         for nic in per_node[ni].iter_mut() {
             if !matches!(nic.method, NicMethod::Pool | NicMethod::Dhcp) || nic.address.is_some() {
@@ -210,48 +195,40 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
             let Some(net) = c.network(&nic.network) else {
                 continue;
             };
-            let base = u32::from(net.subnet);
-            let size = 1u32 << (32 - u32::from(net.prefix));
+            let base = u64::from(u32::from(net.subnet));
+            let size = 1u64 << (32 - u32::from(net.prefix.min(32)));
             let cursor = cursors.entry(net.name.clone()).or_insert(1);
             let mut found = None;
-            while *cursor < size - 1 {
-                let ip = Ipv4Addr::from(base + *cursor);
+            while *cursor + 1 < size {
+                let ip = u32::try_from(base + *cursor).map(Ipv4Addr::from).ok();
                 *cursor += 1;
-                if !taken.contains_key(&ip) {
+                if let Some(ip) = ip.filter(|ip| !taken.contains_key(ip)) {
                     found = Some(ip);
                     break;
                 }
             }
             match found {
                 Some(ip) => {
-                    taken.insert(ip, (nodes[ni].id.clone(), nodes[ni].origin.span));
+                    let span = nodes[ni].origin.span;
+                    taken.insert(
+                        ip,
+                        Holder::Node {
+                            id: nodes[ni].id.clone(),
+                            span,
+                        },
+                    );
                     nic.address = Some(ip);
                 }
-                None => {
-                    if bad_nets.insert(net.name.clone()) {
-                        let want = wanted.get(&net.name).copied().unwrap_or(0);
-                        let spec_span = c
-                            .role(&nodes[ni].role)
-                            .and_then(|r| r.nics.iter().find(|s| s.name == nic.name))
-                            .map_or(nodes[ni].origin.span, |s| s.origin.span);
-                        diags.push(
-                            Diagnostic::error(
-                                spec_span,
-                                format!(
-                                    "network `{}` ({}) runs out of addresses at `{}`",
-                                    net.name,
-                                    net.cidr(),
-                                    nodes[ni].id
-                                ),
-                            )
-                            .with_label("no address left for this NIC")
-                            .with_secondary(net.origin.span, "network defined here")
-                            .with_hint(format!(
-                                "{want} NICs need an address from the pool: use a larger subnet or fewer nodes"
-                            )),
-                        );
-                    }
+                None if exhausted.insert(net.name.clone()) => {
+                    let want = wanted.get(&net.name).copied().unwrap_or(0);
+                    let spec_span = c
+                        .role(&nodes[ni].role)
+                        .and_then(|r| r.nics.iter().find(|s| s.name == nic.name))
+                        .map_or(nodes[ni].origin.span, |s| s.origin.span);
+                    let others = reserved.get(net.name.as_str()).copied().unwrap_or(0);
+                    diags.push(pool_exhausted(net, &nodes[ni].id, spec_span, want, others));
                 }
+                None => {}
             }
         }
     }
@@ -275,29 +252,177 @@ pub fn nodes(diags: &mut Vec<Diagnostic>, c: &mut Cluster, macs: &mut HashSet<St
     c.nodes = nodes;
 }
 
+/// A static NIC that gives no address.
+fn no_address(spec: &NicSpec, net: &Network, role: &Role) -> Diagnostic {
+    let message = if spec.method == Some(NicMethod::Static) {
+        format!("nic `{}` is `static` but gives no address", spec.name)
+    } else {
+        format!(
+            "nic `{}` on static network `{}` gives no address",
+            spec.name, net.name
+        )
+    };
+    let mut d = Diagnostic::error(spec.origin.span, message)
+        .with_label("no address")
+        .with_hint(format!(
+            "write the address: `nic {} {} {}`",
+            spec.name,
+            net.name,
+            example_host(net)
+        ));
+    if role.count > 1 {
+        d = d.with_hint(format!(
+            "role `{}` has {} nodes: they get consecutive addresses from the one written",
+            role.name, role.count
+        ));
+    }
+    d
+}
+
+/// The address of node `index` of a role whose static NIC starts at `first`, or why
+/// the role's addresses do not fit its network (the same for every node of the role).
+fn static_address(
+    net: &Network,
+    role: &Role,
+    first: Ipv4Addr,
+    index: u32,
+    span: Span,
+) -> Result<Ipv4Addr, Diagnostic> {
+    if !net.contains(first) {
+        return Err(outside(span, first, net, "nic"));
+    }
+    if let Some(which) = edge_name(net, first) {
+        return Err(Diagnostic::error(
+            span,
+            format!(
+                "nic address `{first}` is the {which} address of network `{}`",
+                net.name
+            ),
+        )
+        .with_label(format!("the {which} address of {}", net.cidr()))
+        .with_hint(format!("use a host address: {}", host_range(net))));
+    }
+    let mask = u32::from(net.netmask());
+    let last_host = u64::from(u32::from(net.subnet) | !mask) - 1;
+    let start = u64::from(u32::from(first));
+    let end = start + u64::from(role.count) - 1;
+    if end > last_host {
+        let room = last_host - start + 1;
+        let hosts = last_host - u64::from(u32::from(net.subnet));
+        let hint = if u64::from(role.count) <= hosts {
+            let lowest =
+                Ipv4Addr::from(u32::try_from(last_host + 1 - u64::from(role.count)).unwrap_or(0));
+            format!("start at `{lowest}` or lower, or use a larger subnet")
+        } else {
+            format!(
+                "network `{}` has only {hosts} host addresses: use a larger subnet",
+                net.name
+            )
+        };
+        return Err(Diagnostic::error(
+            span,
+            format!(
+                "role `{}` needs {} addresses from `{first}` but network `{}` ({}) has {room} from there",
+                role.name,
+                role.count,
+                net.name,
+                net.cidr()
+            ),
+        )
+        .with_label(format!("{} consecutive addresses start here", role.count))
+        .with_hint(hint));
+    }
+    let ip = start + u64::from(index) - 1;
+    Ok(Ipv4Addr::from(u32::try_from(ip).unwrap_or(0)))
+}
+
+fn taken_twice(
+    ip: Ipv4Addr,
+    node: &Node,
+    role: &Role,
+    first: Ipv4Addr,
+    span: Span,
+    holder: &Holder,
+) -> Diagnostic {
+    let consecutive = (role.count > 1).then(|| {
+        format!(
+            "role `{}` gives its {} nodes consecutive addresses from `{first}`",
+            role.name, role.count
+        )
+    });
+    let d = match holder {
+        Holder::Node { id, span: other } => Diagnostic::error(
+            span,
+            format!("address `{ip}` of `{}` is already taken by `{id}`", node.id),
+        )
+        .with_label("taken twice")
+        .with_secondary(*other, format!("`{id}` has it from here"))
+        .with_hint("give each node its own address"),
+        Holder::Infrastructure { what, span: other } => {
+            Diagnostic::error(span, format!("address `{ip}` of `{}` is {what}", node.id))
+                .with_label(what.clone())
+                .with_secondary(*other, format!("{what} here"))
+                .with_hint(
+                    "the gateway and DNS servers are never given to nodes: choose another address",
+                )
+        }
+    };
+    match consecutive {
+        Some(h) => d.with_hint(h),
+        None => d,
+    }
+}
+
+/// The pool of `net` has no address left for `node`.
+fn pool_exhausted(net: &Network, node: &str, span: Span, want: u64, others: u64) -> Diagnostic {
+    let hosts = (1u64 << (32 - u32::from(net.prefix.min(32)))).saturating_sub(2);
+    let free = hosts.saturating_sub(others);
+    let need = want + others;
+    // The smallest prefix whose host addresses hold every address wanted.
+    let prefix = (1..=30u32)
+        .rev()
+        .find(|p| (1u64 << (32 - p)) - 2 >= need)
+        .unwrap_or(1);
+    Diagnostic::error(
+        span,
+        format!(
+            "network `{}` ({}) runs out of addresses at `{node}`",
+            net.name,
+            net.cidr()
+        ),
+    )
+    .with_label("no address left for this NIC")
+    .with_secondary(net.origin.span, "network defined here")
+    .with_hint(format!(
+        "{want} NICs want an address from a pool of {free}: use a larger subnet (at least \
+         `/{prefix}`) or fewer nodes"
+    ))
+}
+
 /// Network and broadcast addresses, the gateway and DNS servers are never handed out.
-fn reserve_infrastructure(net: &Network, taken: &mut HashMap<Ipv4Addr, (String, vocc_dsl::Span)>) {
-    let mut reserve = |ip: Ipv4Addr, what: &str| {
+fn reserve_infrastructure(net: &Network, notes: &Notes, taken: &mut HashMap<Ipv4Addr, Holder>) {
+    let mut reserve = |ip: Ipv4Addr, what: String, span: Span| {
         if net.contains(ip) {
             taken
                 .entry(ip)
-                .or_insert_with(|| (format!("{what} of `{}`", net.name), net.origin.span));
+                .or_insert(Holder::Infrastructure { what, span });
         }
     };
     if let Some(g) = net.gateway {
-        reserve(g, "the gateway");
+        let span = notes.part(net.origin.span, Part::Gateway);
+        reserve(g, format!("the gateway of network `{}`", net.name), span);
     }
     for d in &net.dns {
-        reserve(*d, "the DNS server");
+        reserve(
+            *d,
+            format!("a DNS server of network `{}`", net.name),
+            net.origin.span,
+        );
     }
-}
-
-fn is_edge(net: &Network, ip: Ipv4Addr) -> bool {
-    let mask = u32::from(net.netmask());
-    let host = u32::from(ip) & !mask;
-    host == 0 || host == !mask
 }
 
 fn example_host(net: &Network) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.subnet) + 10u32.min((1u32 << (32 - u32::from(net.prefix))) - 2))
+    let size = 1u64 << (32 - u32::from(net.prefix.min(32)));
+    let host = 10u64.min(size.saturating_sub(2)).max(1);
+    Ipv4Addr::from(u32::try_from(u64::from(u32::from(net.subnet)) + host).unwrap_or(0))
 }

@@ -16,6 +16,10 @@ pub struct Vars {
     scopes: Vec<HashMap<String, Value>>,
     /// Values given on the command line (`--var name=value`): they win over `let`.
     pub overrides: HashMap<String, Value>,
+    /// Whether an unknown variable goes unreported (its statement is still skipped):
+    /// for shared definitions no cluster uses, whose variables may be meant to come
+    /// from the clusters that would use them.
+    pub lenient: bool,
 }
 
 impl Vars {
@@ -28,7 +32,9 @@ impl Vars {
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
-        self.overrides.get(name).or_else(|| self.scopes.iter().rev().find_map(|s| s.get(name)))
+        self.overrides
+            .get(name)
+            .or_else(|| self.scopes.iter().rev().find_map(|s| s.get(name)))
     }
 
     fn names(&self) -> Vec<&str> {
@@ -59,6 +65,9 @@ impl Vars {
         match &v.kind {
             ValueKind::Var(name) => {
                 let Some(def) = self.get(name) else {
+                    if self.lenient {
+                        return None;
+                    }
                     let mut d = Diagnostic::error(v.span, format!("unknown variable `${name}`"))
                         .with_label("not defined");
                     d = match vocc_dsl::diag::suggest(name, self.names()) {
@@ -85,14 +94,20 @@ impl Vars {
                 stack.push(name.clone());
                 let inner = self.subst_in(def, diags, stack);
                 stack.pop();
-                Some(Value { kind: inner?.kind, span: v.span })
+                Some(Value {
+                    kind: inner?.kind,
+                    span: v.span,
+                })
             }
             ValueKind::List(items) => {
                 let mut out = Vec::new();
                 for i in items {
                     out.push(self.subst_in(i, diags, stack)?);
                 }
-                Some(Value { kind: ValueKind::List(out), span: v.span })
+                Some(Value {
+                    kind: ValueKind::List(out),
+                    span: v.span,
+                })
             }
             _ => Some(v.clone()),
         }
@@ -103,18 +118,31 @@ impl Vars {
     /// name, at the reference that closes it: every use reports the same diagnostic,
     /// which the compiler keeps once.
     fn cycle(&self, names: &[String]) -> Diagnostic {
-        let start = names.iter().enumerate().min_by_key(|(_, n)| *n).map_or(0, |(i, _)| i);
+        let start = names
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| *n)
+            .map_or(0, |(i, _)| i);
         let ring: Vec<&String> = names[start..].iter().chain(&names[..start]).collect();
         let (first, last) = (ring[0], ring[ring.len() - 1]);
-        let span = self.get(last).and_then(|def| find_var(def, first)).unwrap_or_default();
+        let span = self
+            .get(last)
+            .and_then(|def| find_var(def, first))
+            .unwrap_or_default();
         let shown: Vec<String> = ring.iter().map(|n| format!("`${n}`")).collect();
-        let message = match shown.as_slice() {
-            [one] => format!("variable {one} refers to itself"),
-            _ => format!("variables {} refer to each other", and_list(&shown)),
+        let (message, hint) = match shown.as_slice() {
+            [one] => (
+                format!("variable {one} refers to itself"),
+                "give it a value that does not use it",
+            ),
+            _ => (
+                format!("variables {} refer to each other", and_list(&shown)),
+                "give one of them a value that does not use the others",
+            ),
         };
         Diagnostic::error(span, message)
             .with_label("this reference closes the cycle")
-            .with_hint("give one of them a value that does not use the others")
+            .with_hint(hint)
     }
 }
 
@@ -164,7 +192,10 @@ impl<'a> Args<'a> {
                 Some(s) => vals.push(s),
                 None => {
                     poisoned = true;
-                    vals.push(Value { kind: ValueKind::Word(String::new()), span: v.span });
+                    vals.push(Value {
+                        kind: ValueKind::Word(String::new()),
+                        span: v.span,
+                    });
                 }
             }
             from_var.push(match &v.kind {
@@ -172,7 +203,14 @@ impl<'a> Args<'a> {
                 _ => None,
             });
         }
-        Args { stmt, vals, from_var, pos: 0, poisoned, start }
+        Args {
+            stmt,
+            vals,
+            from_var,
+            pos: 0,
+            poisoned,
+            start,
+        }
     }
 
     /// Whether a value of the statement could not be substituted (already reported):
@@ -182,7 +220,7 @@ impl<'a> Args<'a> {
     }
 
     /// Skips the values left, without a diagnostic (the statement already has one).
-    pub fn skip(&mut self) {
+    pub fn skip_rest(&mut self) {
         self.pos = self.vals.len();
     }
 
@@ -192,12 +230,6 @@ impl<'a> Args<'a> {
 
     pub fn peek(&self) -> Option<&Value> {
         self.vals.get(self.pos)
-    }
-
-    pub fn next(&mut self) -> Option<Value> {
-        let v = self.vals.get(self.pos).cloned();
-        self.pos += 1;
-        v
     }
 
     /// The span to blame for a missing value: the end of what the statement has.
@@ -233,7 +265,9 @@ impl<'a> Args<'a> {
     /// Adds where a value came from when it was substituted for a variable, since the
     /// caret then stands under `$name`, not under the value.
     fn with_origin(&self, d: Diagnostic, v: &Value) -> Diagnostic {
-        let Some(i) = self.vals.iter().position(|x| x.span == v.span) else { return d };
+        let Some(i) = self.vals.iter().position(|x| x.span == v.span) else {
+            return d;
+        };
         match self.from_var.get(i) {
             Some(Some((name, true))) => d.with_hint(format!(
                 "`${name}` is `{}` here, set on the command line by `--var {name}=…`",
@@ -248,7 +282,12 @@ impl<'a> Args<'a> {
 
     /// The value at the cursor, `None` when it is missing or poisoned; a missing one
     /// is reported as `expected(what, example)`.
-    fn take(&mut self, what: &str, example: &str, diags: &mut Vec<Diagnostic>) -> Option<Value> {
+    fn take_value(
+        &mut self,
+        what: &str,
+        example: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Value> {
         let v = self.next();
         if self.poisoned {
             // The unknown variable in this statement was reported; nothing else is.
@@ -267,7 +306,7 @@ impl<'a> Args<'a> {
         example: &str,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(String, Span)> {
-        let v = self.take(what, example, diags)?;
+        let v = self.take_value(what, example, diags)?;
         match &v.kind {
             ValueKind::Word(s) | ValueKind::Str(s) if !s.is_empty() => Some((s.clone(), v.span)),
             _ => {
@@ -285,7 +324,7 @@ impl<'a> Args<'a> {
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(&'static str, Span)> {
         let what = one_of(choices);
-        let v = self.take(&what, example, diags)?;
+        let v = self.take_value(&what, example, diags)?;
         match &v.kind {
             ValueKind::Word(s) | ValueKind::Str(s) if !s.is_empty() => {
                 if let Some(c) = choices.iter().find(|c| **c == s) {
@@ -303,7 +342,7 @@ impl<'a> Args<'a> {
     }
 
     pub fn int(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
-        let v = self.take("a number", example, diags)?;
+        let v = self.take_value("a number", example, diags)?;
         match &v.kind {
             ValueKind::Int(n) => Some((*n, v.span)),
             _ => {
@@ -314,13 +353,16 @@ impl<'a> Args<'a> {
     }
 
     pub fn size(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
-        let v = self.take("a size", example, diags)?;
+        let v = self.take_value("a size", example, diags)?;
         match &v.kind {
             ValueKind::Size(n) => Some((*n, v.span)),
             ValueKind::Int(n) => {
                 let d = Diagnostic::error(
                     v.span,
-                    format!("`{}` needs a size with a unit, not the bare number `{n}`", self.keyword()),
+                    format!(
+                        "`{}` needs a size with a unit, not the bare number `{n}`",
+                        self.keyword()
+                    ),
                 )
                 .with_label("no unit")
                 .with_hint(format!("add K, M, G or T, as in `{example}`"));
@@ -335,16 +377,21 @@ impl<'a> Args<'a> {
     }
 
     pub fn ip(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(Ipv4Addr, Span)> {
-        let v = self.take("an IPv4 address", example, diags)?;
+        let v = self.take_value("an IPv4 address", example, diags)?;
         match &v.kind {
             ValueKind::Ip(ip) => Some((*ip, v.span)),
             ValueKind::Cidr(ip, p) => {
                 let d = Diagnostic::error(
                     v.span,
-                    format!("`{}` needs an address, not the subnet `{ip}/{p}`", self.keyword()),
+                    format!(
+                        "`{}` needs an address, not the subnet `{ip}/{p}`",
+                        self.keyword()
+                    ),
                 )
                 .with_label("expected an address")
-                .with_hint(format!("write the address without `/{p}`, as in `{example}`"));
+                .with_hint(format!(
+                    "write the address without `/{p}`, as in `{example}`"
+                ));
                 diags.push(d);
                 None
             }
@@ -361,7 +408,7 @@ impl<'a> Args<'a> {
         example: &str,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<(String, Span)> {
-        let v = self.take("an absolute path", example, diags)?;
+        let v = self.take_value("an absolute path", example, diags)?;
         match &v.kind {
             ValueKind::Path(p) | ValueKind::Str(p) | ValueKind::Word(p) if !p.is_empty() => {
                 if let Some(d) = check_guest_path(p, v.span) {
@@ -372,6 +419,25 @@ impl<'a> Args<'a> {
             }
             _ => {
                 diags.push(self.expected(Some(&v), "an absolute path", example));
+                None
+            }
+        }
+    }
+
+    /// A path on the machine that builds (an image, a directory): absolute or relative
+    /// to the appliance file.
+    pub fn host_path(
+        &mut self,
+        example: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<(String, Span)> {
+        let v = self.take_value("a path", example, diags)?;
+        match &v.kind {
+            ValueKind::Path(p) | ValueKind::Str(p) | ValueKind::Word(p) if !p.is_empty() => {
+                Some((p.clone(), v.span))
+            }
+            _ => {
+                diags.push(self.expected(Some(&v), "a path", example));
                 None
             }
         }
@@ -389,10 +455,9 @@ impl<'a> Args<'a> {
                 .with_label("not part of this statement");
                 d = match &v.kind {
                     ValueKind::Word(w) if keyword_of(w).is_some() => d.with_hint(format!(
-                        "`{w}` is a key of {}: it cannot follow `{}`; put it on its own line \
-                         in such a block",
+                        "`{w}` is a key of {}, not of the block it stands in: remove it or \
+                         move it into such a block",
                         keyword_of(w).unwrap_or_default(),
-                        self.keyword()
                     )),
                     _ => d.with_hint("remove it, or start a new statement on its own line"),
                 };
@@ -414,6 +479,17 @@ impl<'a> Args<'a> {
         }
         d = d.with_hint(format!("expected {}", one_of(expected)));
         d
+    }
+}
+
+/// The values one by one; reading past the end leaves the cursor at the end.
+impl Iterator for Args<'_> {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        let v = self.vals.get(self.pos).cloned();
+        self.pos = (self.pos + 1).min(self.vals.len());
+        v
     }
 }
 
@@ -472,8 +548,7 @@ pub fn check_guest_path(p: &str, span: Span) -> Option<Diagnostic> {
             }
         }
         let hint = if above_root {
-            "a guest path cannot climb above `/`: write the path it means without `..`"
-                .to_string()
+            "a guest path cannot climb above `/`: write the path it means without `..`".to_string()
         } else {
             format!("write the path it leads to: `/{}`", parts.join("/"))
         };
@@ -485,8 +560,9 @@ pub fn check_guest_path(p: &str, span: Span) -> Option<Diagnostic> {
     }
     if p.chars().any(char::is_whitespace) {
         return Some(
-            Diagnostic::error(span, format!("guest path `{p}` contains whitespace"))
-                .with_hint("fstab and exports are whitespace-separated: choose a path without spaces"),
+            Diagnostic::error(span, format!("guest path `{p}` contains whitespace")).with_hint(
+                "fstab and exports are whitespace-separated: choose a path without spaces",
+            ),
         );
     }
     None
@@ -524,7 +600,7 @@ pub fn shown(v: &Value) -> String {
 /// A size in the unit it was most likely written in: `128M` for 134217728.
 pub fn size_text(n: u64) -> String {
     for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.trailing_zeros() >= shift {
             return format!("{}{unit}", n >> shift);
         }
     }

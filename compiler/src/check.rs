@@ -1,17 +1,23 @@
 //! Checking: the rules that relate elements to each other — names that must resolve,
 //! mounts against exports and networks, the batch system's controller and queues,
-//! guest paths, host names, and values that would break line-based config files.
+//! host names, and values that would break line-based config files.
+//!
+//! Every rule stays quiet about what an earlier diagnostic already explains: a
+//! reference to a definition reported broken, or a rule about a role whose statement
+//! failed (see [`Notes`]).
 
 use crate::args::one_of;
-use crate::load::Loaded;
 use crate::model::*;
-use crate::resolve::{duplicate, unknown, valid_hostname};
-use vocc_dsl::{Diagnostic, Span, Stmt, Value, ValueKind};
+use crate::resolve::{and, check_name, unknown, valid_hostname, Kind, Notes, Part};
+use vocc_dsl::{Diagnostic, Document, Span, Stmt, Value, ValueKind};
 
 /// Values are spliced into config files line by line: a newline or another control
 /// character in any of them would let one value write several lines.
-pub fn control_characters(files: &[Loaded], diags: &mut Vec<Diagnostic>) {
-    fn value(v: &Value, diags: &mut Vec<Diagnostic>) {
+pub fn control_characters<'d>(
+    docs: impl IntoIterator<Item = &'d Document>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    fn value(kw: &str, v: &Value, diags: &mut Vec<Diagnostic>) {
         let text = match &v.kind {
             ValueKind::Word(s) | ValueKind::Str(s) | ValueKind::Path(s) => s.as_str(),
             ValueKind::Ref { target, path } => {
@@ -22,177 +28,228 @@ pub fn control_characters(files: &[Loaded], diags: &mut Vec<Diagnostic>) {
                 }
             }
             ValueKind::List(items) => {
-                items.iter().for_each(|i| value(i, diags));
+                items.iter().for_each(|i| value(kw, i, diags));
                 return;
             }
             _ => return,
         };
         if let Some(c) = text.chars().find(|c| c.is_control()) {
-            let what = match c {
-                '\n' => "a newline".to_string(),
-                '\t' => "a tab".to_string(),
-                '\r' => "a carriage return".to_string(),
-                c => format!("the control character U+{:04X}", c as u32),
+            let (what, escape) = match c {
+                '\n' => ("a newline".to_string(), "`\\n`"),
+                '\t' => ("a tab".to_string(), "`\\t`"),
+                '\r' => ("a carriage return".to_string(), "it"),
+                c => (format!("the control character U+{:04X}", c as u32), "it"),
             };
             diags.push(
-                Diagnostic::error(v.span, format!("value contains {what}"))
+                Diagnostic::error(v.span, format!("value of `{kw}` contains {what}"))
                     .with_label("not allowed in a value")
-                    .with_hint("values end up in line-based config files: remove it"),
+                    .with_hint(format!(
+                        "values are written into line-based config files: remove {escape}"
+                    )),
             );
         }
     }
     fn stmt(s: &Stmt, diags: &mut Vec<Diagnostic>) {
-        s.args.iter().for_each(|v| value(v, diags));
+        s.args.iter().for_each(|v| value(&s.keyword.name, v, diags));
         s.children().iter().for_each(|c| stmt(c, diags));
     }
-    for f in files {
-        f.doc.stmts.iter().for_each(|s| stmt(s, diags));
+    for doc in docs {
+        doc.stmts.iter().for_each(|s| stmt(s, diags));
     }
 }
 
 /// Names, networks, layers, mounts and exports of one cluster.
-pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
+pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
     let net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
     let layer_names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
-    let role_names: Vec<&str> = c.roles.iter().map(|r| r.name.as_str()).collect();
-    let digits = |n: u32| n.to_string().len();
+    let net_known = |n: &str| c.network(n).is_some() || notes.broken(&c.name, Kind::Network, n);
+    // The cluster name was checked when it was read; node ids are only worth checking
+    // once it is right.
+    let cluster_ok = valid_hostname(&c.name) && c.name.len() <= crate::resolve::CLUSTER_NAME_MAX;
 
     for r in &c.roles {
-        // Host names after expansion: `worker` + index.
-        let longest = if r.count > 1 {
-            r.name.len() + digits(r.count)
-        } else {
-            r.name.len()
-        };
-        if !valid_hostname(&r.name) || longest > 63 {
-            crate::resolve::check_name(diags, "role", &r.name, r.origin.span, true);
-        } else if c.name.len() + 1 + longest > 63 {
-            diags.push(
-                Diagnostic::error(
-                    r.origin.span,
-                    format!("node names of role `{}` grow too long", r.name),
-                )
-                .with_hint("node ids are `<cluster>-<host name>`: use shorter names (at most 63)"),
-            );
-        }
-        let mut nic_names: Vec<(&str, Span)> = Vec::new();
+        host_names(diags, c, r, cluster_ok);
         for n in &r.nics {
-            if let Some((_, prev)) = nic_names.iter().find(|(x, _)| *x == n.name) {
-                diags.push(duplicate("nic", &n.name, n.origin.span, *prev));
-            }
-            nic_names.push((&n.name, n.origin.span));
-            if c.network(&n.network).is_none() {
+            if !net_known(&n.network) {
+                let span = notes.part(n.origin.span, Part::NicNetwork);
                 diags.push(unknown(
                     "network",
                     &n.network,
-                    n.origin.span,
+                    span,
                     net_names.iter().copied(),
                 ));
             }
         }
         for l in &r.root {
             if c.layer(l).is_none() {
-                diags.push(unknown(
-                    "layer",
-                    l,
-                    r.origin.span,
-                    layer_names.iter().copied(),
-                ));
+                let span = notes.part(r.origin.span, Part::RootLayer(l.clone()));
+                diags.push(unknown("layer", l, span, layer_names.iter().copied()));
             }
         }
         let mut ats: Vec<(&str, Span)> = Vec::new();
         for d in &r.disks {
             if c.layer(&d.layer).is_none() {
+                let span = notes.part(d.origin.span, Part::DiskLayer);
                 diags.push(unknown(
                     "layer",
                     &d.layer,
-                    d.origin.span,
+                    span,
                     layer_names.iter().copied(),
                 ));
             }
-            ats.push((&d.at, d.origin.span));
+            ats.push((&d.at, notes.part(d.origin.span, Part::DiskAt)));
         }
         for m in &r.mounts {
+            let at = notes.part(m.origin.span, Part::MountAt);
             if let Some((_, prev)) = ats.iter().find(|(a, _)| *a == m.at) {
                 diags.push(
-                    Diagnostic::error(
-                        m.origin.span,
-                        format!("two things are mounted at `{}`", m.at),
-                    )
-                    .with_secondary(*prev, "also mounted here")
-                    .with_hint("mount each at its own path"),
+                    Diagnostic::error(at, format!("a disk and a mount are both at `{}`", m.at))
+                        .with_label("mounted here")
+                        .with_secondary(*prev, "the disk is mounted here")
+                        .with_hint("mount each at its own path"),
                 );
             }
-            ats.push((&m.at, m.origin.span));
+            ats.push((&m.at, at));
         }
+        // A NIC on an unknown network was reported: it may be the one meant.
+        let incomplete = notes.incomplete(&c.name, &r.name)
+            || r.nics.iter().any(|n| c.network(&n.network).is_none());
         for e in &r.exports {
-            if c.network(&e.network).is_none() {
+            let span = notes.part(e.origin.span, Part::ExportNetwork);
+            if !net_known(&e.network) {
                 diags.push(unknown(
                     "network",
                     &e.network,
-                    e.origin.span,
+                    span,
                     net_names.iter().copied(),
                 ));
-            } else if !r.nics.iter().any(|n| n.network == e.network) {
+            } else if !incomplete && !r.nics.iter().any(|n| n.network == e.network) {
                 diags.push(
                     Diagnostic::error(
-                        e.origin.span,
+                        span,
                         format!(
                             "role `{}` exports `{}` to network `{}` but has no NIC on it",
                             r.name, e.path, e.network
                         ),
                     )
-                    .with_hint(format!("add `nic eth0 {}` to role `{}`", e.network, r.name)),
+                    .with_label("not on this network")
+                    .with_hint(format!(
+                        "add `nic {} {}` to role `{}`, or export to a network it is on",
+                        free_nic(r),
+                        e.network,
+                        r.name
+                    )),
                 );
             }
         }
     }
+    mounts(diags, c, notes);
+}
 
-    // Mounts: the source role exists, has one node, exports the path to a network the
-    // mounting role is on.
-    let mut resolved: Vec<(usize, usize, String)> = Vec::new();
+/// A NIC name the role does not use yet, for hints.
+fn free_nic(r: &Role) -> String {
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !r.nics.iter().any(|x| x.name == *n))
+        .unwrap_or_default()
+}
+
+/// Host names after expansion (`worker` + index) and node ids
+/// (`<cluster>-<host name>`) must be host name labels of at most 63 characters.
+fn host_names(diags: &mut Vec<Diagnostic>, c: &Cluster, r: &Role, cluster_ok: bool) {
+    if !valid_hostname(&r.name) {
+        check_name(diags, "role", &r.name, r.origin.span, Some(63));
+        return;
+    }
+    let host = if r.count > 1 {
+        format!("{}{}", r.name, r.count)
+    } else {
+        r.name.clone()
+    };
+    let id = format!("{}-{host}", c.name);
+    if host.len() > 63 {
+        diags.push(
+            Diagnostic::error(
+                r.origin.span,
+                format!(
+                    "host name `{host}` of role `{}` is longer than 63 characters",
+                    r.name
+                ),
+            )
+            .with_label("node host names are made from it")
+            .with_hint(format!("shorten the role name by {}", host.len() - 63)),
+        );
+    } else if cluster_ok && id.len() > 63 {
+        diags.push(
+            Diagnostic::error(
+                r.origin.span,
+                format!("node id `{id}` is longer than 63 characters"),
+            )
+            .with_label(format!("node ids of role `{}` are made from it", r.name))
+            .with_hint(format!(
+                "node ids are `<cluster>-<host name>`: shorten the name of role `{}` or of \
+                 cluster `{}` by {}",
+                r.name,
+                c.name,
+                id.len() - 63
+            )),
+        );
+    }
+}
+
+/// Mounts: the source role exists, has one node, exports the path to a network the
+/// mounting role is on. Sets each mount's network, and makes mounts of read-only
+/// exports read-only.
+fn mounts(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
+    let role_names: Vec<&str> = c.roles.iter().map(|r| r.name.as_str()).collect();
+    let mut resolved: Vec<(usize, usize, String, bool)> = Vec::new();
     for (ri, r) in c.roles.iter().enumerate() {
+        let incomplete = notes.incomplete(&c.name, &r.name)
+            || r.nics.iter().any(|n| c.network(&n.network).is_none());
         for (mi, m) in r.mounts.iter().enumerate() {
+            let source = notes.part(m.origin.span, Part::MountSource);
             let Some(src) = c.role(&m.role) else {
-                diags.push(unknown(
-                    "role",
-                    &m.role,
-                    m.origin.span,
-                    role_names.iter().copied(),
-                ));
+                if !notes.broken(&c.name, Kind::Role, &m.role) {
+                    let span = notes.part(m.origin.span, Part::MountRole);
+                    diags.push(unknown("role", &m.role, span, role_names.iter().copied()));
+                }
                 continue;
             };
             if src.name == r.name {
                 diags.push(
-                    Diagnostic::error(
-                        m.origin.span,
-                        format!("role `{}` mounts its own export", r.name),
-                    )
-                    .with_hint("mount the export of another role"),
+                    Diagnostic::error(source, format!("role `{}` mounts its own export", r.name))
+                        .with_label("from itself")
+                        .with_hint(
+                            "mount the export of another role; a node has its own files already",
+                        ),
                 );
                 continue;
             }
             if src.count > 1 {
                 diags.push(
                     Diagnostic::error(
-                        m.origin.span,
+                        source,
                         format!(
-                            "role `{}` has {} nodes; a mount needs a single server",
+                            "cannot mount from role `{}`: it has {} nodes",
                             src.name, src.count
                         ),
                     )
+                    .with_label("which node would serve it?")
                     .with_secondary(src.origin.span, "role defined here")
                     .with_hint(format!(
-                        "mount from a role with `count 1`, or set `count 1` on `{}`",
+                        "mount from a role with `count 1`, or give role `{}` `count 1`",
                         src.name
                     )),
                 );
                 continue;
             }
             let Some(export) = src.exports.iter().find(|e| e.path == m.path) else {
+                if notes.incomplete(&c.name, &src.name) {
+                    continue;
+                }
                 let paths: Vec<&str> = src.exports.iter().map(|e| e.path.as_str()).collect();
                 let mut d = Diagnostic::error(
-                    m.origin.span,
+                    source,
                     format!("role `{}` does not export `{}`", src.name, m.path),
                 )
                 .with_label("nothing to mount");
@@ -208,60 +265,76 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster) {
                 continue;
             };
             if !r.nics.iter().any(|n| n.network == export.network) {
-                let nets: Vec<&str> = r.nics.iter().map(|n| n.network.as_str()).collect();
-                diags.push(
-                    Diagnostic::error(
-                        m.origin.span,
-                        format!(
-                            "role `{}` mounts `{}:{}` but is not on network `{}`",
-                            r.name, src.name, m.path, export.network
-                        ),
-                    )
-                    .with_secondary(export.origin.span, "exported to that network here")
-                    .with_hint(if nets.is_empty() {
-                        format!("add `nic eth0 {}` to role `{}`", export.network, r.name)
-                    } else {
-                        format!(
-                            "role `{}` is on {}: add a NIC on `{}` or export to one of those",
-                            r.name,
-                            one_of(&nets),
-                            export.network
-                        )
-                    }),
-                );
+                if !incomplete {
+                    diags.push(off_network(r, src, m, export, source, notes));
+                }
                 continue;
             }
-            if m.access == Access::Rw && export.access == Access::Ro {
-                // A read-write mount of a read-only export works but cannot write:
-                // make the mount read-only instead of failing at boot.
-                resolved.push((ri, mi, export.network.clone()));
-                continue;
-            }
-            resolved.push((ri, mi, export.network.clone()));
+            resolved.push((ri, mi, export.network.clone(), export.access == Access::Ro));
         }
     }
-    for (ri, mi, net) in resolved {
-        let ro = {
-            let m = &c.roles[ri].mounts[mi];
-            c.role(&m.role)
-                .and_then(|s| s.exports.iter().find(|e| e.path == m.path))
-                .is_some_and(|e| e.access == Access::Ro)
-        };
-        let m = &mut c.roles[ri].mounts[mi];
-        m.network = net;
-        if ro {
-            m.access = Access::Ro;
+    for (ri, mi, net, ro) in resolved {
+        if let Some(m) = c.roles.get_mut(ri).and_then(|r| r.mounts.get_mut(mi)) {
+            m.network = net;
+            // A read-write mount of a read-only export could not write anyway: make it
+            // read-only instead of failing at boot.
+            if ro {
+                m.access = Access::Ro;
+            }
         }
     }
 }
 
+fn off_network(
+    r: &Role,
+    src: &Role,
+    m: &Mount,
+    export: &Export,
+    source: Span,
+    notes: &Notes,
+) -> Diagnostic {
+    let nets: Vec<&str> = r.nics.iter().map(|n| n.network.as_str()).collect();
+    Diagnostic::error(
+        source,
+        format!(
+            "role `{}` mounts `{}:{}` but is not on network `{}`",
+            r.name, src.name, m.path, export.network
+        ),
+    )
+    .with_label(format!(
+        "`{}` is exported only to `{}`",
+        m.path, export.network
+    ))
+    .with_secondary(
+        notes.part(export.origin.span, Part::ExportNetwork),
+        "exported to that network here",
+    )
+    .with_hint(if nets.is_empty() {
+        format!(
+            "role `{}` has no NIC: add `nic eth0 {}` to it",
+            r.name, export.network
+        )
+    } else {
+        format!(
+            "role `{}` is on {}: add `nic {} {}` to it, or export to one of those",
+            r.name,
+            one_of(&nets),
+            free_nic(r),
+            export.network
+        )
+    })
+}
+
 /// The batch system: one kind per cluster, exactly one controller (a single node)
 /// when any role takes part, and queues that compute roles name must be declared.
+/// With `broken`, a scheduler or queue statement of the cluster failed: what it would
+/// have declared is unknown, so nothing is reported as missing.
 pub fn scheduler(
     diags: &mut Vec<Diagnostic>,
     c: &mut Cluster,
     mut queues: Vec<Queue>,
     stmt: &Stmt,
+    broken: bool,
 ) {
     let parts: Vec<(&Role, &SchedRole)> = c
         .roles
@@ -269,19 +342,23 @@ pub fn scheduler(
         .filter_map(|r| r.scheduler.as_ref().map(|s| (r, s)))
         .collect();
     let Some((_, first)) = parts.first() else {
-        if let Some(q) = queues.first() {
+        if let (Some(q), false) = (queues.first(), broken) {
             diags.push(
                 Diagnostic::error(
                     q.origin.span,
-                    format!("queue `{}` but no role runs a scheduler", q.name),
+                    format!(
+                        "queue `{}` is declared but no role runs a scheduler",
+                        q.name
+                    ),
                 )
+                .with_label("no batch system to serve it")
                 .with_hint("add `scheduler KIND controller` to a role, or remove the queue"),
             );
         }
         return;
     };
     let kind = first.kind;
-    for (r, s) in &parts[1..] {
+    for (r, s) in parts.iter().skip(1) {
         if s.kind != kind {
             diags.push(
                 Diagnostic::error(
@@ -293,6 +370,7 @@ pub fn scheduler(
                         kind.as_str()
                     ),
                 )
+                .with_label(format!("not `{}`", kind.as_str()))
                 .with_secondary(first.origin.span, "first scheduler here")
                 .with_hint("a cluster runs one batch system: use the same scheduler in every role"),
             );
@@ -302,55 +380,69 @@ pub fn scheduler(
         parts.iter().filter(|(_, s)| s.controller).collect();
     let controller = match controllers.as_slice() {
         [] => {
-            let (r, s) = parts.iter().find(|(_, s)| s.compute).unwrap_or(&parts[0]);
-            diags.push(
-                Diagnostic::error(
-                    s.origin.span,
-                    format!(
-                        "role `{}` takes part in `{}` but no role is its controller",
-                        r.name,
+            if !broken {
+                let (r, s) = parts.iter().find(|(_, s)| s.compute).unwrap_or(&parts[0]);
+                diags.push(
+                    Diagnostic::error(
+                        s.origin.span,
+                        format!(
+                            "role `{}` uses `{}` but no role is its controller",
+                            r.name,
+                            kind.as_str()
+                        ),
+                    )
+                    .with_label("no controller for this")
+                    .with_hint(format!(
+                        "add `scheduler {} controller` to the head role",
                         kind.as_str()
-                    ),
-                )
-                .with_hint(format!(
-                    "add `scheduler {} controller` to the head role",
-                    kind.as_str()
-                )),
-            );
+                    )),
+                );
+            }
             return;
         }
-        [(r, s)] => {
+        [(r, s), others @ ..] => {
             if r.count > 1 {
                 diags.push(
                     Diagnostic::error(
                         s.origin.span,
                         format!("controller role `{}` has {} nodes", r.name, r.count),
                     )
-                    .with_hint("a batch system has one controller: give its role `count 1`"),
+                    .with_label("one controller per cluster")
+                    .with_secondary(r.origin.span, "role defined here")
+                    .with_hint(format!(
+                        "a batch system has one controller: give role `{}` `count 1`",
+                        r.name
+                    )),
+                );
+            }
+            for (r2, s2) in others {
+                diags.push(
+                    Diagnostic::error(
+                        s2.origin.span,
+                        format!(
+                            "roles `{}` and `{}` are both the controller",
+                            r.name, r2.name
+                        ),
+                    )
+                    .with_label("second controller")
+                    .with_secondary(s.origin.span, "first controller here")
+                    .with_hint(
+                        "a batch system has one controller: remove `controller` from one role",
+                    ),
                 );
             }
             r.name.clone()
-        }
-        [(r1, _), (r2, s2), ..] => {
-            diags.push(
-                Diagnostic::error(
-                    s2.origin.span,
-                    format!(
-                        "roles `{}` and `{}` are both scheduler controllers",
-                        r1.name, r2.name
-                    ),
-                )
-                .with_secondary(r1.origin.span, "first controller")
-                .with_hint("a batch system has one controller: remove `controller` from one role"),
-            );
-            r1.name.clone()
         }
     };
     if kind == SchedulerKind::Condor {
         if let Some(q) = queues.first() {
             diags.push(
-                Diagnostic::error(q.origin.span, "HTCondor has no queues")
-                    .with_hint("remove the queue; HTCondor matches jobs to machines instead"),
+                Diagnostic::error(
+                    q.origin.span,
+                    format!("queue `{}` is declared but `condor` has no queues", q.name),
+                )
+                .with_label("HTCondor does not use it")
+                .with_hint("remove the queue; HTCondor matches jobs to machines instead"),
             );
         }
         queues.clear();
@@ -364,46 +456,35 @@ pub fn scheduler(
             name: name.into(),
             vo: Some(c.vo.clone()),
             default: true,
-            origin: crate::model::Origin {
+            origin: Origin {
                 span: stmt.keyword.span,
                 location: c.origin.location.clone(),
             },
         });
     }
     let defaults: Vec<&Queue> = queues.iter().filter(|q| q.default).collect();
-    if let [a, b, ..] = defaults.as_slice() {
-        diags.push(
-            Diagnostic::error(
-                b.origin.span,
-                format!("queues `{}` and `{}` are both the default", a.name, b.name),
-            )
-            .with_secondary(a.origin.span, "first default")
-            .with_hint("mark one queue `default`"),
-        );
-    } else if defaults.is_empty() {
-        if let Some(q) = queues.first_mut() {
-            q.default = true;
+    if let [a, rest @ ..] = defaults.as_slice() {
+        for b in rest {
+            diags.push(
+                Diagnostic::error(
+                    b.origin.span,
+                    format!("queues `{}` and `{}` are both the default", a.name, b.name),
+                )
+                .with_label("second default")
+                .with_secondary(a.origin.span, "first default here")
+                .with_hint("mark one queue `default`"),
+            );
         }
+    } else if let Some(q) = queues.first_mut() {
+        q.default = true;
     }
     let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
-    for (_, s) in &parts {
-        for (q, span) in s.queues.iter().zip(&s.queue_spans) {
-            if !names.contains(&q.as_str()) {
-                let what = if kind == SchedulerKind::Slurm {
-                    "partition"
-                } else {
-                    "queue"
-                };
-                let mut d = Diagnostic::error(*span, format!("unknown {what} `{q}`"))
-                    .with_label(format!("no such {what}"));
-                d = match vocc_dsl::diag::suggest(q, names.iter().copied()) {
-                    Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                    None if kind == SchedulerKind::Condor => {
-                        d.with_hint("HTCondor has no queues: remove it")
-                    }
-                    None => d.with_hint(format!("declare it in the cluster: `{what} {q}`")),
-                };
-                diags.push(d);
+    if !broken {
+        for (_, s) in &parts {
+            for (q, span) in s.queues.iter().zip(&s.queue_spans) {
+                if !names.contains(&q.as_str()) {
+                    diags.push(unknown_queue(kind, q, *span, &names));
+                }
             }
         }
     }
@@ -412,4 +493,27 @@ pub fn scheduler(
         queues,
         controller,
     });
+}
+
+fn unknown_queue(kind: SchedulerKind, q: &str, span: Span, names: &[&str]) -> Diagnostic {
+    let what = if kind == SchedulerKind::Slurm {
+        "partition"
+    } else {
+        "queue"
+    };
+    let d = Diagnostic::error(span, format!("unknown {what} `{q}`"))
+        .with_label(format!("no such {what}"));
+    match vocc_dsl::diag::suggest(q, names.iter().copied()) {
+        Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+        None if kind == SchedulerKind::Condor => d.with_hint("HTCondor has no queues: remove it"),
+        None => {
+            let known: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let d = d.with_hint(format!("declare it in the cluster: `{what} {q}`"));
+            if known.is_empty() {
+                d
+            } else {
+                d.with_hint(format!("the cluster declares {}", and(&known)))
+            }
+        }
+    }
 }

@@ -3,11 +3,11 @@
 use crate::args::Vars;
 use crate::load::{self, Loaded};
 use crate::model::*;
-use crate::resolve::Resolver;
+use crate::resolve::{Notes, Resolver};
 use crate::world::{World, BUILTIN_PREFIX};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use vocc_dsl::{Diagnostic, SourceMap, ValueKind};
+use vocc_dsl::{Diagnostic, Document, SourceMap, Span, Value, ValueKind};
 
 /// What the caller chose on the command line.
 #[derive(Debug, Clone, Default)]
@@ -50,14 +50,14 @@ pub fn compile(
     options: &Options,
 ) -> Result<Compilation, LoadError> {
     let mut map = SourceMap::new();
+    // What the parser and the control character pass report: the first word on a
+    // value. Later phases do not add their own diagnostic for the same value.
     let mut diags = Vec::new();
     let files =
         load::load(world, &mut map, &mut diags, path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-
-    // The site: `--site`, else one in the file, else the built-in local site.
     let site_files: Vec<Loaded> = match &options.site {
         Some(p) => {
             load::load(world, &mut map, &mut diags, p).map_err(|source| LoadError::Read {
@@ -67,122 +67,92 @@ pub fn compile(
         }
         None => Vec::new(),
     };
+    let (vars, var_docs) = command_line_vars(&mut map, &mut diags, &options.vars);
+    let overrides = vars.overrides.clone();
 
-    let mut vars = Vars::default();
-    for (i, (name, value)) in options.vars.iter().enumerate() {
-        let (_, doc) = load::parse_into(
-            &mut map,
-            &mut diags,
-            &format!("<--var {}>", i + 1),
-            format!("let {name} = {value}\n"),
-        );
-        if let Some(v) = doc.stmts.first().and_then(|s| s.args.get(2)) {
-            vars.overrides.insert(name.clone(), v.clone());
+    crate::check::control_characters(files.iter().chain(&site_files).map(|f| &f.doc), &mut diags);
+    for (doc, (name, _)) in var_docs.iter().zip(&options.vars) {
+        let mut found = Vec::new();
+        crate::check::control_characters([doc], &mut found);
+        for mut d in found {
+            d.message = d.message.replacen("`let`", &format!("`--var {name}`"), 1);
+            diags.push(d);
         }
     }
 
-    crate::check::control_characters(&files, &mut diags);
-    crate::check::control_characters(&site_files, &mut diags);
-
+    // Later phases: resolve, check, allocate.
+    let mut rdiags = Vec::new();
+    let mut notes = Notes::default();
     let mut resolver = Resolver::new(&map, vars.clone());
     let resolved = resolver.resolve(&files);
-    let mut rdiags = std::mem::take(&mut resolver.diags);
+    rdiags.append(&mut resolver.diags);
+    notes.merge(std::mem::take(&mut resolver.notes));
 
+    // The site: `--site`, else one in the file, else the built-in local site.
     let mut site = None;
-    if !site_files.is_empty() {
+    if let (Some(p), Some(main)) = (&options.site, site_files.last()) {
         let mut sr = Resolver::new(&map, vars);
-        let mut sres = sr.resolve(&site_files);
+        let sres = sr.resolve(&site_files);
         rdiags.append(&mut sr.diags);
-        if sres.sites.is_empty() && !sres.clusters.is_empty() {
-            // Resolved but unused: a site file holding clusters is a mistake.
+        notes.merge(std::mem::take(&mut sr.notes));
+        for stmt in main
+            .doc
+            .stmts
+            .iter()
+            .filter(|s| s.keyword.name == "cluster")
+        {
+            let name = crate::resolve::header_name(stmt)
+                .map_or_else(|| "this cluster".into(), |(n, _)| format!("cluster `{n}`"));
+            rdiags.push(
+                Diagnostic::error(stmt.keyword.span, "a `--site` file cannot define a cluster")
+                    .with_label("in the site file")
+                    .with_hint(format!(
+                        "clusters belong in the appliance file: move {name} there, or give this \
+                         file as the appliance"
+                    )),
+            );
         }
-        site = sres.sites.drain(..).next();
-        if site.is_none() {
-            if let Some(p) = &options.site {
-                rdiags.push(
-                    Diagnostic::error(
-                        vocc_dsl::Span::new(map_file(&map, p), 0, 0),
-                        format!("`{}` defines no site", p.display()),
-                    )
-                    .with_hint("a site file holds `site NAME { host … }`"),
-                );
-            }
+        site = one_site(sres.sites, &mut rdiags);
+        if site.is_none() && !main.doc.stmts.iter().any(|s| s.keyword.name == "site") {
+            rdiags.push(
+                Diagnostic::error(
+                    Span::new(main.file, 0, 0),
+                    "the `--site` file defines no site",
+                )
+                .with_label(format!("`{}` has no `site`", p.display()))
+                .with_hint("a site file holds `site NAME { host … }`"),
+            );
         }
     }
-    let mut sites = resolved.sites;
-    if sites.len() > 1 {
-        rdiags.push(
-            Diagnostic::error(sites[1].origin.span, "a file defines at most one site")
-                .with_secondary(sites[0].origin.span, "first site here")
-                .with_hint("keep one site per file and pick it with `--site`"),
-        );
-    }
-    if site.is_none() && !sites.is_empty() {
-        site = Some(sites.swap_remove(0));
-    }
-    let site = match site {
+    let in_file = one_site(resolved.sites, &mut rdiags);
+    let site = match site.or(in_file) {
         Some(s) => s,
-        None => {
-            let local = Path::new(BUILTIN_PREFIX).join("local.voc");
-            let local_files =
-                load::load(world, &mut map, &mut diags, &local).map_err(|source| {
-                    LoadError::Read {
-                        path: local.clone(),
-                        source,
-                    }
-                })?;
-            let mut lr = Resolver::new(&map, Vars::default());
-            let mut lres = lr.resolve(&local_files);
-            rdiags.append(&mut lr.diags);
-            match lres.sites.pop() {
-                Some(s) => s,
-                None => Site {
-                    name: "local".into(),
-                    hosts: Vec::new(),
-                    bridges: Vec::new(),
-                    store: String::new(),
-                    origin: Origin::default(),
-                },
-            }
-        }
+        None => local_site(world, &mut map, &mut diags, &mut rdiags)?,
     };
 
     let mut clusters = resolved.clusters;
     let mut macs = HashSet::new();
-    let mut names: HashMap<String, String> = HashMap::new();
     for c in &mut clusters {
-        crate::check::cluster(&mut rdiags, c);
-        crate::alloc::nodes(&mut rdiags, c, &mut macs);
-        for n in &c.nodes {
-            names.insert(n.id.clone(), c.name.clone());
-        }
+        crate::check::cluster(&mut rdiags, c, &notes);
+        crate::alloc::nodes(&mut rdiags, c, &mut macs, &notes);
     }
-    // Node ids are `<cluster>-<host>`; two clusters could still produce one id.
-    let mut seen: HashMap<&str, &Cluster> = HashMap::new();
-    for c in &clusters {
-        for n in &c.nodes {
-            if let Some(other) = seen.insert(&n.id, c) {
-                if other.name != c.name {
-                    rdiags.push(
-                        Diagnostic::error(
-                            n.origin.span,
-                            format!("node id `{}` is made twice", n.id),
-                        )
-                        .with_secondary(other.origin.span, "by this cluster too")
-                        .with_hint("rename a cluster or a role"),
-                    );
-                }
-            }
-        }
-    }
+    node_ids(&clusters, &mut rdiags);
+    unknown_overrides(&var_docs, &options.vars, &overrides, &notes, &mut rdiags);
+
+    // One mistake, one diagnostic: drop what a later phase says about a value the
+    // parser or the control character pass already reported.
+    rdiags.retain(|d| !diags.iter().any(|first| explains(&map, first, d)));
     diags.append(&mut rdiags);
+    vocc_dsl::diag::sort(&mut diags);
+    // Shared definitions are read once per cluster that uses them: keep each
+    // diagnostic once.
+    let mut seen: HashSet<(Span, String)> = HashSet::new();
+    diags.retain(|d| seen.insert((d.span, d.message.clone())));
+
     let mut all_files: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     all_files.extend(site_files.iter().map(|f| f.path.clone()));
-    vocc_dsl::diag::sort(&mut diags);
-    diags.dedup();
     let ok = !diags.iter().any(Diagnostic::is_error);
     let model = ok.then_some(Model { clusters, site });
-    let _ = ValueKind::Plus;
     Ok(Compilation {
         map,
         model,
@@ -191,9 +161,194 @@ pub fn compile(
     })
 }
 
-fn map_file(map: &SourceMap, p: &Path) -> vocc_dsl::FileId {
-    let name = p.display().to_string();
-    map.files()
-        .find(|(_, f)| f.name == name)
-        .map_or(vocc_dsl::FileId(0), |(id, _)| id)
+/// Whether `first` (from the parser or the control character pass) already explains
+/// the later diagnostic `d`: it stands inside `d`'s span, which covers a single line.
+fn explains(map: &SourceMap, first: &Diagnostic, d: &Diagnostic) -> bool {
+    let (a, b) = (first.span, d.span);
+    a.file == b.file
+        && b.start <= a.start
+        && a.end <= b.end
+        && !map.slice(b).contains('\n')
+        && first.is_error()
+}
+
+/// Parses each `--var name=value` as `let name = [value]` in a file of its own, so
+/// that its mistakes are reported like any other. The brackets keep a value that is
+/// spelt like a keyword (`--var kind=cluster`) from starting a statement.
+fn command_line_vars(
+    map: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+    given: &[(String, String)],
+) -> (Vars, Vec<Document>) {
+    let mut vars = Vars::default();
+    let mut docs = Vec::new();
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for (i, (name, value)) in given.iter().enumerate() {
+        let (file, doc) = load::parse_into(
+            map,
+            diags,
+            &format!("<--var {}>", i + 1),
+            format!("let {name} = [{value}]\n"),
+        );
+        let whole = Span::new(file, 0, map.get(file).text.len().saturating_sub(1));
+        let stmt = doc.stmts.first().filter(|_| doc.stmts.len() == 1);
+        let name_value = stmt.and_then(|s| s.args.first());
+        let at = name_value.map_or(whole, |v| v.span);
+        let valid_name = crate::resolve::is_var_name(name)
+            && matches!(name_value.map(|v| &v.kind), Some(ValueKind::Word(n)) if n == name);
+        let items = match stmt.map(|s| s.args.as_slice()) {
+            Some(
+                [_, _, Value {
+                    kind: ValueKind::List(items),
+                    ..
+                }],
+            ) => Some(items.as_slice()),
+            _ => None,
+        };
+        match items {
+            _ if !valid_name => diags.push(
+                Diagnostic::error(at, format!("`--var {name}=…` does not name a variable"))
+                    .with_label("not a variable name")
+                    .with_hint(
+                        "write `--var NAME=VALUE`; a name starts with a letter or `_` and \
+                         continues with letters, digits, `_` or `-`",
+                    ),
+            ),
+            Some([one]) => {
+                if let Some(first) = seen.get(name.as_str()) {
+                    diags.push(
+                        Diagnostic::error(at, format!("`--var {name}` is given twice"))
+                            .with_label("given again")
+                            .with_secondary(*first, "first given here")
+                            .with_hint("give each variable once; the last one counts"),
+                    );
+                }
+                seen.insert(name, at);
+                vars.overrides.insert(name.clone(), one.clone());
+            }
+            Some([]) => diags.push(
+                Diagnostic::error(at, format!("`--var {name}=` needs a value"))
+                    .with_label("no value")
+                    .with_hint(format!(
+                        "write `--var {name}=VALUE`, as in `--var {name}=8`"
+                    )),
+            ),
+            _ => diags.push(
+                Diagnostic::error(whole, format!("`--var {name}=…` has more than one value"))
+                    .with_label("one value expected")
+                    .with_hint(format!(
+                        "quote a value with spaces (`--var '{name}=\"a b\"'`) or write a list \
+                         (`--var '{name}=[a b]'`)"
+                    )),
+            ),
+        }
+        docs.push(doc);
+    }
+    (vars, docs)
+}
+
+/// A `--var` for a variable no `let` defines is probably misspelt.
+fn unknown_overrides(
+    docs: &[Document],
+    given: &[(String, String)],
+    overrides: &HashMap<String, Value>,
+    notes: &Notes,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut reported = HashSet::new();
+    for (doc, (name, _)) in docs.iter().zip(given) {
+        let Some(stmt) = doc.stmts.first() else {
+            continue;
+        };
+        if !overrides.contains_key(name) || notes.let_names.contains(name) || !reported.insert(name)
+        {
+            continue;
+        }
+        let span = stmt.args.first().map_or(stmt.keyword.span, |v| v.span);
+        let mut d = Diagnostic::error(
+            span,
+            format!("`--var {name}` sets a variable no `let` defines"),
+        )
+        .with_label("unknown variable");
+        d = match vocc_dsl::diag::suggest(name, notes.let_names.iter().map(String::as_str)) {
+            Some(s) => d.with_hint(format!("did you mean `--var {s}=…`?")),
+            None => d.with_hint(format!(
+                "`--var` overrides a `let`: add `let {name} = …` to the appliance, or remove the \
+                 `--var`"
+            )),
+        };
+        diags.push(d);
+    }
+}
+
+/// The one site of a file; a second one is a mistake.
+fn one_site(mut sites: Vec<Site>, diags: &mut Vec<Diagnostic>) -> Option<Site> {
+    if let [first, second, ..] = sites.as_slice() {
+        diags.push(
+            Diagnostic::error(second.origin.span, "a file defines at most one site")
+                .with_label("second site")
+                .with_secondary(first.origin.span, "first site here")
+                .with_hint("keep one site per file and pick it with `--site`"),
+        );
+    }
+    (!sites.is_empty()).then(|| sites.swap_remove(0))
+}
+
+/// The built-in local site (this machine).
+fn local_site(
+    world: &dyn World,
+    map: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+    rdiags: &mut Vec<Diagnostic>,
+) -> Result<Site, LoadError> {
+    let local = Path::new(BUILTIN_PREFIX).join("local.voc");
+    let local_files = load::load(world, map, diags, &local).map_err(|source| LoadError::Read {
+        path: local.clone(),
+        source,
+    })?;
+    let mut lr = Resolver::new(map, Vars::default());
+    let mut lres = lr.resolve(&local_files);
+    rdiags.append(&mut lr.diags);
+    Ok(lres.sites.pop().unwrap_or_else(|| Site {
+        name: "local".into(),
+        hosts: Vec::new(),
+        bridges: Vec::new(),
+        store: String::new(),
+        origin: Origin::default(),
+    }))
+}
+
+/// Node ids are `<cluster>-<host name>`; two clusters could still make one id
+/// (`a-b` + `c` and `a` + `b-c`).
+fn node_ids(clusters: &[Cluster], diags: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, &Cluster> = HashMap::new();
+    let mut reported: HashSet<(&str, &str)> = HashSet::new();
+    for c in clusters {
+        for n in &c.nodes {
+            match seen.get(n.id.as_str()) {
+                Some(other) if other.name != c.name => {
+                    if reported.insert((other.name.as_str(), c.name.as_str())) {
+                        diags.push(
+                            Diagnostic::error(
+                                n.origin.span,
+                                format!("node id `{}` is made by two clusters", n.id),
+                            )
+                            .with_label(format!("`{}` in cluster `{}`", n.hostname, c.name))
+                            .with_secondary(
+                                other.origin.span,
+                                format!("cluster `{}` makes it too", other.name),
+                            )
+                            .with_hint(
+                                "node ids are `<cluster>-<host name>`: rename a cluster or a role",
+                            ),
+                        );
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&n.id, c);
+                }
+            }
+        }
+    }
 }

@@ -10,8 +10,11 @@ pub mod explain;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod output;
 pub mod plan;
+pub mod render;
 pub mod resolve;
+pub mod secrets;
 pub mod world;
 
 pub use compile::{compile, Compilation, LoadError, Options};

@@ -3,7 +3,7 @@
 
 use crate::world::World;
 use std::path::{Path, PathBuf};
-use vocc_dsl::{Diagnostic, Document, FileId, SourceMap, Span, ValueKind};
+use vocc_dsl::{Diagnostic, Document, FileId, SourceMap, Span, Stmt, ValueKind};
 
 /// One parsed file of a compilation.
 #[derive(Debug)]
@@ -64,34 +64,10 @@ impl Loader<'_> {
         let (file, doc) = parse_into(self.map, self.diags, &path.display().to_string(), text);
         self.stack.push(key);
         for stmt in doc.stmts.iter().filter(|s| s.keyword.name == "import") {
-            let Some(arg) = stmt.args.first() else {
-                self.diags.push(
-                    Diagnostic::error(stmt.keyword.span, "`import` needs a file name")
-                        .with_hint("write `import \"common.voc\"`"),
-                );
-                continue;
-            };
-            let name = match &arg.kind {
-                ValueKind::Str(s) | ValueKind::Word(s) | ValueKind::Path(s) => s.clone(),
-                other => {
-                    self.diags.push(
-                        Diagnostic::error(
-                            arg.span,
-                            format!("`import` needs a file name, not {}", other.describe()),
-                        )
-                        .with_hint("write `import \"common.voc\"`"),
-                    );
-                    continue;
-                }
-            };
-            if let Some(extra) = stmt.args.get(1) {
-                self.diags.push(
-                    Diagnostic::error(extra.span, "`import` takes one file name")
-                        .with_hint("write one `import` per file"),
-                );
+            if let Some((arg, name)) = self.import_name(stmt) {
+                let target = path.parent().unwrap_or(Path::new("")).join(&name);
+                self.import(&target, &name, arg);
             }
-            let target = path.parent().unwrap_or(Path::new("")).join(&name);
-            self.import(&target, arg.span);
         }
         self.stack.pop();
         self.out.push(Loaded {
@@ -102,7 +78,60 @@ impl Loader<'_> {
         });
     }
 
-    fn import(&mut self, target: &Path, at: Span) {
+    /// The file an `import` names, or why it names none (reported).
+    fn import_name(&mut self, stmt: &Stmt) -> Option<(Span, String)> {
+        let example = "write `import \"common.voc\"`";
+        if let Some(b) = &stmt.block {
+            self.diags.push(
+                Diagnostic::error(b.span, "`import` takes no block")
+                    .with_label("unexpected block")
+                    .with_hint("remove the `{ … }`"),
+            );
+        }
+        let Some(arg) = stmt.args.first() else {
+            let at = stmt.keyword.span;
+            self.diags.push(
+                Diagnostic::error(
+                    Span {
+                        start: at.end,
+                        ..at
+                    },
+                    "`import` needs a file name",
+                )
+                .with_label("expected a file name here")
+                .with_hint(example),
+            );
+            return None;
+        };
+        if let Some(extra) = stmt.args.get(1) {
+            let last = stmt.args.last().map_or(extra.span, |l| l.span);
+            self.diags.push(
+                Diagnostic::error(extra.span.to(last), "`import` takes one file name")
+                    .with_label("a second file")
+                    .with_hint("write one `import` per file"),
+            );
+        }
+        let problem = match &arg.kind {
+            ValueKind::Str(s) | ValueKind::Word(s) | ValueKind::Path(s) if !s.is_empty() => {
+                return Some((arg.span, s.clone()));
+            }
+            ValueKind::Str(_) => "`import` needs a file name, not an empty string".to_string(),
+            ValueKind::Var(_) => {
+                "`import` needs a file name written out: files are imported before variables \
+                 are known"
+                    .to_string()
+            }
+            other => format!("`import` needs a file name, not {}", other.describe()),
+        };
+        self.diags.push(
+            Diagnostic::error(arg.span, problem)
+                .with_label("expected a file name")
+                .with_hint(example),
+        );
+        None
+    }
+
+    fn import(&mut self, target: &Path, name: &str, at: Span) {
         let key = self.world.canonical(target);
         if let Some(pos) = self.stack.iter().position(|p| *p == key) {
             let chain: Vec<String> = self.stack[pos..]
@@ -126,10 +155,22 @@ impl Loader<'_> {
         }
         match self.world.read(target) {
             Ok(text) => self.file(target, text, true),
-            Err(e) => self.diags.push(
-                Diagnostic::error(at, format!("cannot read `{}`: {}", target.display(), e))
-                    .with_hint("import paths are relative to the file that imports them"),
-            ),
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    _ => e.to_string(),
+                };
+                self.diags.push(
+                    Diagnostic::error(at, format!("cannot import `{name}`: {why}"))
+                        .with_label("cannot read this file")
+                        .with_hint(format!(
+                            "import paths are relative to the file that imports them: this one \
+                             is `{}`",
+                            target.display()
+                        )),
+                );
+            }
         }
     }
 }

@@ -3,13 +3,18 @@
 //! report every statement that does not make sense on its own.
 //!
 //! Cross-element rules (mounts against exports, schedulers, addresses) live in
-//! `check` and `alloc`; this module only builds.
+//! `check` and `alloc`; this module only builds. What those later rules need to point
+//! at the right place and to stay quiet about mistakes already reported is kept in
+//! [`Notes`]: the spans of parts of statements, the definitions that were reported
+//! broken, and the roles missing a statement that failed.
 
-use crate::args::{one_of, Args, Vars};
+use crate::args::{check_guest_path, one_of, shown, size_text, unknown_value, Args, Vars};
 use crate::load::Loaded;
 use crate::model::*;
-use std::collections::{BTreeMap, HashMap};
-use vocc_dsl::{Diagnostic, SourceMap, Span, Stmt, Value, ValueKind};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use vocc_dsl::{Context, Diagnostic, SourceMap, Span, Stmt, Value, ValueKind};
 
 /// Definitions visible to every cluster: the top-level `network`, `layer` and `role`
 /// statements of the main file and of everything it imports.
@@ -20,11 +25,82 @@ pub struct Defs<'a> {
     pub roles: BTreeMap<String, &'a Stmt>,
 }
 
+/// A part of a statement that a later rule may blame, found by the span of the model
+/// element's origin: the network of a `nic` is [`Part::NicNetwork`] of the NIC's
+/// origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Part {
+    NicNetwork,
+    NicAddress,
+    DiskLayer,
+    DiskAt,
+    ExportNetwork,
+    /// The whole `ROLE:/PATH` of a mount.
+    MountSource,
+    /// The `ROLE` of `ROLE:/PATH`.
+    MountRole,
+    MountAt,
+    /// The gateway of a network (by the network's origin).
+    Gateway,
+    /// A layer named in a role's `root` (by the role's origin).
+    RootLayer(String),
+    /// The `count` of a role (by the role's origin).
+    Count,
+}
+
+/// What resolving learnt besides the model, for `check` and `alloc`.
+#[derive(Debug, Default)]
+pub struct Notes {
+    parts: HashMap<(Span, Part), Span>,
+    /// `(cluster, kind, name)` of definitions reported broken: references to them are
+    /// not reported again as unknown.
+    broken: HashSet<(String, Kind, String)>,
+    /// `(cluster, role)` of roles where a `nic`, `disk`, `export`, `mount` or `count`
+    /// statement failed: rules that would blame what is missing stay quiet.
+    incomplete: HashSet<(String, String)>,
+    /// Clusters where a `scheduler`, `queue` or `partition` statement failed.
+    sched_broken: HashSet<String>,
+    /// Every variable a `let` defines, in any scope.
+    pub let_names: BTreeSet<String>,
+}
+
+impl Notes {
+    /// The span of `part` of the element that came from `origin`, or `origin` itself.
+    pub fn part(&self, origin: Span, part: Part) -> Span {
+        self.parts.get(&(origin, part)).copied().unwrap_or(origin)
+    }
+
+    pub fn broken(&self, cluster: &str, kind: Kind, name: &str) -> bool {
+        self.broken
+            .contains(&(cluster.to_string(), kind, name.to_string()))
+    }
+
+    pub fn incomplete(&self, cluster: &str, role: &str) -> bool {
+        self.incomplete
+            .contains(&(cluster.to_string(), role.to_string()))
+    }
+
+    pub fn merge(&mut self, other: Notes) {
+        self.parts.extend(other.parts);
+        self.broken.extend(other.broken);
+        self.incomplete.extend(other.incomplete);
+        self.sched_broken.extend(other.sched_broken);
+        self.let_names.extend(other.let_names);
+    }
+}
+
 pub struct Resolver<'a> {
     pub map: &'a SourceMap,
     pub diags: Vec<Diagnostic>,
     pub vars: Vars,
     pub defs: Defs<'a>,
+    pub notes: Notes,
+    /// The cluster being resolved (empty outside clusters).
+    cluster: String,
+    /// Shared definitions that some cluster used.
+    used: HashSet<(Kind, String)>,
+    /// Role inheritance cycles already reported, as their sorted role names.
+    cycles: HashSet<Vec<String>>,
 }
 
 /// What resolving the main file produced.
@@ -33,7 +109,11 @@ pub struct Resolved {
     pub sites: Vec<Site>,
 }
 
-const ROLE_NIC_METHODS: &[&str] = &["dhcp", "pool", "static", "external"];
+const NIC_METHODS: &[&str] = &["dhcp", "pool", "static", "external"];
+
+/// Elements a role block may hold once per key: a second one in the same block is a
+/// mistake, one in a child role replaces the parent's.
+type Claims = HashMap<(&'static str, String), (usize, Span)>;
 
 impl<'a> Resolver<'a> {
     pub fn new(map: &'a SourceMap, vars: Vars) -> Resolver<'a> {
@@ -42,6 +122,10 @@ impl<'a> Resolver<'a> {
             diags: Vec::new(),
             vars,
             defs: Defs::default(),
+            notes: Notes::default(),
+            cluster: String::new(),
+            used: HashSet::new(),
+            cycles: HashSet::new(),
         }
     }
 
@@ -51,6 +135,20 @@ impl<'a> Resolver<'a> {
 
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    fn part(&mut self, origin: Span, part: Part, span: Span) {
+        self.notes.parts.insert((origin, part), span);
+    }
+
+    fn mark_broken(&mut self, kind: Kind, name: &str) {
+        self.notes
+            .broken
+            .insert((self.cluster.clone(), kind, name.to_string()));
+    }
+
+    fn mark_sched_broken(&mut self) {
+        self.notes.sched_broken.insert(self.cluster.clone());
     }
 
     /// Resolves the loaded files; the last one is the main file.
@@ -68,7 +166,11 @@ impl<'a> Resolver<'a> {
                             stmt.keyword.span,
                             format!("an imported file cannot define a `{}`", stmt.keyword.name),
                         )
-                        .with_hint("import files hold shared `let`, `network`, `layer` and `role` definitions; move this into the main file"),
+                        .with_label("in an imported file")
+                        .with_hint(
+                            "import files hold shared `let`, `network`, `layer` and `role` \
+                             definitions; move this into the main file",
+                        ),
                     ),
                     _ => {}
                 }
@@ -85,9 +187,10 @@ impl<'a> Resolver<'a> {
                 match stmt.keyword.name.as_str() {
                     "cluster" => {
                         if let Some(c) = self.cluster(stmt) {
-                            if let Some(prev) = seen.insert(c.name.clone(), c.origin.span) {
-                                self.err(duplicate("cluster", &c.name, c.origin.span, prev));
+                            if let Some(prev) = seen.get(&c.name) {
+                                self.err(duplicate("cluster", &c.name, c.origin.span, *prev));
                             } else {
+                                seen.insert(c.name.clone(), c.origin.span);
                                 out.clusters.push(c);
                             }
                         }
@@ -101,37 +204,162 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        self.unused_definitions();
         self.vars.pop();
         out
     }
 
+    /// Shared definitions no cluster uses are still read once, so that their mistakes
+    /// are reported where they are written; their variables may be meant to come from
+    /// a cluster, so unknown ones are not reported.
+    fn unused_definitions(&mut self) {
+        self.cluster.clear();
+        self.vars.lenient = true;
+        let networks: Vec<&'a Stmt> = self.unused(Kind::Network, &self.defs.networks);
+        for stmt in networks {
+            let _ = self.network(stmt);
+        }
+        let layers: Vec<&'a Stmt> = self.unused(Kind::Layer, &self.defs.layers);
+        for stmt in layers {
+            let _ = self.layer(stmt);
+        }
+        let roles: Vec<&'a Stmt> = self.unused(Kind::Role, &self.defs.roles);
+        for stmt in roles {
+            let _ = self.role(stmt, &BTreeMap::new(), true);
+        }
+        self.vars.lenient = false;
+    }
+
+    fn unused(&self, kind: Kind, table: &BTreeMap<String, &'a Stmt>) -> Vec<&'a Stmt> {
+        table
+            .iter()
+            .filter(|(name, _)| !self.used.contains(&(kind, (*name).clone())))
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
+    /// `let NAME = VALUE`, reported piece by piece when malformed; a definition whose
+    /// name and value are clear is kept even then, so its uses are not reported too.
     fn let_stmt(&mut self, stmt: &Stmt, scope: &mut HashMap<String, Value>) {
-        let ok = match stmt.args.as_slice() {
-            [name, eq, value] => match (&name.kind, &eq.kind) {
-                (ValueKind::Word(n), ValueKind::Eq) if is_var_name(n) => {
-                    if scope.contains_key(n) {
+        self.no_block(stmt);
+        let args = &stmt.args;
+        let example = "write `let workers = 8`, with spaces around `=`";
+        let Some(first) = args.first() else {
+            self.err(
+                Diagnostic::error(stmt.keyword.span, "`let` needs a name, `=` and a value")
+                    .with_label("nothing to define")
+                    .with_hint(example),
+            );
+            return;
+        };
+        let name = match &first.kind {
+            ValueKind::Word(n) if is_var_name(n) => Some(n.clone()),
+            ValueKind::Eq => {
+                self.err(
+                    Diagnostic::error(first.span, "`let` needs a variable name before `=`")
+                        .with_label("no name before this")
+                        .with_hint(example),
+                );
+                return;
+            }
+            ValueKind::Var(n) => {
+                self.err(
+                    Diagnostic::error(first.span, format!("`let` names `{n}` without `$`"))
+                        .with_label("`$` only uses a variable")
+                        .with_hint(format!("write `let {n} = VALUE`, then use it as `${n}`")),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        first.span,
+                        format!("`{}` is not a variable name", shown(first)),
+                    )
+                    .with_label("not a variable name")
+                    .with_hint(
+                        "a variable name starts with a letter or `_` and continues with \
+                             letters, digits, `_` or `-`",
+                    ),
+                );
+                None
+            }
+        };
+        let value = match args.get(1).map(|v| &v.kind) {
+            Some(ValueKind::Eq) => match args.get(2) {
+                Some(v) => {
+                    if let Some(extra) = args.get(3) {
+                        let last = args.last().map_or(extra.span, |l| l.span);
                         self.err(
                             Diagnostic::error(
-                                name.span,
-                                format!("variable `{n}` is defined twice"),
+                                extra.span.to(last),
+                                format!("unexpected `{}` after the value of `let`", shown(extra)),
                             )
-                            .with_hint("remove one of the definitions"),
+                            .with_label("a variable holds one value")
+                            .with_hint("for several values use a list, as in `let names = [a b]`"),
                         );
                     }
-                    scope.insert(n.clone(), value.clone());
-                    true
+                    Some(v)
                 }
-                _ => false,
+                None => {
+                    let at = args[1].span;
+                    self.err(
+                        Diagnostic::error(
+                            Span {
+                                start: at.end,
+                                ..at
+                            },
+                            "`let` needs a value after `=`",
+                        )
+                        .with_label("expected a value here")
+                        .with_hint(example),
+                    );
+                    None
+                }
             },
-            _ => false,
+            Some(_) => {
+                let v = &args[1];
+                let hint = match &name {
+                    Some(n) if args.len() == 2 => format!("write `let {n} = {}`", shown(v)),
+                    _ => example.to_string(),
+                };
+                self.err(
+                    Diagnostic::error(v.span, "`let` needs `=` between the name and the value")
+                        .with_label("expected `=` before this")
+                        .with_hint(hint),
+                );
+                (args.len() == 2).then_some(v)
+            }
+            None => {
+                let at = first.span;
+                self.err(
+                    Diagnostic::error(
+                        Span {
+                            start: at.end,
+                            ..at
+                        },
+                        "`let` needs `=` and a value",
+                    )
+                    .with_label("expected `= VALUE` here")
+                    .with_hint(example),
+                );
+                None
+            }
         };
-        if !ok {
-            let span = stmt.args.first().map_or(stmt.keyword.span, |v| v.span);
+        let Some(name) = name else { return };
+        self.notes.let_names.insert(name.clone());
+        let Some(value) = value else { return };
+        if let Some(prev) = scope.get(&name) {
+            let prev_span = prev.span;
             self.err(
-                Diagnostic::error(span, "`let` needs a name, `=` and a value")
-                    .with_hint("write `let workers = 8` (spaces around `=`)"),
+                Diagnostic::error(first.span, format!("variable `{name}` is defined twice"))
+                    .with_label("second definition")
+                    .with_secondary(prev_span, "first value here")
+                    .with_hint("remove one of the definitions; the first one counts"),
             );
+            return;
         }
+        scope.insert(name, value.clone());
     }
 
     fn define(&mut self, stmt: &'a Stmt, kind: Kind) {
@@ -144,18 +372,52 @@ impl<'a> Resolver<'a> {
             Kind::Layer => &mut self.defs.layers,
             Kind::Role => &mut self.defs.roles,
         };
-        if let Some(prev) = table.insert(name.clone(), stmt) {
-            let prev_span = header_name(prev).map_or(prev.span, |(_, s)| s);
-            self.diags
-                .push(duplicate(kind.name(), &name, span, prev_span));
+        match table.entry(name.clone()) {
+            Entry::Occupied(first) => {
+                let prev = header_name(first.get()).map_or(first.get().span, |(_, s)| s);
+                self.diags.push(duplicate(kind.name(), &name, span, prev));
+            }
+            Entry::Vacant(e) => {
+                e.insert(stmt);
+            }
+        }
+    }
+
+    /// Keys that take one value may stand once in a block; the first one counts.
+    fn once(&mut self, block: &Stmt, what: &str, singles: &[&str]) {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for s in block.children() {
+            let kw = s.keyword.name.as_str();
+            if !singles.contains(&kw) {
+                continue;
+            }
+            match seen.get(kw) {
+                Some(prev) => {
+                    let prev = *prev;
+                    self.err(
+                        Diagnostic::error(
+                            s.keyword.span,
+                            format!("`{kw}` is given twice in {what}"),
+                        )
+                        .with_label("given again")
+                        .with_secondary(prev, "first given here")
+                        .with_hint(format!("remove one of them; {what} has one `{kw}`")),
+                    );
+                }
+                None => {
+                    seen.insert(kw, s.keyword.span);
+                }
+            }
         }
     }
 
     // ----- clusters -------------------------------------------------------------
 
+    /// A cluster. Its block is read even when its header is wrong, so that its
+    /// mistakes are reported too; it is kept only when it has a name.
     fn cluster(&mut self, stmt: &'a Stmt) -> Option<Cluster> {
-        let name = header_name(stmt);
-        if name.is_none() {
+        let header = header_name(stmt);
+        if header.is_none() {
             self.err(missing_name(stmt));
         }
         self.extra_header(stmt, 1);
@@ -163,14 +425,28 @@ impl<'a> Resolver<'a> {
             self.err(missing_block(stmt));
             return None;
         }
-        let (name, name_span) = name?;
-        check_name(&mut self.diags, "cluster", &name, name_span, true);
+        let (name, name_span) = header.clone().unwrap_or((String::new(), stmt.keyword.span));
+        if header.is_some() {
+            check_name(
+                &mut self.diags,
+                "cluster",
+                &name,
+                name_span,
+                Some(CLUSTER_NAME_MAX),
+            );
+        }
+        self.cluster = name.clone();
 
         let mut scope = HashMap::new();
         for s in stmt.children().iter().filter(|s| s.keyword.name == "let") {
             self.let_stmt(s, &mut scope);
         }
         self.vars.push(scope);
+        self.once(
+            stmt,
+            &format!("cluster `{name}`"),
+            &["vo", "hypervisor", "domain"],
+        );
 
         let mut cluster = Cluster {
             name: name.clone(),
@@ -186,56 +462,30 @@ impl<'a> Resolver<'a> {
         };
         let mut queues: Vec<Queue> = Vec::new();
         let mut local_roles: BTreeMap<String, &'a Stmt> = BTreeMap::new();
+        let mut local_networks: BTreeMap<String, Span> = BTreeMap::new();
         for s in stmt.children() {
             match s.keyword.name.as_str() {
-                "vo" => {
+                kw @ ("vo" | "domain" | "hypervisor") => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    if let Some((vo, _)) = a.name("a VO name", "vo \"osg\"", &mut self.diags) {
-                        cluster.vo = vo;
+                    if !a.poisoned() {
+                        self.cluster_setting(&mut cluster, kw, &mut a);
                     }
                     a.done(&mut self.diags);
-                }
-                "domain" => {
-                    let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    if let Some((d, span)) = a.name(
-                        "a DNS domain",
-                        "domain \"osg.example.org\"",
-                        &mut self.diags,
-                    ) {
-                        if d.split('.').all(valid_hostname) {
-                            cluster.domain = d;
-                        } else {
-                            self.err(
-                                Diagnostic::error(span, format!("`{d}` is not a valid DNS domain"))
-                                    .with_hint(
-                                        "use dot-separated labels of letters, digits and `-`",
-                                    ),
-                            );
-                        }
-                    }
-                    a.done(&mut self.diags);
-                }
-                "hypervisor" => {
-                    let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    if let Some((h, _)) =
-                        a.choice(&["xen", "kvm"], "hypervisor kvm", &mut self.diags)
-                    {
-                        cluster.hypervisor = hypervisor(h);
-                    }
-                    a.done(&mut self.diags);
+                    self.no_block(s);
                 }
                 "network" => {
-                    if let Some(n) = self.network(s) {
-                        if let Some(prev) = cluster.networks.iter().find(|p| p.name == n.name) {
-                            self.diags.push(duplicate(
-                                "network",
-                                &n.name,
-                                n.origin.span,
-                                prev.origin.span,
-                            ));
-                        } else {
-                            cluster.networks.push(n);
-                        }
+                    let Some((n, span)) = header_name(s) else {
+                        self.err(missing_name(s));
+                        continue;
+                    };
+                    if let Some(prev) = local_networks.get(&n) {
+                        self.err(duplicate("network", &n, span, *prev));
+                        continue;
+                    }
+                    local_networks.insert(n.clone(), span);
+                    match self.network(s) {
+                        Some(net) => cluster.networks.push(net),
+                        None => self.mark_broken(Kind::Network, &n),
                     }
                 }
                 "layer" => {
@@ -253,16 +503,20 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 "role" => match header_name(s) {
-                    Some((n, span)) => {
-                        if let Some(prev) = local_roles.insert(n.clone(), s) {
-                            let prev_span = header_name(prev).map_or(prev.span, |(_, s)| s);
-                            self.diags.push(duplicate("role", &n, span, prev_span));
+                    Some((n, span)) => match local_roles.entry(n.clone()) {
+                        Entry::Occupied(first) => {
+                            let prev =
+                                header_name(first.get()).map_or(first.get().span, |(_, s)| s);
+                            self.diags.push(duplicate("role", &n, span, prev));
                         }
-                    }
+                        Entry::Vacant(e) => {
+                            e.insert(s);
+                        }
+                    },
                     None => self.err(missing_name(s)),
                 },
-                "queue" | "partition" => {
-                    if let Some(q) = self.queue(s) {
+                "queue" | "partition" => match self.queue(s) {
+                    Some(q) => {
                         if let Some(prev) = queues.iter().find(|p| p.name == q.name) {
                             self.diags.push(duplicate(
                                 &s.keyword.name,
@@ -274,11 +528,13 @@ impl<'a> Resolver<'a> {
                             queues.push(q);
                         }
                     }
-                }
+                    None => self.mark_sched_broken(),
+                },
                 _ => {}
             }
         }
-        // Roles in declaration order; inheritance may reach cluster roles and shared ones.
+        // Roles in declaration order, each name once (the first definition counts);
+        // inheritance may reach cluster roles and shared ones.
         for s in stmt.children().iter().filter(|s| s.keyword.name == "role") {
             let Some((n, _)) = header_name(s) else {
                 continue;
@@ -289,14 +545,59 @@ impl<'a> Resolver<'a> {
             {
                 continue;
             }
-            if let Some(role) = self.role(s, &local_roles) {
-                cluster.roles.push(role);
+            match self.role(s, &local_roles, false) {
+                Some(role) => cluster.roles.push(role),
+                None => {
+                    self.mark_broken(Kind::Role, &n);
+                    self.mark_sched_broken();
+                }
             }
         }
         self.pull_shared(&mut cluster);
         self.vars.pop();
-        crate::check::scheduler(&mut self.diags, &mut cluster, queues, stmt);
-        Some(cluster)
+        let sched_broken = self.notes.sched_broken.contains(&name);
+        crate::check::scheduler(&mut self.diags, &mut cluster, queues, stmt, sched_broken);
+        self.cluster.clear();
+        header.map(|_| cluster)
+    }
+
+    /// `vo`, `domain` and `hypervisor`.
+    fn cluster_setting(&mut self, cluster: &mut Cluster, kw: &str, a: &mut Args) {
+        match kw {
+            "vo" => {
+                if let Some((vo, _)) = a.name("a VO name", "vo \"osg\"", &mut self.diags) {
+                    cluster.vo = vo;
+                }
+            }
+            "domain" => {
+                let example = "domain \"osg.example.org\"";
+                if let Some((d, span)) = a.name("a DNS domain", example, &mut self.diags) {
+                    if d.split('.').all(valid_hostname) {
+                        cluster.domain = d;
+                    } else {
+                        let bad = d.split('.').find(|l| !valid_hostname(l)).unwrap_or("");
+                        let why = if bad.is_empty() {
+                            "it has an empty label".to_string()
+                        } else {
+                            format!("its label `{bad}` is not a host name label")
+                        };
+                        self.err(
+                            Diagnostic::error(span, format!("`{d}` is not a valid DNS domain"))
+                                .with_label(why)
+                                .with_hint(
+                                    "use dot-separated labels of lowercase letters, digits and \
+                                     `-`, as in `osg.example.org`",
+                                ),
+                        );
+                    }
+                }
+            }
+            _ => {
+                if let Some((h, _)) = a.choice(&["xen", "kvm"], "hypervisor kvm", &mut self.diags) {
+                    cluster.hypervisor = hypervisor(h);
+                }
+            }
+        }
     }
 
     /// Adds the shared (top-level or imported) networks and layers the cluster's roles
@@ -311,33 +612,42 @@ impl<'a> Resolver<'a> {
             layers.extend(r.disks.iter().map(|d| d.layer.clone()));
         }
         for n in nets {
-            if cluster.network(&n).is_none() {
-                if let Some(stmt) = self.defs.networks.get(&n).copied() {
-                    if let Some(net) = self.network(stmt) {
-                        cluster.networks.push(net);
-                    }
+            if cluster.network(&n).is_some() || self.notes.broken(&cluster.name, Kind::Network, &n)
+            {
+                continue;
+            }
+            if let Some(stmt) = self.defs.networks.get(&n).copied() {
+                self.used.insert((Kind::Network, n.clone()));
+                match self.network(stmt) {
+                    Some(net) => cluster.networks.push(net),
+                    None => self.mark_broken(Kind::Network, &n),
                 }
             }
         }
         for l in layers {
-            if cluster.layer(&l).is_none() {
-                if let Some(stmt) = self.defs.layers.get(&l).copied() {
-                    if let Some(layer) = self.layer(stmt) {
-                        cluster.layers.push(layer);
-                    }
+            if cluster.layer(&l).is_some() {
+                continue;
+            }
+            if let Some(stmt) = self.defs.layers.get(&l).copied() {
+                self.used.insert((Kind::Layer, l.clone()));
+                if let Some(layer) = self.layer(stmt) {
+                    cluster.layers.push(layer);
                 }
             }
         }
     }
 
+    /// `queue NAME [for VO] [default]`; `None` when it cannot be read (reported).
     fn queue(&mut self, s: &Stmt) -> Option<Queue> {
+        self.no_block(s);
         let mut a = Args::new(s, &self.vars, &mut self.diags);
+        if a.poisoned() {
+            return None;
+        }
         let kw = s.keyword.name.clone();
-        let (name, span) = a.name(
-            &format!("a {kw} name"),
-            &format!("{kw} osg for \"osg\" default"),
-            &mut self.diags,
-        )?;
+        let example = format!("{kw} osg for \"osg\" default");
+        let (name, span) = a.name(&format!("a {kw} name"), &example, &mut self.diags)?;
+        check_name(&mut self.diags, &kw, &name, span, None);
         let mut q = Queue {
             name,
             vo: None,
@@ -348,35 +658,42 @@ impl<'a> Resolver<'a> {
             match &v.kind {
                 ValueKind::Word(w) if w == "default" => q.default = true,
                 ValueKind::Word(w) if w == "for" => {
-                    if let Some((vo, _)) =
-                        a.name("a VO name", "queue bio for \"biomed\"", &mut self.diags)
-                    {
-                        q.vo = Some(vo);
-                    }
+                    let (vo, _) =
+                        a.name("a VO name", "queue bio for \"biomed\"", &mut self.diags)?;
+                    q.vo = Some(vo);
                 }
-                _ => self.diags.push(a.unexpected(&v, &["for", "default"])),
+                _ => {
+                    self.diags.push(a.unexpected(&v, &["for", "default"]));
+                    return None;
+                }
             }
-        }
-        if let Some(b) = &s.block {
-            self.err(unexpected_block(s, b.span));
         }
         Some(q)
     }
 
     // ----- networks and layers --------------------------------------------------
 
+    /// A network; `None` when it has no usable subnet (reported).
     pub fn network(&mut self, stmt: &Stmt) -> Option<Network> {
-        let (name, span) = header_name(stmt)?;
+        let Some((name, span)) = header_name(stmt) else {
+            self.err(missing_name(stmt));
+            return None;
+        };
         self.extra_header(stmt, 1);
-        check_name(&mut self.diags, "network", &name, span, false);
+        check_name(&mut self.diags, "network", &name, span, None);
         if stmt.block.is_none() {
             self.err(missing_block(stmt));
             return None;
         }
-        let mut subnet: Option<(std::net::Ipv4Addr, u8)> = None;
+        self.once(
+            stmt,
+            &format!("network `{name}`"),
+            &["subnet", "assign", "gateway", "uplink"],
+        );
+        let mut subnet: Option<(Ipv4Addr, u8)> = None;
         let mut net = Network {
             name,
-            subnet: std::net::Ipv4Addr::UNSPECIFIED,
+            subnet: Ipv4Addr::UNSPECIFIED,
             prefix: 0,
             assign: Assign::Pool,
             gateway: None,
@@ -385,58 +702,19 @@ impl<'a> Resolver<'a> {
             origin: self.origin(span),
         };
         let mut gateway_span = None;
-        let mut dns_spans = Vec::new();
         for s in stmt.children() {
+            if !Context::Network.is_keyword(&s.keyword.name) {
+                continue;
+            }
+            self.no_block(s);
             let mut a = Args::new(s, &self.vars, &mut self.diags);
+            if a.poisoned() {
+                continue;
+            }
             match s.keyword.name.as_str() {
-                "subnet" => {
-                    let v = a.next();
-                    match v.as_ref().map(|v| &v.kind) {
-                        Some(ValueKind::Cidr(ip, p)) => {
-                            let net_addr = u32::from(*ip)
-                                & u32::MAX.checked_shl(32 - u32::from(*p)).unwrap_or(0);
-                            if net_addr != u32::from(*ip) {
-                                if let Some(v) = &v {
-                                    self.diags.push(
-                                        Diagnostic::error(
-                                            v.span,
-                                            format!("`{ip}/{p}` has host bits set"),
-                                        )
-                                        .with_hint(
-                                            format!(
-                                                "the network address is `{}/{p}`",
-                                                std::net::Ipv4Addr::from(net_addr)
-                                            ),
-                                        ),
-                                    );
-                                }
-                            } else if *p > 30 {
-                                if let Some(v) = &v {
-                                    self.diags.push(
-                                        Diagnostic::error(
-                                            v.span,
-                                            format!("subnet `/{p}` is too small for a cluster"),
-                                        )
-                                        .with_hint("use a prefix of at most `/30`"),
-                                    );
-                                }
-                            } else {
-                                subnet = Some((*ip, *p));
-                            }
-                        }
-                        _ => self.diags.push(a.expected(
-                            v.as_ref(),
-                            "a subnet",
-                            "subnet 10.20.0.0/24",
-                        )),
-                    }
-                }
+                "subnet" => subnet = self.subnet(&mut a),
                 "assign" => {
-                    if let Some((m, _)) = a.choice(
-                        &["dhcp", "static", "pool", "external"],
-                        "assign pool",
-                        &mut self.diags,
-                    ) {
+                    if let Some((m, _)) = a.choice(NIC_METHODS, "assign pool", &mut self.diags) {
                         net.assign = match m {
                             "dhcp" => Assign::Dhcp,
                             "static" => Assign::Static,
@@ -452,14 +730,14 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 "dns" => {
-                    while a.peek().is_some() {
-                        if let Some((ip, sp)) = a.ip("dns 10.20.0.1", &mut self.diags) {
-                            net.dns.push(ip);
-                            dns_spans.push(sp);
-                        }
-                    }
-                    if net.dns.is_empty() && dns_spans.is_empty() {
+                    if a.peek().is_none() {
                         a.ip("dns 10.20.0.1", &mut self.diags);
+                    }
+                    while a.peek().is_some() {
+                        match a.ip("dns 10.20.0.1", &mut self.diags) {
+                            Some((ip, _)) => net.dns.push(ip),
+                            None => break,
+                        }
                     }
                 }
                 "uplink" => {
@@ -471,12 +749,12 @@ impl<'a> Resolver<'a> {
                 _ => {}
             }
             a.done(&mut self.diags);
-            self.no_block(s);
         }
         let Some((ip, prefix)) = subnet else {
             if !stmt.children().iter().any(|s| s.keyword.name == "subnet") {
                 self.err(
                     Diagnostic::error(span, format!("network `{}` has no subnet", net.name))
+                        .with_label("no `subnet`")
                         .with_hint("add `subnet 10.20.0.0/24` (any private IPv4 subnet)"),
                 );
             }
@@ -485,23 +763,79 @@ impl<'a> Resolver<'a> {
         net.subnet = ip;
         net.prefix = prefix;
         if let (Some(g), Some(sp)) = (net.gateway, gateway_span) {
+            self.part(net.origin.span, Part::Gateway, sp);
             if !net.contains(g) {
-                self.err(outside(sp, g, &net));
+                self.err(outside(sp, g, &net, "gateway"));
+            } else if let Some(which) = edge_name(&net, g) {
+                self.err(
+                    Diagnostic::error(
+                        sp,
+                        format!(
+                            "gateway `{g}` is the {which} address of network `{}`",
+                            net.name
+                        ),
+                    )
+                    .with_label(format!("the {which} address"))
+                    .with_hint(format!("use a host address: {}", host_range(&net))),
+                );
             }
         }
         Some(net)
     }
 
-    pub fn layer(&mut self, stmt: &Stmt) -> Option<Layer> {
-        let (name, span) = header_name(stmt)?;
-        self.extra_header(stmt, 1);
-        check_name(&mut self.diags, "layer", &name, span, false);
-        if stmt.block.is_none() {
-            self.err(missing_block(stmt));
-            return None;
+    /// `subnet A.B.C.D/N`: a network address with a prefix of at most `/30`.
+    fn subnet(&mut self, a: &mut Args) -> Option<(Ipv4Addr, u8)> {
+        let example = "subnet 10.20.0.0/24";
+        let v = a.next();
+        match v.as_ref().map(|v| (&v.kind, v.span)) {
+            Some((ValueKind::Cidr(ip, p), span)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*p)).unwrap_or(0);
+                let net_addr = Ipv4Addr::from(u32::from(*ip) & mask);
+                if net_addr != *ip {
+                    self.err(
+                        Diagnostic::error(span, format!("subnet `{ip}/{p}` has host bits set"))
+                            .with_label("not a network address")
+                            .with_hint(format!("the network address is `{net_addr}/{p}`")),
+                    );
+                    None
+                } else if *p > 30 {
+                    self.err(
+                        Diagnostic::error(
+                            span,
+                            format!("subnet `{ip}/{p}` is too small for a cluster"),
+                        )
+                        .with_label("no room for nodes")
+                        .with_hint("use a prefix of at most `/30`, as in `/24`"),
+                    );
+                    None
+                } else {
+                    Some((*ip, *p))
+                }
+            }
+            Some((ValueKind::Ip(ip), span)) => {
+                self.err(
+                    Diagnostic::error(span, format!("subnet `{ip}` has no prefix length"))
+                        .with_label("expected `/N` after the address")
+                        .with_hint(format!("write the prefix length, as in `{ip}/24`")),
+                );
+                None
+            }
+            _ => {
+                self.diags.push(a.expected(v.as_ref(), "a subnet", example));
+                None
+            }
         }
-        let mut source: Option<LayerSource> = None;
-        let mut sha: Option<(String, Span)> = None;
+    }
+
+    /// A layer. It is kept even when it has mistakes (they are reported, so there is
+    /// no model to mislead), so that roles using it are not told it does not exist.
+    pub fn layer(&mut self, stmt: &Stmt) -> Option<Layer> {
+        let Some((name, span)) = header_name(stmt) else {
+            self.err(missing_name(stmt));
+            return None;
+        };
+        self.extra_header(stmt, 1);
+        check_name(&mut self.diags, "layer", &name, span, None);
         let mut layer = Layer {
             name,
             source: LayerSource::Busybox,
@@ -509,37 +843,31 @@ impl<'a> Resolver<'a> {
             size: None,
             origin: self.origin(span),
         };
+        if stmt.block.is_none() {
+            self.err(missing_block(stmt));
+            return Some(layer);
+        }
+        self.once(
+            stmt,
+            &format!("layer `{}`", layer.name),
+            &["from", "size", "sha256"],
+        );
+        let mut source: Option<(LayerSource, Span)> = None;
+        let mut sha: Option<(String, Span)> = None;
         for s in stmt.children() {
+            if !Context::Layer.is_keyword(&s.keyword.name) {
+                continue;
+            }
+            self.no_block(s);
             let mut a = Args::new(s, &self.vars, &mut self.diags);
+            if a.poisoned() {
+                continue;
+            }
             match s.keyword.name.as_str() {
                 "from" => {
-                    let Some((kind, _)) = a.choice(
-                        &["busybox", "debian", "image", "dir"],
-                        "from debian \"bookworm\"",
-                        &mut self.diags,
-                    ) else {
-                        a.done(&mut self.diags);
-                        continue;
-                    };
-                    source = match kind {
-                        "busybox" => Some(LayerSource::Busybox),
-                        "debian" => a
-                            .name(
-                                "a Debian release",
-                                "from debian \"bookworm\"",
-                                &mut self.diags,
-                            )
-                            .map(|(suite, _)| LayerSource::Debian { suite }),
-                        "image" => self
-                            .host_path(&mut a, "from image \"base.qcow2\" sha256 \"…\"")
-                            .map(|path| LayerSource::Image {
-                                path,
-                                sha256: String::new(),
-                            }),
-                        _ => self
-                            .host_path(&mut a, "from dir \"layers/vdt\"")
-                            .map(|path| LayerSource::Dir { path }),
-                    };
+                    if let Some(src) = self.layer_source(&mut a) {
+                        source = Some((src, s.span));
+                    }
                 }
                 "packages" => {
                     let v = a.next();
@@ -560,90 +888,111 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 "sha256" => {
-                    if let Some((h, sp)) =
-                        a.name("a sha256 digest", "sha256 \"e3b0c442…\"", &mut self.diags)
-                    {
-                        if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                            sha = Some((h.to_ascii_lowercase(), sp));
-                        } else {
-                            self.err(
-                                Diagnostic::error(sp, "`sha256` needs 64 hexadecimal digits")
-                                    .with_hint("copy the digest printed by `sha256sum IMAGE`"),
-                            );
+                    let example = "sha256 \"e3b0c442…\"";
+                    if let Some((h, sp)) = a.name("a sha256 digest", example, &mut self.diags) {
+                        match digest_problem(&h) {
+                            None => sha = Some((h.to_ascii_lowercase(), sp)),
+                            Some(why) => self.err(
+                                Diagnostic::error(sp, format!("invalid sha256 digest: {why}"))
+                                    .with_label("not a sha256 digest")
+                                    .with_hint(
+                                        "a digest is 64 hexadecimal digits: copy the one \
+                                         `sha256sum IMAGE` prints",
+                                    ),
+                            ),
                         }
                     }
                 }
                 _ => {}
             }
             a.done(&mut self.diags);
-            self.no_block(s);
         }
+        let has = |kw: &str| stmt.children().iter().any(|s| s.keyword.name == kw);
         match source {
-            Some(LayerSource::Image { path, .. }) => match sha {
+            Some((LayerSource::Image { path, .. }, from_span)) => match sha {
                 Some((h, _)) => layer.source = LayerSource::Image { path, sha256: h },
-                None => self.err(
+                None if !has("sha256") => self.err(
                     Diagnostic::error(
-                        span,
-                        format!("layer `{}` is an image without `sha256`", layer.name),
+                        from_span,
+                        format!("image layer `{}` has no `sha256`", layer.name),
                     )
-                    .with_hint(
-                        "pin the image: add `sha256 \"…\"` with the digest of the image file",
-                    ),
+                    .with_label("an image must be pinned")
+                    .with_hint("add `sha256 \"…\"` with the digest `sha256sum IMAGE` prints"),
                 ),
+                None => {}
             },
-            Some(src) => {
+            Some((src, _)) => {
                 if let Some((_, sp)) = sha {
                     self.err(
                         Diagnostic::error(sp, "`sha256` pins only `from image` layers")
+                            .with_label("nothing to pin")
                             .with_hint("remove it; other layers are named by their content anyway"),
                     );
                 }
                 layer.source = src;
             }
             None => {
-                if !stmt.children().iter().any(|s| s.keyword.name == "from") {
+                if !has("from") {
                     self.err(
                         Diagnostic::error(span, format!("layer `{}` has no `from`", layer.name))
-                            .with_hint("say where it comes from: `from busybox`, `from debian \"bookworm\"`, `from image \"x.qcow2\"` or `from dir \"path\"`"),
+                            .with_label("no `from`")
+                            .with_hint(
+                                "say where it comes from: `from busybox`, `from debian \
+                                 \"bookworm\"`, `from image \"x.qcow2\"` or `from dir \"path\"`",
+                            ),
                     );
                 }
-                return None;
             }
         }
         Some(layer)
     }
 
-    fn host_path(&mut self, a: &mut Args, example: &str) -> Option<String> {
-        let (p, span) = a
-            .name("a path", example, &mut self.diags)
-            .or_else(|| None)?;
-        if p.chars().any(char::is_control) {
-            // Reported by the control character pass.
-            return None;
+    /// `from busybox | debian "SUITE" | image "PATH" | dir "PATH"`.
+    fn layer_source(&mut self, a: &mut Args) -> Option<LayerSource> {
+        let (kind, _) = a.choice(
+            &["busybox", "debian", "image", "dir"],
+            "from debian \"bookworm\"",
+            &mut self.diags,
+        )?;
+        match kind {
+            "busybox" => Some(LayerSource::Busybox),
+            "debian" => a
+                .name(
+                    "a Debian release",
+                    "from debian \"bookworm\"",
+                    &mut self.diags,
+                )
+                .map(|(suite, _)| LayerSource::Debian { suite }),
+            "image" => a
+                .host_path("from image \"base.qcow2\"", &mut self.diags)
+                .map(|(path, _)| LayerSource::Image {
+                    path,
+                    sha256: String::new(),
+                }),
+            _ => a
+                .host_path("from dir \"layers/vdt\"", &mut self.diags)
+                .map(|(path, _)| LayerSource::Dir { path }),
         }
-        let _ = span;
-        Some(p)
     }
 
     fn package_list(&mut self, items: &[Value]) -> Vec<String> {
         let mut out = Vec::new();
         for item in items {
             match &item.kind {
-                ValueKind::Word(w) | ValueKind::Str(w) => {
-                    if valid_package(w) {
-                        out.push(w.clone());
-                    } else if !w.is_empty() {
-                        self.err(
-                            Diagnostic::error(item.span, format!("`{w}` is not a valid package name"))
-                                .with_hint("Debian package names use lowercase letters, digits and `+-.` (optionally `=VERSION`)"),
-                        );
-                    }
-                }
+                ValueKind::Word(w) | ValueKind::Str(w) => match package_problem(w) {
+                    None => out.push(w.clone()),
+                    Some(hint) => self.err(
+                        Diagnostic::error(item.span, format!("`{w}` is not a valid package name"))
+                            .with_label("not a Debian package name")
+                            .with_hint(hint),
+                    ),
+                },
                 other => self.err(
                     Diagnostic::error(
                         item.span,
                         format!("expected a package name, not {}", other.describe()),
                     )
+                    .with_label("not a package name")
                     .with_hint("list package names, as in `[nfs-common munge]`"),
                 ),
             }
@@ -653,87 +1002,149 @@ impl<'a> Resolver<'a> {
 
     // ----- roles ----------------------------------------------------------------
 
-    /// The statements that make a role: its ancestors' first, then its own.
+    /// The statements that make a role, its ancestors' first, each with the depth of
+    /// the block it stands in (the role's own block is the deepest).
     fn role_stmts(
         &mut self,
         stmt: &'a Stmt,
         local: &BTreeMap<String, &'a Stmt>,
         chain: &mut Vec<String>,
-    ) -> Vec<&'a Stmt> {
+    ) -> Vec<(&'a Stmt, usize)> {
         let mut out = Vec::new();
         let Some((name, _)) = header_name(stmt) else {
             return out;
         };
-        chain.push(name.clone());
+        chain.push(name);
         match stmt.args.get(1) {
             Some(Value {
                 kind: ValueKind::Word(w),
-                ..
-            }) if w == "extends" => {
-                match stmt.args.get(2).map(|v| (&v.kind, v.span)) {
-                    Some((ValueKind::Word(parent) | ValueKind::Str(parent), pspan)) => {
-                        if chain.contains(parent) {
-                            let mut names: Vec<String> =
-                                chain.iter().map(|c| format!("`{c}`")).collect();
-                            names.push(format!("`{parent}`"));
-                            self.err(
-                                Diagnostic::error(
-                                    pspan,
-                                    format!("role inheritance cycle: {}", names.join(" extends ")),
-                                )
-                                .with_label("this closes the cycle")
-                                .with_hint(
-                                    "a role cannot extend itself, directly or through others",
-                                ),
-                            );
-                        } else {
-                            // A cluster role may extend a shared role of the same name.
-                            let found = local
-                                .get(parent)
-                                .filter(|p| !std::ptr::eq(**p, stmt))
-                                .or_else(|| self.defs.roles.get(parent))
-                                .copied();
-                            match found {
-                                Some(p) => out = self.role_stmts(p, local, chain),
-                                None => {
-                                    let mut cands: Vec<&str> =
-                                        local.keys().map(String::as_str).collect();
-                                    cands.extend(self.defs.roles.keys().map(String::as_str));
-                                    self.diags.push(unknown("role", parent, pspan, cands));
-                                }
-                            }
-                        }
-                        if let Some(extra) = stmt.args.get(3) {
-                            self.err(
-                                Diagnostic::error(extra.span, "a role extends one role")
-                                    .with_hint("write `role NAME extends PARENT { … }`"),
-                            );
-                        }
+                span: extends_span,
+            }) if w == "extends" => match stmt.args.get(2).map(|v| (&v.kind, v.span)) {
+                Some((ValueKind::Word(parent) | ValueKind::Str(parent), pspan)) => {
+                    out = self.parent_stmts(stmt, parent, pspan, local, chain);
+                    if let Some(extra) = stmt.args.get(3) {
+                        self.err(
+                            Diagnostic::error(extra.span, "a role extends one role")
+                                .with_label("a second parent")
+                                .with_hint("write `role NAME extends PARENT { … }`"),
+                        );
                     }
-                    _ => self.err(
-                        Diagnostic::error(stmt.args[1].span, "`extends` needs a role name")
-                            .with_hint("write `role worker extends base { … }`"),
-                    ),
                 }
-            }
+                other => {
+                    let span = other.map_or(
+                        Span {
+                            start: extends_span.end,
+                            ..*extends_span
+                        },
+                        |(_, s)| s,
+                    );
+                    self.err(
+                        Diagnostic::error(span, "`extends` needs a role name")
+                            .with_label("expected the parent role")
+                            .with_hint("write `role worker extends base { … }`"),
+                    );
+                }
+            },
             Some(v) => self.err(
-                Diagnostic::error(v.span, "unexpected value after the role name")
-                    .with_hint("write `role NAME { … }` or `role NAME extends PARENT { … }`"),
+                Diagnostic::error(
+                    v.span,
+                    format!("unexpected `{}` after the role name", shown(v)),
+                )
+                .with_label("not understood here")
+                .with_hint("write `role NAME { … }` or `role NAME extends PARENT { … }`"),
             ),
             None => {}
         }
-        chain.pop();
-        out.extend(stmt.children());
+        let depth = chain.len();
+        if let Some(name) = chain.pop() {
+            // Each block of the chain, checked whenever it is used; the compiler keeps
+            // one of the identical diagnostics.
+            self.once(
+                stmt,
+                &format!("role `{name}`"),
+                &[
+                    "count",
+                    "root",
+                    "cpu",
+                    "memory",
+                    "swap",
+                    "scheduler",
+                    "overlay",
+                    "cmdline",
+                ],
+            );
+        }
+        out.extend(stmt.children().iter().map(|s| (s, depth)));
         out
     }
 
-    fn role(&mut self, stmt: &'a Stmt, local: &BTreeMap<String, &'a Stmt>) -> Option<Role> {
+    fn parent_stmts(
+        &mut self,
+        stmt: &'a Stmt,
+        parent: &str,
+        pspan: Span,
+        local: &BTreeMap<String, &'a Stmt>,
+        chain: &mut Vec<String>,
+    ) -> Vec<(&'a Stmt, usize)> {
+        if let Some(pos) = chain.iter().position(|c| c == parent) {
+            let mut key: Vec<String> = chain[pos..].to_vec();
+            key.sort();
+            if self.cycles.insert(key) {
+                let names: Vec<String> = chain[pos..].iter().map(|c| format!("`{c}`")).collect();
+                let message = match names.as_slice() {
+                    [one] => format!("role {one} extends itself"),
+                    [a, b] => format!("roles {a} and {b} extend each other"),
+                    _ => format!("roles {} extend each other in a cycle", and(&names)),
+                };
+                self.err(
+                    Diagnostic::error(pspan, message)
+                        .with_label("this closes the cycle")
+                        .with_hint("a role cannot extend itself, directly or through others"),
+                );
+            }
+            return Vec::new();
+        }
+        // A cluster role may extend a shared role of the same name.
+        let found = local
+            .get(parent)
+            .filter(|p| !std::ptr::eq(**p, stmt))
+            .copied()
+            .or_else(|| {
+                let shared = self.defs.roles.get(parent).copied();
+                if shared.is_some() {
+                    self.used.insert((Kind::Role, parent.to_string()));
+                }
+                shared
+            });
+        match found {
+            Some(p) => self.role_stmts(p, local, chain),
+            None => {
+                let mut cands: Vec<&str> = local.keys().map(String::as_str).collect();
+                cands.extend(self.defs.roles.keys().map(String::as_str));
+                cands.retain(|c| Some(*c) != chain.last().map(String::as_str));
+                self.diags.push(unknown("role", parent, pspan, cands));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A role; `None` when it has no block (reported). A `template` is a shared role
+    /// no cluster uses: only its own statements are checked.
+    fn role(
+        &mut self,
+        stmt: &'a Stmt,
+        local: &BTreeMap<String, &'a Stmt>,
+        template: bool,
+    ) -> Option<Role> {
         let (name, span) = header_name(stmt)?;
         if stmt.block.is_none() {
             self.err(missing_block(stmt));
             return None;
         }
+        let before = self.diags.len();
         let stmts = self.role_stmts(stmt, local, &mut Vec::new());
+        // A parent that could not be read may hold what seems missing, such as `root`.
+        let header_failed = self.diags.len() > before;
         let mut role = Role {
             name,
             count: 1,
@@ -751,28 +1162,95 @@ impl<'a> Resolver<'a> {
             cmdline: Vec::new(),
             origin: self.origin(span),
         };
+        let mut claims = Claims::new();
         let mut root_seen = false;
-        for s in stmts {
-            self.role_stmt(&mut role, s, &mut root_seen);
+        for (s, depth) in stmts {
+            if !Context::Role.is_keyword(&s.keyword.name) {
+                continue;
+            }
+            let before = self.diags.len();
+            self.role_stmt(&mut role, s, depth, &mut claims, &mut root_seen);
             self.no_block(s);
+            let failed = self.diags.len() > before;
+            match s.keyword.name.as_str() {
+                "nic" | "disk" | "export" | "mount" | "count" if failed => {
+                    self.notes
+                        .incomplete
+                        .insert((self.cluster.clone(), role.name.clone()));
+                }
+                "scheduler" if failed => self.mark_sched_broken(),
+                _ => {}
+            }
         }
-        if !root_seen {
+        if !root_seen && !template && !header_failed {
             self.err(
                 Diagnostic::error(span, format!("role `{}` has no root layer", role.name))
+                    .with_label("no `root`")
                     .with_hint("add `root LAYER`, e.g. a layer `from busybox`"),
             );
         }
         Some(role)
     }
 
-    fn role_stmt(&mut self, role: &mut Role, s: &Stmt, root_seen: &mut bool) {
+    /// Whether an element with `key` from the block at `depth` may replace what the
+    /// role has: a parent's is replaced, a second one in the same block is reported.
+    fn claim(
+        &mut self,
+        claims: &mut Claims,
+        what: &'static str,
+        key: &str,
+        depth: usize,
+        span: Span,
+    ) -> bool {
+        let k = (what, key.to_string());
+        if let Some(&(d, prev)) = claims.get(&k) {
+            if d == depth {
+                let message = match what {
+                    "nic" => format!("nic `{key}` is defined twice"),
+                    "export" => format!("`{key}` is exported twice"),
+                    "disk" => format!("two disks are mounted at `{key}`"),
+                    _ => format!("`{key}` is mounted twice"),
+                };
+                self.err(
+                    Diagnostic::error(span, message)
+                        .with_label("second one")
+                        .with_secondary(prev, "first one here")
+                        .with_hint(format!(
+                            "remove one of them; a role that extends another replaces the \
+                             parent's {what} of the same {}",
+                            if what == "nic" { "name" } else { "path" }
+                        )),
+                );
+                return false;
+            }
+        }
+        claims.insert(k, (depth, span));
+        true
+    }
+
+    fn role_stmt(
+        &mut self,
+        role: &mut Role,
+        s: &Stmt,
+        depth: usize,
+        claims: &mut Claims,
+        root_seen: &mut bool,
+    ) {
         let mut a = Args::new(s, &self.vars, &mut self.diags);
+        if s.keyword.name == "root" {
+            *root_seen = true;
+        }
+        if a.poisoned() {
+            return;
+        }
         match s.keyword.name.as_str() {
             "count" => {
                 if let Some((n, sp)) = a.int("count 8", &mut self.diags) {
+                    self.part(role.origin.span, Part::Count, sp);
                     if n < 1 {
                         self.err(
                             Diagnostic::error(sp, "`count` must be at least 1")
+                                .with_label("no nodes")
                                 .with_hint("remove the role if it should have no nodes"),
                         );
                     } else if n > 100_000 {
@@ -781,6 +1259,7 @@ impl<'a> Resolver<'a> {
                                 sp,
                                 format!("`count {n}` is more nodes than vocc plans for"),
                             )
+                            .with_label("too many nodes")
                             .with_hint("use at most 100000 nodes per role"),
                         );
                     } else {
@@ -790,10 +1269,11 @@ impl<'a> Resolver<'a> {
             }
             "cpu" => {
                 if let Some((n, sp)) = a.int("cpu 2", &mut self.diags) {
-                    if n < 1 || n > 1024 {
+                    if !(1..=1024).contains(&n) {
                         self.err(
-                            Diagnostic::error(sp, "`cpu` must be between 1 and 1024")
-                                .with_hint("give the number of virtual CPUs, as in `cpu 2`"),
+                            Diagnostic::error(sp, format!("`cpu {n}` is out of range"))
+                                .with_label("not between 1 and 1024")
+                                .with_hint("give the number of virtual CPUs, from 1 to 1024, as in `cpu 2`"),
                         );
                     } else {
                         role.cpu = n as u32;
@@ -804,9 +1284,12 @@ impl<'a> Resolver<'a> {
                 if let Some((n, sp)) = a.size("memory 512M", &mut self.diags) {
                     if n < (16 << 20) {
                         self.err(
-                            Diagnostic::error(sp, "`memory` must be at least 16M").with_hint(
-                                "a guest needs some memory to boot, as in `memory 256M`",
-                            ),
+                            Diagnostic::error(
+                                sp,
+                                format!("`memory {}` is too little to boot", size_text(n)),
+                            )
+                            .with_label("less than 16M")
+                            .with_hint("give a guest at least 16M, as in `memory 256M`"),
                         );
                     } else {
                         role.memory = n;
@@ -818,72 +1301,40 @@ impl<'a> Resolver<'a> {
                     role.swap = (n > 0).then_some(n);
                 }
             }
-            "root" => {
-                *root_seen = true;
-                role.root.clear();
-                role.packages.clear();
-                let mut want_layer = true;
-                while let Some(v) = a.next() {
-                    match (&v.kind, want_layer) {
-                        (ValueKind::Word(w) | ValueKind::Str(w), true) => {
-                            if !w.is_empty() {
-                                role.root.push(w.clone());
-                            }
-                            want_layer = false;
-                        }
-                        (ValueKind::List(items), true) => {
-                            let pk = self.package_list(items);
-                            role.packages.extend(pk);
-                            want_layer = false;
-                        }
-                        (ValueKind::Plus, false) => want_layer = true,
-                        _ => {
-                            self.diags.push(
-                                Diagnostic::error(v.span, format!("unexpected {} in `root`", v.kind.describe()))
-                                    .with_hint("write layers and package lists joined by `+`, as in `root os + [slurmctld]`"),
-                            );
-                            break;
-                        }
-                    }
-                }
-                if role.root.is_empty() {
-                    self.err(
-                        Diagnostic::error(s.keyword.span, "`root` needs a layer")
-                            .with_hint("write `root LAYER`, optionally `+ [packages]`"),
-                    );
-                } else if want_layer {
-                    self.err(
-                        Diagnostic::error(s.span, "`root` ends with `+`")
-                            .with_hint("add a layer or a package list after `+`"),
-                    );
-                }
-            }
+            "root" => self.root(role, &mut a, s),
             "disk" => {
-                if let Some(d) = self.disk(&mut a) {
-                    role.disks.retain(|x| x.at != d.at);
-                    role.disks.push(d);
+                if let Some((d, at_span)) = self.disk(&mut a) {
+                    if self.claim(claims, "disk", &d.at, depth, at_span) {
+                        role.disks.retain(|x| x.at != d.at);
+                        role.disks.push(d);
+                    }
                 }
             }
             "nic" => {
-                if let Some(n) = self.nic(&mut a) {
-                    role.nics.retain(|x| x.name != n.name);
-                    role.nics.push(n);
+                if let Some((n, name_span)) = self.nic(&mut a) {
+                    if self.claim(claims, "nic", &n.name, depth, name_span) {
+                        role.nics.retain(|x| x.name != n.name);
+                        role.nics.push(n);
+                    }
                 }
             }
             "export" => {
-                if let Some((path, sp)) =
-                    a.guest_path("export /home to private rw", &mut self.diags)
-                {
+                let example = "export /home to private rw";
+                if let Some((path, sp)) = a.guest_path(example, &mut self.diags) {
                     if let Some(e) = self.export_clauses(&mut a, path, sp) {
-                        role.exports.retain(|x| x.path != e.path);
-                        role.exports.push(e);
+                        if self.claim(claims, "export", &e.path, depth, sp) {
+                            role.exports.retain(|x| x.path != e.path);
+                            role.exports.push(e);
+                        }
                     }
                 }
             }
             "mount" => {
-                if let Some(m) = self.mount(&mut a) {
-                    role.mounts.retain(|x| x.at != m.at);
-                    role.mounts.push(m);
+                if let Some((m, at_span)) = self.mount(&mut a) {
+                    if self.claim(claims, "mount", &m.at, depth, at_span) {
+                        role.mounts.retain(|x| x.at != m.at);
+                        role.mounts.push(m);
+                    }
                 }
             }
             "scheduler" => {
@@ -904,7 +1355,7 @@ impl<'a> Resolver<'a> {
             }
             "cmdline" => {
                 role.cmdline.clear();
-                while let Some(v) = a.next() {
+                for v in a.by_ref() {
                     match &v.kind {
                         ValueKind::Str(t) | ValueKind::Word(t) => role
                             .cmdline
@@ -921,16 +1372,91 @@ impl<'a> Resolver<'a> {
         a.done(&mut self.diags);
     }
 
-    /// `disk LAYER at /PATH [ro|rw]`
-    fn disk(&mut self, a: &mut Args) -> Option<Disk> {
+    /// `root LAYER (+ LAYER | + [packages])*`
+    fn root(&mut self, role: &mut Role, a: &mut Args, s: &Stmt) {
+        role.root.clear();
+        role.packages.clear();
+        let hint = "join layers and package lists with `+`, as in `root os + [slurmctld]`";
+        let mut want_layer = true;
+        let mut last_plus: Option<Span> = None;
+        let mut any = false;
+        for v in a.by_ref() {
+            any = true;
+            match (&v.kind, want_layer) {
+                (ValueKind::Word(w) | ValueKind::Str(w), true) if !w.is_empty() => {
+                    self.part(role.origin.span, Part::RootLayer(w.clone()), v.span);
+                    role.root.push(w.clone());
+                    want_layer = false;
+                }
+                (ValueKind::List(items), true) if !role.root.is_empty() => {
+                    let pk = self.package_list(items);
+                    role.packages.extend(pk);
+                    want_layer = false;
+                }
+                (ValueKind::List(_), true) => {
+                    self.err(
+                        Diagnostic::error(v.span, "`root` starts with a package list")
+                            .with_label("expected a layer first")
+                            .with_hint("name the bottom layer first, as in `root os + [vim]`"),
+                    );
+                    return;
+                }
+                (ValueKind::Plus, false) => {
+                    want_layer = true;
+                    last_plus = Some(v.span);
+                }
+                (ValueKind::Word(_) | ValueKind::Str(_) | ValueKind::List(_), false) => {
+                    self.err(
+                        Diagnostic::error(
+                            v.span,
+                            format!("`root` needs `+` before `{}`", shown(&v)),
+                        )
+                        .with_label("expected `+` before this")
+                        .with_hint(hint),
+                    );
+                    return;
+                }
+                _ => {
+                    self.err(
+                        Diagnostic::error(v.span, format!("unexpected `{}` in `root`", shown(&v)))
+                            .with_label("not a layer or a package list")
+                            .with_hint(hint),
+                    );
+                    return;
+                }
+            }
+        }
+        if !any {
+            let at = s.keyword.span;
+            self.err(
+                Diagnostic::error(
+                    Span {
+                        start: at.end,
+                        ..at
+                    },
+                    "`root` needs a layer",
+                )
+                .with_label("expected a layer here")
+                .with_hint("write `root LAYER`, optionally followed by `+ [packages]`"),
+            );
+        } else if let (true, Some(plus)) = (want_layer, last_plus) {
+            self.err(
+                Diagnostic::error(plus, "`root` ends with `+`")
+                    .with_label("nothing after this `+`")
+                    .with_hint("add a layer or a package list after `+`, or remove the `+`"),
+            );
+        }
+    }
+
+    /// `disk LAYER at /PATH [ro|rw]`, with the span of its path.
+    fn disk(&mut self, a: &mut Args) -> Option<(Disk, Span)> {
         let (layer, lspan) = a.name("a layer", "disk vdt at /opt/vdt", &mut self.diags)?;
         let mut at: Option<(String, Span)> = None;
         let mut access = Access::Ro;
         while let Some(v) = a.next() {
             match &v.kind {
                 ValueKind::Word(w) if w == "at" => {
-                    at = a.guest_path("disk vdt at /opt/vdt", &mut self.diags);
-                    at.as_ref()?;
+                    at = Some(a.guest_path("disk vdt at /opt/vdt", &mut self.diags)?);
                 }
                 ValueKind::Word(w) if w == "ro" => access = Access::Ro,
                 ValueKind::Word(w) if w == "rw" => access = Access::Rw,
@@ -942,18 +1468,26 @@ impl<'a> Resolver<'a> {
         }
         let Some((at, at_span)) = at else {
             self.err(
-                Diagnostic::error(lspan, format!("disk `{layer}` has no mount point")).with_hint(
-                    format!("add `at /PATH`, as in `disk {layer} at /opt/{layer}`"),
-                ),
+                Diagnostic::error(lspan, format!("disk `{layer}` has no mount point"))
+                    .with_label("no `at /PATH`")
+                    .with_hint(format!(
+                        "add `at /PATH`, as in `disk {layer} at /opt/{layer}`"
+                    )),
             );
             return None;
         };
-        Some(Disk {
-            layer,
-            at,
-            access,
-            origin: self.origin(lspan.to(at_span)),
-        })
+        let origin = self.origin(lspan.to(at_span));
+        self.part(origin.span, Part::DiskLayer, lspan);
+        self.part(origin.span, Part::DiskAt, at_span);
+        Some((
+            Disk {
+                layer,
+                at,
+                access,
+                origin,
+            },
+            at_span,
+        ))
     }
 
     /// `export PATH [to] NETWORK [ro|rw] [no_root_squash]`
@@ -961,14 +1495,16 @@ impl<'a> Resolver<'a> {
         if matches!(a.peek().map(|v| &v.kind), Some(ValueKind::Word(w)) if w == "to") {
             a.next();
         }
-        let (network, nspan) =
-            a.name("a network", "export /home to private rw", &mut self.diags)?;
+        let example = "export /home to private rw";
+        let (network, nspan) = a.name("a network", example, &mut self.diags)?;
+        let origin = self.origin(span.to(nspan));
+        self.part(origin.span, Part::ExportNetwork, nspan);
         let mut e = Export {
             path,
             network,
             access: Access::Ro,
             no_root_squash: false,
-            origin: self.origin(span.to(nspan)),
+            origin,
         };
         while let Some(v) = a.next() {
             match &v.kind {
@@ -985,23 +1521,29 @@ impl<'a> Resolver<'a> {
         Some(e)
     }
 
-    /// `mount ROLE:/PATH at /PATH [ro|rw]`
-    fn mount(&mut self, a: &mut Args) -> Option<Mount> {
+    /// `mount ROLE:/PATH [at /PATH] [ro|rw]`, with the span of where it is mounted.
+    fn mount(&mut self, a: &mut Args) -> Option<(Mount, Span)> {
+        let example = "mount head:/opt/vdt at /opt/vdt";
         let v = a.next();
         let (role, path, rspan) = match v.as_ref().map(|v| (&v.kind, v.span)) {
             Some((ValueKind::Ref { target, path }, span)) => {
-                if let Some(d) = crate::args::check_guest_path(path, span) {
+                if let Some(d) = check_guest_path(path, span) {
                     self.err(d);
                     return None;
                 }
                 (target.clone(), path.clone(), span)
             }
+            Some((ValueKind::Path(p), span)) => {
+                self.err(
+                    Diagnostic::error(span, format!("`mount` needs the role that exports `{p}`"))
+                        .with_label("expected `ROLE:/PATH`")
+                        .with_hint(format!("name the exporting role, as in `mount head:{p}`")),
+                );
+                return None;
+            }
             _ => {
-                self.diags.push(a.expected(
-                    v.as_ref(),
-                    "an export as `ROLE:/PATH`",
-                    "mount head:/opt/vdt at /opt/vdt",
-                ));
+                self.diags
+                    .push(a.expected(v.as_ref(), "an export as `ROLE:/PATH`", example));
                 return None;
             }
         };
@@ -1010,8 +1552,7 @@ impl<'a> Resolver<'a> {
         while let Some(v) = a.next() {
             match &v.kind {
                 ValueKind::Word(w) if w == "at" => {
-                    at = a.guest_path("mount head:/opt/vdt at /opt/vdt", &mut self.diags);
-                    at.as_ref()?;
+                    at = Some(a.guest_path(example, &mut self.diags)?);
                 }
                 ValueKind::Word(w) if w == "ro" => access = Some(Access::Ro),
                 ValueKind::Word(w) if w == "rw" => access = Some(Access::Rw),
@@ -1023,18 +1564,35 @@ impl<'a> Resolver<'a> {
         }
         // Without `at`, the export is mounted at the same path.
         let (at, at_span) = at.unwrap_or((path.clone(), rspan));
-        Some(Mount {
-            role,
-            path,
-            at,
-            access: access.unwrap_or(Access::Rw),
-            network: String::new(),
-            origin: self.origin(rspan.to(at_span)),
-        })
+        let origin = self.origin(rspan.to(at_span));
+        // The role is the text before `:`, unless the value came from a variable.
+        let role_span = if self.map.slice(rspan).starts_with(&format!("{role}:")) {
+            Span {
+                end: rspan.start + role.len() as u32,
+                ..rspan
+            }
+        } else {
+            rspan
+        };
+        self.part(origin.span, Part::MountSource, rspan);
+        self.part(origin.span, Part::MountRole, role_span);
+        self.part(origin.span, Part::MountAt, at_span);
+        Some((
+            Mount {
+                role,
+                path,
+                at,
+                access: access.unwrap_or(Access::Rw),
+                network: String::new(),
+                origin,
+            },
+            at_span,
+        ))
     }
 
-    /// `nic NAME NETWORK [dhcp|pool|static|external|ADDRESS]`
-    fn nic(&mut self, a: &mut Args) -> Option<NicSpec> {
+    /// `nic NAME NETWORK [dhcp|pool|static|external] [ADDRESS]`, with the span of
+    /// its name.
+    fn nic(&mut self, a: &mut Args) -> Option<(NicSpec, Span)> {
         let (name, span) = a.name("an interface name", "nic eth0 private", &mut self.diags)?;
         if name.len() > 15
             || !name
@@ -1043,34 +1601,29 @@ impl<'a> Resolver<'a> {
         {
             self.err(
                 Diagnostic::error(span, format!("`{name}` is not a valid interface name"))
+                    .with_label("not an interface name")
                     .with_hint("use at most 15 letters, digits, `_`, `.` or `-`, as in `eth0`"),
             );
             return None;
         }
         let (network, nspan) = a.name("a network", "nic eth0 private", &mut self.diags)?;
-        let mut nic = NicSpec {
-            name,
-            network,
-            method: None,
-            address: None,
-            origin: self.origin(span.to(nspan)),
-        };
+        let mut end = nspan;
         let mut method = None;
+        let mut address: Option<(Ipv4Addr, Span)> = None;
         if let Some(v) = a.next() {
+            end = v.span;
             match &v.kind {
                 ValueKind::Ip(ip) => {
                     method = Some(NicMethod::Static);
-                    nic.address = Some(*ip);
-                    nic.origin = self.origin(span.to(v.span));
+                    address = Some((*ip, v.span));
                 }
-                ValueKind::Word(w) if ROLE_NIC_METHODS.contains(&w.as_str()) => {
+                ValueKind::Word(w) if NIC_METHODS.contains(&w.as_str()) => {
                     method = Some(match w.as_str() {
                         "dhcp" => NicMethod::Dhcp,
                         "static" => NicMethod::Static,
                         "external" => NicMethod::External,
                         _ => NicMethod::Pool,
                     });
-                    nic.origin = self.origin(span.to(v.span));
                     if w == "static" {
                         if let Some(Value {
                             kind: ValueKind::Ip(ip),
@@ -1078,21 +1631,66 @@ impl<'a> Resolver<'a> {
                         }) = a.peek().cloned()
                         {
                             a.next();
-                            nic.address = Some(ip);
-                            nic.origin = self.origin(span.to(ipspan));
+                            address = Some((ip, ipspan));
+                            end = ipspan;
                         }
                     }
                 }
+                ValueKind::Word(w) => {
+                    let d =
+                        Diagnostic::error(v.span, format!("unknown address method `{w}` in `nic`"))
+                            .with_label("expected an address method or an address");
+                    self.err(
+                        match vocc_dsl::diag::suggest(w, NIC_METHODS.iter().copied()) {
+                            Some(m) => d.with_hint(format!("did you mean `{m}`?")),
+                            None => d.with_hint(format!(
+                                "use one of {}, or an address of network `{network}`",
+                                NIC_METHODS
+                                    .iter()
+                                    .map(|m| format!("`{m}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        },
+                    );
+                    return None;
+                }
+                ValueKind::Cidr(ip, p) => {
+                    self.err(
+                        Diagnostic::error(v.span, format!("nic address `{ip}/{p}` is a subnet"))
+                            .with_label("expected an address")
+                            .with_hint(format!(
+                                "write the address alone, as in `nic {name} {network} {ip}`; the \
+                                 network's `subnet` gives the prefix"
+                            )),
+                    );
+                    return None;
+                }
                 _ => {
-                    let mut exp: Vec<&str> = ROLE_NIC_METHODS.to_vec();
-                    exp.push("an address");
-                    self.diags.push(a.unexpected(&v, &exp));
+                    self.diags.push(a.expected(
+                        Some(&v),
+                        "an address method or an address",
+                        "nic eth1 public 192.0.2.10",
+                    ));
                     return None;
                 }
             }
         }
-        nic.method = method;
-        Some(nic)
+        let origin = self.origin(span.to(end));
+        self.part(origin.span, Part::NicNetwork, nspan);
+        if let Some((_, sp)) = address {
+            self.part(origin.span, Part::NicAddress, sp);
+        }
+        Some((
+            NicSpec {
+                name,
+                network,
+                method,
+                address: address.map(|(ip, _)| ip),
+                origin,
+            },
+            span,
+        ))
     }
 
     /// `scheduler KIND (controller|compute|submit)+ [partition|queue NAME]*`
@@ -1118,6 +1716,7 @@ impl<'a> Resolver<'a> {
             origin: self.origin(kspan),
         };
         let mut last = kspan;
+        let mut queue_start: Option<Span> = None;
         while let Some(v) = a.next() {
             last = v.span;
             match &v.kind {
@@ -1125,15 +1724,15 @@ impl<'a> Resolver<'a> {
                 ValueKind::Word(w) if w == "compute" => r.compute = true,
                 ValueKind::Word(w) if w == "submit" => r.submit = true,
                 ValueKind::Word(w) if w == "partition" || w == "queue" => {
-                    if let Some((q, qs)) = a.name(
-                        "a queue name",
+                    let (q, qs) = a.name(
+                        &format!("a {w} name"),
                         "scheduler slurm compute partition osg",
                         &mut self.diags,
-                    ) {
-                        r.queues.push(q);
-                        r.queue_spans.push(qs);
-                        last = qs;
-                    }
+                    )?;
+                    queue_start.get_or_insert(v.span);
+                    r.queues.push(q);
+                    r.queue_spans.push(qs);
+                    last = qs;
                 }
                 _ => {
                     self.diags.push(a.unexpected(
@@ -1146,15 +1745,26 @@ impl<'a> Resolver<'a> {
         }
         if !(r.controller || r.compute || r.submit) {
             self.err(
-                Diagnostic::error(kspan, "`scheduler` needs the node's part")
-                    .with_hint("add `controller`, `compute` or `submit`"),
+                Diagnostic::error(
+                    Span {
+                        start: last.end,
+                        ..last
+                    },
+                    format!("`scheduler {}` needs the node's part", kind.as_str()),
+                )
+                .with_label("expected `controller`, `compute` or `submit`")
+                .with_hint(format!(
+                    "add `controller`, `compute` or `submit`, as in `scheduler {} compute`",
+                    kind.as_str()
+                )),
             );
             return None;
         }
-        if !r.compute && !r.queues.is_empty() {
+        if let (false, Some(start)) = (r.compute, queue_start) {
             self.err(
-                Diagnostic::error(last, "only compute nodes serve a queue")
-                    .with_hint("add `compute`, or remove the partition/queue"),
+                Diagnostic::error(start.to(last), "only compute nodes serve a queue")
+                    .with_label("this node does not compute")
+                    .with_hint("add `compute`, or remove the partition or queue"),
             );
         }
         r.origin = self.origin(kspan.to(last));
@@ -1163,9 +1773,10 @@ impl<'a> Resolver<'a> {
 
     // ----- sites ----------------------------------------------------------------
 
+    /// A site. Like a cluster, its block is read even when its header is wrong.
     pub fn site(&mut self, stmt: &Stmt) -> Option<Site> {
-        let name = header_name(stmt);
-        if name.is_none() {
+        let header = header_name(stmt);
+        if header.is_none() {
             self.err(missing_name(stmt));
         }
         self.extra_header(stmt, 1);
@@ -1173,13 +1784,16 @@ impl<'a> Resolver<'a> {
             self.err(missing_block(stmt));
             return None;
         }
-        let (name, span) = name?;
-        check_name(&mut self.diags, "site", &name, span, false);
+        let (name, span) = header.clone().unwrap_or((String::new(), stmt.keyword.span));
+        if header.is_some() {
+            check_name(&mut self.diags, "site", &name, span, None);
+        }
         let mut scope = HashMap::new();
         for s in stmt.children().iter().filter(|s| s.keyword.name == "let") {
             self.let_stmt(s, &mut scope);
         }
         self.vars.push(scope);
+        self.once(stmt, &format!("site `{name}`"), &["store"]);
         let mut site = Site {
             name,
             hosts: Vec::new(),
@@ -1192,59 +1806,44 @@ impl<'a> Resolver<'a> {
         for s in stmt.children() {
             match s.keyword.name.as_str() {
                 "host" => {
-                    for h in self.hosts(s) {
-                        if let Some(prev) = host_spans.insert(h.name.clone(), h.origin.span) {
-                            self.diags
-                                .push(duplicate("host", &h.name, h.origin.span, prev));
+                    let hosts = self.hosts(s);
+                    let mut twice: Vec<(String, Span, Span)> = Vec::new();
+                    for h in hosts {
+                        if let Some(prev) = host_spans.get(&h.name) {
+                            twice.push((h.name.clone(), h.origin.span, *prev));
                         } else {
+                            host_spans.insert(h.name.clone(), h.origin.span);
                             site.hosts.push(h);
                         }
+                    }
+                    // One diagnostic per `host` statement, however many names collide.
+                    if let Some((name, span, prev)) = twice.first() {
+                        let mut d = duplicate("host", name, *span, *prev);
+                        if twice.len() > 1 {
+                            d = d.with_hint(format!(
+                                "{} more hosts of this range are defined before",
+                                twice.len() - 1
+                            ));
+                        }
+                        self.err(d);
                     }
                 }
                 "bridge" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    let net = a.name("a network name", "bridge private xenbr1", &mut self.diags);
-                    let br = net.as_ref().and_then(|_| {
-                        a.name("a bridge name", "bridge private xenbr1", &mut self.diags)
-                    });
-                    if let (Some((n, nspan)), Some((b, bspan))) = (net, br) {
-                        if b.len() > 15
-                            || !b
-                                .bytes()
-                                .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
-                        {
-                            self.err(
-                                Diagnostic::error(
-                                    bspan,
-                                    format!("`{b}` is not a valid bridge name"),
-                                )
-                                .with_hint("use at most 15 letters, digits, `_`, `.` or `-`"),
-                            );
-                        } else if let Some(prev) = bridge_spans.insert(n.clone(), nspan) {
-                            self.diags.push(
-                                Diagnostic::error(nspan, format!("network `{n}` has two bridges"))
-                                    .with_secondary(prev, "first bridge here")
-                                    .with_hint("give each network one bridge"),
-                            );
-                        } else {
-                            site.bridges.push((n, b));
-                        }
+                    if !a.poisoned() {
+                        self.bridge(&mut site, &mut a, &mut bridge_spans);
                     }
                     a.done(&mut self.diags);
                     self.no_block(s);
                 }
                 "store" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
-                    let v = a.next();
-                    match v.as_ref().map(|v| &v.kind) {
-                        Some(ValueKind::Path(p) | ValueKind::Str(p)) if !p.is_empty() => {
-                            site.store = p.clone()
+                    if !a.poisoned() {
+                        if let Some((p, _)) =
+                            a.host_path("store \"/var/lib/vocc\"", &mut self.diags)
+                        {
+                            site.store = p;
                         }
-                        _ => self.diags.push(a.expected(
-                            v.as_ref(),
-                            "a directory",
-                            "store \"/var/lib/vocc\"",
-                        )),
                     }
                     a.done(&mut self.diags);
                     self.no_block(s);
@@ -1253,13 +1852,46 @@ impl<'a> Resolver<'a> {
             }
         }
         self.vars.pop();
-        if site.hosts.is_empty() && !stmt.children().iter().any(|s| s.keyword.name == "host") {
+        if !stmt.children().iter().any(|s| s.keyword.name == "host") {
             self.err(
                 Diagnostic::error(span, format!("site `{}` has no hosts", site.name))
+                    .with_label("no `host`")
                     .with_hint("add `host NAME { cpu 2  memory 4G  disk 40G }`"),
             );
         }
-        Some(site)
+        header.map(|_| site)
+    }
+
+    /// `bridge NETWORK BRIDGE`
+    fn bridge(&mut self, site: &mut Site, a: &mut Args, spans: &mut HashMap<String, Span>) {
+        let example = "bridge private xenbr1";
+        let Some((n, nspan)) = a.name("a network name", example, &mut self.diags) else {
+            return;
+        };
+        let Some((b, bspan)) = a.name("a bridge name", example, &mut self.diags) else {
+            return;
+        };
+        if b.len() > 15
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        {
+            self.err(
+                Diagnostic::error(bspan, format!("`{b}` is not a valid bridge name"))
+                    .with_label("not an interface name")
+                    .with_hint("use at most 15 letters, digits, `_`, `.` or `-`, as in `xenbr0`"),
+            );
+        } else if let Some(prev) = spans.get(&n) {
+            self.err(
+                Diagnostic::error(nspan, format!("network `{n}` has two bridges"))
+                    .with_label("second bridge")
+                    .with_secondary(*prev, "first bridge here")
+                    .with_hint("give each network one bridge"),
+            );
+        } else {
+            spans.insert(n.clone(), nspan);
+            site.bridges.push((n, b));
+        }
     }
 
     fn hosts(&mut self, stmt: &Stmt) -> Vec<Host> {
@@ -1275,9 +1907,10 @@ impl<'a> Resolver<'a> {
                 },
                 span,
             )) => {
-                if hi - lo >= 100_000 {
+                if hi.saturating_sub(*lo) >= 100_000 {
                     self.err(
                         Diagnostic::error(span, "host range is too large")
+                            .with_label("more than 100000 hosts")
                             .with_hint("a site lists at most 100000 hosts in one range"),
                     );
                     return Vec::new();
@@ -1292,38 +1925,65 @@ impl<'a> Resolver<'a> {
             }
         };
         self.extra_header(stmt, 1);
-        let Some(first) = names.first() else {
+        let label = stmt
+            .args
+            .first()
+            .map_or_else(String::new, |v| self.map.slice(v.span).to_string());
+        let Some(first) = names.first().cloned() else {
             return Vec::new();
         };
-        for (n, sp) in &names {
-            if !valid_hostname(n) {
-                self.err(
-                    Diagnostic::error(*sp, format!("host name `{n}` is not a valid host name"))
-                        .with_hint("use lowercase letters, digits and `-`"),
-                );
-                return Vec::new();
-            }
+        if let Some((n, sp)) = names.iter().find(|(n, _)| !valid_hostname(n)) {
+            self.err(
+                Diagnostic::error(*sp, format!("host `{n}` is not a valid host name"))
+                    .with_label("not a host name")
+                    .with_hint(format!(
+                        "use lowercase letters, digits and `-`{}",
+                        example_name(n).map_or(String::new(), |e| format!(", as in `{e}`"))
+                    )),
+            );
+            return Vec::new();
         }
         if stmt.block.is_none() {
             self.err(missing_block(stmt));
             return Vec::new();
         }
+        self.once(
+            stmt,
+            &format!("host `{label}`"),
+            &[
+                "cpu",
+                "memory",
+                "disk",
+                "hypervisor",
+                "reserve",
+                "overcommit",
+                "address",
+            ],
+        );
         let mut cpu = None;
         let mut memory = None;
         let mut disk = None;
-        let mut reserve = 0;
+        let mut reserve: Option<(u64, Span)> = None;
         let mut overcommit = 1;
         let mut hypervisors = vec![Hypervisor::Kvm];
         let mut address = None;
         for s in stmt.children() {
+            if !Context::Host.is_keyword(&s.keyword.name) {
+                continue;
+            }
+            self.no_block(s);
             let mut a = Args::new(s, &self.vars, &mut self.diags);
+            if a.poisoned() {
+                continue;
+            }
             match s.keyword.name.as_str() {
                 "cpu" => {
                     if let Some((n, sp)) = a.int("cpu 2", &mut self.diags) {
-                        if n == 0 || n > 4096 {
+                        if !(1..=4096).contains(&n) {
                             self.err(
-                                Diagnostic::error(sp, "`cpu` must be between 1 and 4096")
-                                    .with_hint("give the host's CPU count"),
+                                Diagnostic::error(sp, format!("`cpu {n}` is out of range"))
+                                    .with_label("not between 1 and 4096")
+                                    .with_hint("give the host's CPU count, from 1 to 4096"),
                             );
                         } else {
                             cpu = Some(n as u32);
@@ -1332,10 +1992,13 @@ impl<'a> Resolver<'a> {
                 }
                 "overcommit" => {
                     if let Some((n, sp)) = a.int("overcommit 4", &mut self.diags) {
-                        if n == 0 || n > 64 {
+                        if !(1..=64).contains(&n) {
                             self.err(
-                                Diagnostic::error(sp, "`overcommit` must be between 1 and 64")
-                                    .with_hint("give virtual CPUs per physical CPU"),
+                                Diagnostic::error(sp, format!("`overcommit {n}` is out of range"))
+                                    .with_label("not between 1 and 64")
+                                    .with_hint(
+                                        "give the virtual CPUs per physical CPU, from 1 to 64",
+                                    ),
                             );
                         } else {
                             overcommit = n as u32;
@@ -1344,106 +2007,85 @@ impl<'a> Resolver<'a> {
                 }
                 "memory" => memory = a.size("memory 4G", &mut self.diags).map(|x| x.0),
                 "disk" => disk = a.size("disk 40G", &mut self.diags).map(|x| x.0),
-                "reserve" => {
-                    reserve = a
-                        .size("reserve 96M", &mut self.diags)
-                        .map_or(reserve, |x| x.0)
-                }
+                "reserve" => reserve = a.size("reserve 96M", &mut self.diags).or(reserve),
                 "hypervisor" => {
-                    let v = a.next();
-                    let items: Vec<Value> = match &v {
-                        Some(Value {
-                            kind: ValueKind::List(items),
-                            ..
-                        }) => items
-                            .iter()
-                            .map(|i| self.vars.subst(i, &mut self.diags))
-                            .collect(),
-                        Some(v) => vec![v.clone()],
-                        None => Vec::new(),
-                    };
-                    let mut hs = Vec::new();
-                    for it in &items {
-                        match &it.kind {
-                            ValueKind::Word(w) if w == "xen" || w == "kvm" => {
-                                hs.push(hypervisor(w))
-                            }
-                            _ => self.diags.push(a.unexpected(it, &["xen", "kvm"])),
-                        }
-                    }
-                    if items.is_empty() {
-                        self.diags
-                            .push(a.expected(None, "a hypervisor", "hypervisor xen"));
-                    }
-                    if !hs.is_empty() {
+                    if let Some(hs) = self.host_hypervisors(&mut a) {
                         hypervisors = hs;
                     }
                 }
                 "address" => {
                     if names.len() > 1 {
                         self.err(
-                            Diagnostic::error(s.span, "a host range cannot share one address")
-                                .with_hint("give each host its own `host` block with its address"),
+                            Diagnostic::error(
+                                s.span,
+                                format!(
+                                    "`address` names one host, but `{label}` is a range of {} hosts",
+                                    names.len()
+                                ),
+                            )
+                            .with_label("one address for several hosts")
+                            .with_hint("give each host its own `host` block with its address"),
                         );
-                        a.done(&mut self.diags);
-                        continue;
+                        a.skip_rest();
+                    } else {
+                        address = self.host_address(&mut a);
                     }
-                    address = a
-                        .name(
-                            "a host address",
-                            "address \"c01.example.org\"",
-                            &mut self.diags,
-                        )
-                        .map(|x| x.0)
-                        .or_else(|| None);
                 }
                 _ => {}
             }
             a.done(&mut self.diags);
-            self.no_block(s);
         }
-        let label = self.map.slice(stmt.args[0].span).to_string();
-        let mut missing = Vec::new();
-        if cpu.is_none() {
-            missing.push("cpu 2");
-        }
-        if memory.is_none() {
-            missing.push("memory 4G");
-        }
-        if disk.is_none() {
-            missing.push("disk 40G");
-        }
+        let has = |kw: &str| stmt.children().iter().any(|s| s.keyword.name == kw);
+        let missing: Vec<&str> = [
+            ("cpu", "cpu 2"),
+            ("memory", "memory 4G"),
+            ("disk", "disk 40G"),
+        ]
+        .iter()
+        .filter(|(kw, _)| !has(kw))
+        .map(|(_, example)| *example)
+        .collect();
         if !missing.is_empty() {
+            let keys: Vec<String> = missing
+                .iter()
+                .map(|m| format!("`{}`", m.split(' ').next().unwrap_or(m)))
+                .collect();
+            let examples: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
             self.err(
                 Diagnostic::error(
                     first.1,
-                    format!(
-                        "host `{label}` does not say its {}",
-                        missing
-                            .iter()
-                            .map(|m| format!("`{}`", m.split(' ').next().unwrap_or(m)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    format!("host `{label}` does not say its {}", and(&keys)),
                 )
-                .with_hint(format!(
-                    "add {}",
-                    missing
-                        .iter()
-                        .map(|m| format!("`{m}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                .with_label(format!("missing {}", and(&keys)))
+                .with_hint(format!("add {}", and(&examples))),
             );
             return Vec::new();
         }
-        let (cpu, memory, disk) = (cpu.unwrap_or(1), memory.unwrap_or(0), disk.unwrap_or(0));
-        if reserve >= memory {
-            self.err(
-                Diagnostic::error(first.1, format!("host `{label}` reserves all its memory"))
-                    .with_hint("make `reserve` smaller than `memory`"),
-            );
-        }
+        let (Some(cpu), Some(memory), Some(disk)) = (cpu, memory, disk) else {
+            // A value was given but wrong; that was reported.
+            return Vec::new();
+        };
+        let reserve = match reserve {
+            Some((r, sp)) if r >= memory => {
+                self.err(
+                    Diagnostic::error(
+                        sp,
+                        format!(
+                            "host `{label}` reserves {} of its {} of memory",
+                            size_text(r),
+                            size_text(memory)
+                        ),
+                    )
+                    .with_label("nothing left for guests")
+                    .with_hint(
+                        "make `reserve` smaller than `memory`: guests get `memory` minus `reserve`",
+                    ),
+                );
+                return Vec::new();
+            }
+            Some((r, _)) => r,
+            None => 0,
+        };
         names
             .into_iter()
             .map(|(name, span)| Host {
@@ -1460,18 +2102,74 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
+    /// `hypervisor xen`, `hypervisor [kvm xen]`
+    fn host_hypervisors(&mut self, a: &mut Args) -> Option<Vec<Hypervisor>> {
+        let example = "hypervisor [kvm xen]";
+        let v = a.next();
+        let items: Vec<Value> = match &v {
+            Some(Value {
+                kind: ValueKind::List(items),
+                span,
+            }) => {
+                if items.is_empty() {
+                    self.err(
+                        Diagnostic::error(*span, "`hypervisor` needs at least one hypervisor")
+                            .with_label("empty list")
+                            .with_hint(format!("write it as in `{example}`")),
+                    );
+                    return None;
+                }
+                items.clone()
+            }
+            Some(v) => vec![v.clone()],
+            None => {
+                self.diags.push(a.expected(None, "a hypervisor", example));
+                return None;
+            }
+        };
+        let mut hs = Vec::new();
+        for it in &items {
+            match &it.kind {
+                ValueKind::Word(w) if w == "xen" || w == "kvm" => hs.push(hypervisor(w)),
+                ValueKind::Word(w) | ValueKind::Str(w) => {
+                    self.err(unknown_value(w, "hypervisor", it.span, &["xen", "kvm"]));
+                    return None;
+                }
+                _ => {
+                    self.diags
+                        .push(a.expected(Some(it), "`xen` or `kvm`", example));
+                    return None;
+                }
+            }
+        }
+        Some(hs)
+    }
+
+    /// `address NAME-or-IP`: how the host is reached.
+    fn host_address(&mut self, a: &mut Args) -> Option<String> {
+        let example = "address \"c01.example.org\"";
+        let v = a.next();
+        match v.as_ref().map(|v| &v.kind) {
+            Some(ValueKind::Word(s) | ValueKind::Str(s)) if !s.is_empty() => Some(s.clone()),
+            Some(ValueKind::Ip(ip)) => Some(ip.to_string()),
+            _ => {
+                self.diags
+                    .push(a.expected(v.as_ref(), "a host name or address", example));
+                None
+            }
+        }
+    }
+
     fn extra_header(&mut self, stmt: &Stmt, n: usize) {
         if let Some(v) = stmt.args.get(n) {
+            let kw = &stmt.keyword.name;
             self.err(
                 Diagnostic::error(
                     v.span,
-                    format!(
-                        "unexpected {} after the {} name",
-                        v.kind.describe(),
-                        stmt.keyword.name
-                    ),
+                    format!("unexpected `{}` after the {kw} name", shown(v)),
                 )
-                .with_hint(format!("write `{} NAME {{ … }}`", stmt.keyword.name)),
+                .with_label("not part of the header")
+                .with_hint(format!("write `{kw} NAME {{ … }}`")),
             );
         }
     }
@@ -1483,8 +2181,9 @@ impl<'a> Resolver<'a> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// The kinds of shared definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
     Network,
     Layer,
     Role,
@@ -1511,27 +2210,62 @@ pub fn hypervisor(h: &str) -> Hypervisor {
 /// The name after a block keyword: `cluster osg {`.
 pub fn header_name(stmt: &Stmt) -> Option<(String, Span)> {
     match stmt.args.first().map(|v| (&v.kind, v.span)) {
-        Some((ValueKind::Word(n) | ValueKind::Str(n), span)) => Some((n.clone(), span)),
+        Some((ValueKind::Word(n) | ValueKind::Str(n), span)) if !n.is_empty() => {
+            Some((n.clone(), span))
+        }
         _ => None,
     }
 }
 
 pub fn missing_name(stmt: &Stmt) -> Diagnostic {
     let kw = &stmt.keyword.name;
-    let span = stmt.args.first().map_or(stmt.keyword.span, |v| v.span);
-    Diagnostic::error(span, format!("`{kw}` needs a name"))
-        .with_hint(format!("write `{kw} NAME {{ … }}`"))
+    let hint = format!("write `{kw} NAME {{ … }}`");
+    match stmt.args.first() {
+        Some(v) => {
+            let found = match &v.kind {
+                ValueKind::Str(s) | ValueKind::Word(s) if s.is_empty() => "an empty string",
+                k => k.describe(),
+            };
+            Diagnostic::error(v.span, format!("`{kw}` needs a name, not {found}"))
+                .with_label("expected a name")
+                .with_hint(hint)
+        }
+        None => {
+            let at = stmt.keyword.span;
+            Diagnostic::error(
+                Span {
+                    start: at.end,
+                    ..at
+                },
+                format!("`{kw}` needs a name"),
+            )
+            .with_label("expected a name here")
+            .with_hint(hint)
+        }
+    }
 }
 
+/// A block statement written without its block: the caret goes where `{` is missing.
 pub fn missing_block(stmt: &Stmt) -> Diagnostic {
     let kw = &stmt.keyword.name;
     let name = header_name(stmt).map_or_else(|| "NAME".into(), |(n, _)| n);
-    Diagnostic::error(stmt.span, format!("`{kw} {name}` needs a block"))
-        .with_hint(format!("write `{kw} {name} {{ … }}`"))
+    let end = stmt.args.last().map_or(stmt.keyword.span, |v| v.span);
+    Diagnostic::error(
+        Span {
+            start: end.end,
+            ..end
+        },
+        format!("`{kw} {name}` needs a block"),
+    )
+    .with_label("expected `{` here")
+    .with_hint(format!(
+        "write `{kw} {name} {{ … }}`; the `{{` may stand on the next line"
+    ))
 }
 
 pub fn unexpected_block(stmt: &Stmt, span: Span) -> Diagnostic {
     Diagnostic::error(span, format!("`{}` takes no block", stmt.keyword.name))
+        .with_label("unexpected block")
         .with_hint("remove the `{ … }`")
 }
 
@@ -1554,24 +2288,53 @@ pub fn unknown<'c>(
     match vocc_dsl::diag::suggest(name, cands.iter().copied()) {
         Some(s) => d.with_hint(format!("did you mean `{s}`?")),
         None if cands.is_empty() => d.with_hint(format!("define it with `{kind} {name} {{ … }}`")),
-        None => d.with_hint(format!("known {kind}s: {}", one_of(&cands))),
+        None => d.with_hint(format!(
+            "define it with `{kind} {name} {{ … }}`, or use {}{}",
+            if cands.len() > 1 { "one of " } else { "" },
+            one_of(&cands)
+        )),
     }
 }
 
-pub fn outside(span: Span, ip: std::net::Ipv4Addr, net: &Network) -> Diagnostic {
+/// An address of a network's `what` (`gateway`, `nic`) that is not in its subnet.
+pub fn outside(span: Span, ip: Ipv4Addr, net: &Network, what: &str) -> Diagnostic {
     Diagnostic::error(
         span,
         format!(
-            "address `{ip}` is outside network `{}` ({})",
+            "{what} address `{ip}` is outside network `{}` ({})",
             net.name,
             net.cidr()
         ),
     )
     .with_label("not in the subnet")
-    .with_hint(format!("use an address in {}", net.cidr()))
+    .with_hint(format!("use an address of the subnet: {}", host_range(net)))
 }
 
-fn is_var_name(n: &str) -> bool {
+/// "`192.0.2.1` to `192.0.2.14`": the host addresses of a network.
+pub fn host_range(net: &Network) -> String {
+    let base = u64::from(u32::from(net.subnet));
+    let size = 1u64 << (32 - u32::from(net.prefix.min(32)));
+    let at = |i: u64| Ipv4Addr::from(u32::try_from(base + i).unwrap_or(u32::MAX));
+    if size < 4 {
+        return format!("`{}`", net.cidr());
+    }
+    format!("`{}` to `{}`", at(1), at(size - 2))
+}
+
+/// "network" or "broadcast" when `ip` is one of those of `net`.
+pub fn edge_name(net: &Network, ip: Ipv4Addr) -> Option<&'static str> {
+    let mask = u32::from(net.netmask());
+    let host = u32::from(ip) & !mask;
+    if host == 0 {
+        Some("network")
+    } else if host == !mask {
+        Some("broadcast")
+    } else {
+        None
+    }
+}
+
+pub(crate) fn is_var_name(n: &str) -> bool {
     let mut chars = n.chars();
     chars
         .next()
@@ -1589,37 +2352,91 @@ pub fn valid_hostname(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn valid_package(s: &str) -> bool {
+/// What is wrong with a sha256 digest, if anything.
+fn digest_problem(h: &str) -> Option<String> {
+    if let Some(c) = h.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Some(format!("`{c}` is not a hexadecimal digit"));
+    }
+    (h.len() != 64).then(|| format!("{} digits instead of 64", h.len()))
+}
+
+/// Why `s` is not a Debian package name (optionally `=VERSION`), as a hint.
+fn package_problem(s: &str) -> Option<String> {
     let name = s.split('=').next().unwrap_or("");
-    name.len() >= 2
-        && name
+    let ok_byte = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b);
+    if name.bytes().any(|b| b.is_ascii_uppercase())
+        && name.to_ascii_lowercase().bytes().all(ok_byte)
+    {
+        return Some(format!(
+            "Debian package names are lowercase: `{}`",
+            s.replacen(name, &name.to_ascii_lowercase(), 1)
+        ));
+    }
+    if name.len() < 2
+        || !name
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
-        && s.bytes().all(|b| b.is_ascii_graphic())
+        || !name.bytes().all(ok_byte)
+        || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Some(
+            "a Debian package name has at least two characters: lowercase letters, digits and \
+             `+-.`, starting with a letter or digit (optionally `=VERSION` after it)"
+                .to_string(),
+        );
+    }
+    None
 }
 
-/// Names become host names, file names and config keys: keep them plain.
-pub fn check_name(diags: &mut Vec<Diagnostic>, kind: &str, name: &str, span: Span, host: bool) {
-    if host {
-        if !valid_hostname(name) || name.len() > 40 {
-            let fixed: String = name
-                .to_ascii_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
+/// The longest a cluster name may be: node ids `<cluster>-<host name>` must stay
+/// usable as host names.
+pub const CLUSTER_NAME_MAX: usize = 40;
+
+/// `name` made into a host name label, if that leaves anything.
+fn example_name(name: &str) -> Option<String> {
+    let fixed: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let fixed = fixed.trim_matches('-').to_string();
+    (!fixed.is_empty() && fixed != name).then_some(fixed)
+}
+
+/// Names become host names, file names and config keys: keep them plain. With
+/// `host_max`, the name must be a host name label of at most that length.
+pub fn check_name(
+    diags: &mut Vec<Diagnostic>,
+    kind: &str,
+    name: &str,
+    span: Span,
+    host_max: Option<usize>,
+) {
+    if let Some(max) = host_max {
+        // The characters first, so that a long name with an uppercase letter is told
+        // about the letter.
+        let label = name.get(..63.min(name.len())).unwrap_or(name);
+        if !valid_hostname(label) || name.ends_with('-') {
+            let example = example_name(name).map_or(String::new(), |e| format!(", as in `{e}`"));
             diags.push(
                 Diagnostic::error(
                     span,
                     format!("{kind} name `{name}` is not a valid host name"),
                 )
                 .with_label("node names are made from it")
+                .with_hint(format!("use lowercase letters, digits and `-`{example}")),
+            );
+        } else if name.len() > max {
+            diags.push(
+                Diagnostic::error(
+                    span,
+                    format!("{kind} name `{name}` is longer than {max} characters"),
+                )
+                .with_label(format!("{} characters", name.len()))
                 .with_hint(format!(
-                    "use lowercase letters, digits and `-` (at most 40), e.g. `{}`",
-                    fixed.trim_matches('-')
+                    "node ids are `<{kind}>-<host name>` and must stay short host names: use at \
+                     most {max} characters"
                 )),
             );
         }
@@ -1634,7 +2451,17 @@ pub fn check_name(diags: &mut Vec<Diagnostic>, kind: &str, name: &str, span: Spa
                 span,
                 format!("{kind} name `{name}` has characters vocc cannot use"),
             )
-            .with_hint("use letters, digits, `_`, `.` and `-`"),
+            .with_label("names become file names and config keys")
+            .with_hint("use letters, digits, `_`, `.` and `-`, not starting with `.`"),
         );
+    }
+}
+
+/// "`a`, `b` and `c`"
+pub fn and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }

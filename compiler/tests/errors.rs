@@ -17,7 +17,8 @@
 //!
 //! `VOCC_BLESS=1 cargo test -p vocc-compiler --test errors` rewrites the expect lines
 //! from what the compiler says, so adding a case is adding a file (then reading what
-//! it got). `VOCC_CASE=word` runs only the cases whose file name contains `word`.
+//! it got). `VOCC_CASE=word` runs only the cases whose file name contains `word`;
+//! `VOCC_SHOW=1` prints every case's rendered diagnostics (with `--nocapture`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -121,10 +122,11 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
     let mut diags = c.diags.clone();
     if let Some(model) = &c.model {
         if let Err(mut d) = vocc_compiler::plan::plan(model) {
-            vocc_dsl::diag::sort(&mut d);
             diags.append(&mut d);
         }
     }
+    // In order of position, as the command line prints them.
+    vocc_dsl::diag::sort(&mut diags);
     let actual: Vec<String> = diags
         .iter()
         .filter(|d| d.is_error())
@@ -181,6 +183,9 @@ fn run(path: &Path, bless: bool) -> Result<(), String> {
             std::fs::write(path, blessed(&o.text, &o.actual)).map_err(|e| e.to_string())?;
             o = outcome(path)?;
         }
+    }
+    if std::env::var_os("VOCC_SHOW").is_some_and(|v| v == "1") {
+        println!("==== {}\n{}", path.display(), o.rendered);
     }
     let mut problems = o.problems;
     if o.actual != o.header.expect {
@@ -304,4 +309,88 @@ fn the_runner_reads_headers_and_blesses_in_place() {
     );
     let d = diff(&["a".into(), "b".into()], &["a".into(), "c".into()]);
     assert_eq!(d, "      a\n    + c\n    - b\n");
+}
+
+/// No input makes the compiler (or placement) panic: every case and every shipped
+/// appliance, with each of its lines left out in turn and cut short at each line.
+#[test]
+fn damaged_inputs_never_panic() {
+    let mut sources: Vec<PathBuf> = Vec::new();
+    for dir in [
+        cases_dir(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliances"),
+    ] {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("folder exists")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "voc"))
+            .collect();
+        found.sort();
+        sources.extend(found);
+    }
+    let path = Path::new("damaged.voc");
+    let mut compiled = 0;
+    for source in &sources {
+        let text = std::fs::read_to_string(source).expect("readable");
+        let lines: Vec<&str> = text.lines().collect();
+        let mut variants: Vec<String> = Vec::new();
+        for i in 0..lines.len() {
+            let mut without = lines.clone();
+            without.remove(i);
+            variants.push(without.join("\n"));
+            variants.push(lines[..i].join("\n"));
+        }
+        for variant in variants {
+            let world = vocc_compiler::MemWorld::new().with(path, variant.clone());
+            let result = std::panic::catch_unwind(|| {
+                let c = compile(&world, path, &Options::default()).expect("in memory");
+                if let Some(model) = &c.model {
+                    let _ = vocc_compiler::plan::plan(model);
+                }
+                vocc_dsl::diag::render(&c.map, &c.diags, false)
+            });
+            assert!(
+                result.is_ok(),
+                "{} damaged this way panics:\n{variant}",
+                source.display()
+            );
+            compiled += 1;
+        }
+    }
+    assert!(compiled > 1000, "only {compiled} damaged inputs");
+}
+
+/// The other side of the `--var` errors: a good one overrides its `let`, also with a
+/// value spelt like a keyword, and says nothing.
+#[test]
+fn good_vars_compile_clean() {
+    let osg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliances/osg.voc");
+    let options = Options {
+        site: None,
+        vars: vec![("workers".into(), "2".into())],
+    };
+    let c = compile(&FsWorld, &osg, &options).expect("osg.voc is readable");
+    assert!(
+        c.diags.is_empty(),
+        "{}",
+        vocc_dsl::diag::render(&c.map, &c.diags, false)
+    );
+    let model = c.model.expect("a model");
+    assert_eq!(model.clusters[0].nodes.len(), 3);
+
+    let path = Path::new("kind.voc");
+    let text = "let kind = node\ncluster lab {\n  vo $kind\n  layer tiny { from busybox }\n  role head { root tiny }\n}\n";
+    let world = vocc_compiler::MemWorld::new().with(path, text);
+    let options = Options {
+        site: None,
+        vars: vec![("kind".into(), "cluster".into())],
+    };
+    let c = compile(&world, path, &options).expect("in memory");
+    assert!(
+        c.diags.is_empty(),
+        "{}",
+        vocc_dsl::diag::render(&c.map, &c.diags, false)
+    );
+    assert_eq!(c.model.expect("a model").clusters[0].vo, "cluster");
 }

@@ -116,8 +116,8 @@ pub enum TemplateError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("`{}` is not a template vocc renders{}", path.display(), hint(.suggestion))]
     Unknown { path: PathBuf, suggestion: Option<&'static str> },
-    #[error("template `{name}` ({}) does not parse: {message}", origin(.source))]
-    Parse { name: String, source: TemplateSource, message: String },
+    #[error("template `{name}` ({}) does not parse: {message}", describe(.origin))]
+    Parse { name: String, origin: TemplateSource, message: String },
 }
 
 fn hint(suggestion: &Option<&'static str>) -> String {
@@ -127,8 +127,8 @@ fn hint(suggestion: &Option<&'static str>) -> String {
     }
 }
 
-fn origin(source: &TemplateSource) -> String {
-    match source {
+fn describe(origin: &TemplateSource) -> String {
+    match origin {
         TemplateSource::Embedded => "embedded".into(),
         TemplateSource::Site(p) => p.display().to_string(),
     }
@@ -200,7 +200,7 @@ impl Templates {
             if let Err(e) = reg.register_template_string(t.name, text) {
                 return Err(TemplateError::Parse {
                     name: t.name.to_owned(),
-                    source,
+                    origin: source,
                     message: e.to_string(),
                 });
             }

@@ -1,0 +1,558 @@
+//! Rendering: every node's boot-time configuration (and its domain configuration)
+//! from the checked model, the plan and the templates, into a content store.
+//!
+//! Each output has a scope, and is rendered once per scope, not once per node:
+//! cluster-wide files (hosts, slurm.conf, the munge key, the PBS and SGE files, dnsmasq)
+//! once per cluster; role-wide files (fstab, exports, the HTCondor config, the PBS MOM
+//! config, cloud-init user-data) once per role; and node files (hostname, interfaces,
+//! networkd, cloud-init meta-data and network-config, the kernel command line, the
+//! xen.cfg or libvirt.xml) once per node, the nodes of a cluster in parallel. Nothing
+//! done per node walks the cluster, so the time per node stays flat as clusters grow.
+//!
+//! The result is a content store (sha256 → bytes and mode) plus, per node, the list of
+//! its files (path in the node's output directory → sha256). Files shared by many
+//! nodes are stored once; [`crate::output`] links them into every node's directory.
+//!
+//! Which files a node gets:
+//! - every node: `files/etc/hostname`, `files/etc/hosts`, `files/etc/network/interfaces`,
+//!   `files/etc/systemd/network/10-<nic>.network` per NIC, `files/etc/fstab`, `cmdline`,
+//!   `cidata/{meta-data,user-data,network-config}`, and `xen.cfg` (xen clusters) or
+//!   `libvirt.xml` (kvm clusters);
+//! - roles that export: `files/etc/exports`;
+//! - the node serving DHCP on a network with `dhcp` NICs: `files/etc/dnsmasq.conf`;
+//! - roles in a Slurm cluster's batch system: `files/etc/slurm/slurm.conf` and
+//!   `files/etc/munge/munge.key` (0600);
+//! - PBS/Torque: `server_name` for every role of the batch system, the server's
+//!   `server_priv/nodes` and a `qmgr` script for the controller role, the MOM config
+//!   for compute roles;
+//! - SGE: `act_qmaster` for every role of the batch system; a host group and a queue
+//!   file per queue and `qconf.sh` for the controller role;
+//! - HTCondor: `condor_config.local` for every role of the batch system.
+
+mod data;
+mod hostlist;
+mod layout;
+mod templates;
+
+pub use hostlist::compress as hostlist;
+pub use templates::{
+    escape_config, escape_xml, info, Escape, Scope, TemplateError, TemplateInfo, TemplateSource,
+    Templates, TEMPLATES,
+};
+
+use crate::model::{Cluster, Model, Node, Role, SchedulerKind};
+use crate::secrets::Secrets;
+use data::{value, ClusterFacts};
+use handlebars::Context;
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use vocc_runtime::plan::PlanNode;
+use vocc_runtime::Plan;
+
+/// A sha256 digest.
+pub type Digest = [u8; 32];
+
+/// The lowercase hex form of a digest (the object's file name).
+pub fn hex(d: &Digest) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// One distinct content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    /// Unix permission bits: 0600 for secrets, 0755 for scripts, 0644 otherwise. Two
+    /// files with the same content but different modes share the object with the
+    /// intersection of their modes (the stricter one).
+    pub mode: u32,
+}
+
+/// One file of a node's output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// Relative to the node's directory: `files/etc/hosts` (the guest's `/etc/hosts`),
+    /// `cidata/meta-data`, `xen.cfg`.
+    pub path: String,
+    pub digest: Digest,
+    /// The template that made it (or `munge.key`).
+    pub kind: &'static str,
+    pub scope: Scope,
+    /// `file:line:col` of the appliance statement the file comes from.
+    pub source: Arc<str>,
+}
+
+/// The files of one node.
+#[derive(Debug, Clone)]
+pub struct NodeOutput {
+    pub id: String,
+    pub cluster: String,
+    /// Files made for this node alone (node scope, and the dnsmasq config of a DHCP
+    /// server), sorted by path.
+    pub own: Vec<FileRef>,
+    /// Files shared with the other nodes of its role (role and cluster scope), sorted
+    /// by path.
+    pub shared: Arc<Vec<FileRef>>,
+}
+
+impl NodeOutput {
+    /// Every file of the node, own files first.
+    pub fn files(&self) -> impl Iterator<Item = &FileRef> {
+        self.own.iter().chain(self.shared.iter())
+    }
+}
+
+/// Everything rendered: the content store and each node's files, in model order.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub objects: HashMap<Digest, Object>,
+    pub nodes: Vec<NodeOutput>,
+}
+
+impl Rendered {
+    /// The content of a file.
+    pub fn content(&self, file: &FileRef) -> Option<&[u8]> {
+        self.objects.get(&file.digest).map(|o| o.bytes.as_slice())
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: &str) -> Option<&NodeOutput> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    fn add(&mut self, digest: Digest, object: Object) {
+        match self.objects.entry(digest) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().mode &= object.mode,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(object);
+            }
+        }
+    }
+}
+
+/// Why rendering failed. Each error names the template, what it was rendered for, and
+/// the appliance statement behind it.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{location}: template `{template}` failed for {target}: {message}")]
+    Template { template: String, target: String, location: String, message: String },
+    #[error("{location}: node `{node}` is not in the plan")]
+    NotPlaced { node: String, location: String },
+    #[error(
+        "{location}: cluster `{cluster}` runs slurm but there is no munge key for it; \
+         load the secrets of the model first"
+    )]
+    MissingSecret { cluster: String, location: String },
+    #[error("{location}: {message}")]
+    Model { location: String, message: String },
+}
+
+const MODE_FILE: u32 = 0o644;
+const MODE_SECRET: u32 = 0o600;
+const MODE_SCRIPT: u32 = 0o755;
+
+/// Renders every node of every cluster of `model`, placed by `plan`.
+pub fn render(
+    model: &Model,
+    plan: &Plan,
+    templates: &Templates,
+    secrets: &Secrets,
+) -> Result<Rendered, RenderError> {
+    let placed: HashMap<&str, &PlanNode> = plan.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let mut rendered = Rendered {
+        objects: HashMap::new(),
+        nodes: Vec::with_capacity(model.clusters.iter().map(|c| c.nodes.len()).sum()),
+    };
+    for cluster in &model.clusters {
+        render_cluster(&mut rendered, cluster, plan, &placed, templates, secrets)?;
+    }
+    Ok(rendered)
+}
+
+/// What a render is for, in error messages.
+enum For<'a> {
+    Cluster(&'a Cluster),
+    Role(&'a Cluster, &'a Role),
+    Node(&'a Node),
+}
+
+impl For<'_> {
+    fn describe(&self) -> String {
+        match self {
+            For::Cluster(c) => format!("cluster `{}`", c.name),
+            For::Role(c, r) => format!("role `{}` of cluster `{}`", r.name, c.name),
+            For::Node(n) => format!("node `{}`", n.id),
+        }
+    }
+}
+
+/// A file about to enter the store.
+struct Made {
+    file: FileRef,
+    object: Object,
+}
+
+fn make(
+    templates: &Templates,
+    template: &'static str,
+    ctx: &Context,
+    path: String,
+    scope: Scope,
+    source: &Arc<str>,
+    what: For<'_>,
+) -> Result<Made, RenderError> {
+    let text = templates.render(template, ctx).map_err(|e| RenderError::Template {
+        template: template.to_owned(),
+        target: what.describe(),
+        location: source.to_string(),
+        message: e.to_string(),
+    })?;
+    let mode = if template.ends_with(".sh") { MODE_SCRIPT } else { MODE_FILE };
+    Ok(stored(text.into_bytes(), mode, path, template, scope, source))
+}
+
+fn stored(
+    bytes: Vec<u8>,
+    mode: u32,
+    path: String,
+    kind: &'static str,
+    scope: Scope,
+    source: &Arc<str>,
+) -> Made {
+    let digest: Digest = Sha256::digest(&bytes).into();
+    Made {
+        file: FileRef { path, digest, kind, scope, source: Arc::clone(source) },
+        object: Object { bytes, mode },
+    }
+}
+
+/// The path of a guest file in a node's directory.
+fn guest(path: &str) -> String {
+    format!("files/{}", path.trim_start_matches('/'))
+}
+
+fn context(v: Value) -> Context {
+    Context::from(v)
+}
+
+fn obj(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())
+}
+
+fn render_cluster<'a>(
+    out: &mut Rendered,
+    cluster: &'a Cluster,
+    plan: &Plan,
+    placed: &HashMap<&str, &PlanNode>,
+    templates: &Templates,
+    secrets: &Secrets,
+) -> Result<(), RenderError> {
+    let facts = ClusterFacts::new(cluster)?;
+    let csrc: Arc<str> = Arc::from(cluster.origin.location.as_str());
+    let base = obj([
+        ("cluster", value(facts.cluster_vars())),
+        ("scheduler", value(facts.sched_vars_of())),
+    ]);
+    let with = |extra: Vec<(&'static str, Value)>| {
+        let mut v = base.clone();
+        if let Value::Object(m) = &mut v {
+            m.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
+        context(v)
+    };
+
+    // Cluster-wide files, and who gets them.
+    let mut to_role: HashMap<&'a str, Vec<FileRef>> = HashMap::new();
+    let mut to_node: HashMap<&'a str, Vec<FileRef>> = HashMap::new();
+    let all_roles: Vec<&'a str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
+    let mut give = |out: &mut Rendered, made: Made, roles: &[&'a str]| {
+        for r in roles {
+            to_role.entry(r).or_default().push(made.file.clone());
+        }
+        out.add(made.file.digest, made.object);
+    };
+
+    let hosts = with(vec![("hosts", value(data::host_lines(&facts)))]);
+    let made = make(
+        templates,
+        "hosts",
+        &hosts,
+        guest("/etc/hosts"),
+        Scope::Cluster,
+        &csrc,
+        For::Cluster(cluster),
+    )?;
+    give(out, made, &all_roles);
+
+    if let Some((sched, _)) = &facts.sched {
+        let sched_roles: Vec<&'a str> = cluster
+            .roles
+            .iter()
+            .filter(|r| r.scheduler.is_some())
+            .map(|r| r.name.as_str())
+            .collect();
+        let controller: [&'a str; 1] = [sched.controller.as_str()];
+        let cfile = |t: &'static str, ctx: &Context, path: &str, src: &Arc<str>| {
+            make(templates, t, ctx, guest(path), Scope::Cluster, src, For::Cluster(cluster))
+        };
+        match sched.kind {
+            SchedulerKind::Slurm => {
+                let ctx = with(vec![
+                    ("nodes", value(data::slurm_nodes(&facts))),
+                    ("partitions", value(data::queue_vars(&facts, false))),
+                ]);
+                give(out, cfile("slurm.conf", &ctx, "/etc/slurm/slurm.conf", &csrc)?, &sched_roles);
+                let Some(key) = secrets.munge_key(&cluster.name) else {
+                    return Err(RenderError::MissingSecret {
+                        cluster: cluster.name.clone(),
+                        location: cluster.origin.location.clone(),
+                    });
+                };
+                let path = guest("/etc/munge/munge.key");
+                let m = stored(key.to_vec(), MODE_SECRET, path, "munge.key", Scope::Cluster, &csrc);
+                give(out, m, &sched_roles);
+            }
+            SchedulerKind::Pbs => {
+                let ctx = with(vec![]);
+                let m = cfile("pbs-server_name", &ctx, "/var/spool/torque/server_name", &csrc)?;
+                give(out, m, &sched_roles);
+                let ctx = with(vec![("nodes", value(data::pbs_nodes(&facts)))]);
+                let m = cfile("pbs-nodes", &ctx, "/var/spool/torque/server_priv/nodes", &csrc)?;
+                give(out, m, &controller);
+                let ctx = with(vec![("queues", value(data::queue_vars(&facts, false)))]);
+                give(out, cfile("pbs-qmgr", &ctx, "/etc/vocc/pbs/qmgr", &csrc)?, &controller);
+            }
+            SchedulerKind::Sge => {
+                let ctx = with(vec![]);
+                let path = "/var/lib/gridengine/default/common/act_qmaster";
+                give(out, cfile("sge-act_qmaster", &ctx, path, &csrc)?, &sched_roles);
+                let queues = data::queue_vars(&facts, true);
+                let ctx = with(vec![("queues", value(&queues))]);
+                give(out, cfile("sge-qconf.sh", &ctx, "/etc/vocc/sge/qconf.sh", &csrc)?, &controller);
+                for q in &queues {
+                    let ctx = with(vec![("queue", value(q))]);
+                    let qsrc: Arc<str> = Arc::from(q.source);
+                    let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);
+                    give(out, cfile("sge-hostgroup", &ctx, &path, &qsrc)?, &controller);
+                    let path = format!("/etc/vocc/sge/queues/{}", q.name);
+                    give(out, cfile("sge-queue", &ctx, &path, &qsrc)?, &controller);
+                }
+            }
+            SchedulerKind::Condor => {}
+        }
+    }
+
+    for server in &facts.dhcp {
+        let ctx = with(vec![
+            ("server", value(data::HostRef {
+                hostname: server.node.hostname.clone(),
+                fqdn: facts.fqdn(&server.node.hostname),
+                address: None,
+            })),
+            ("networks", value(data::dhcp_networks(cluster, server))),
+        ]);
+        let src: Arc<str> = Arc::from(server.networks[0].network.origin.location.as_str());
+        let m = make(
+            templates,
+            "dnsmasq.conf",
+            &ctx,
+            guest("/etc/dnsmasq.conf"),
+            Scope::Cluster,
+            &src,
+            For::Node(server.node),
+        )?;
+        to_node.entry(server.node.id.as_str()).or_default().push(m.file.clone());
+        out.add(m.file.digest, m.object);
+    }
+
+    // Role-wide files, then the nodes of each role.
+    for role in &cluster.roles {
+        let rsrc: Arc<str> = Arc::from(role.origin.location.as_str());
+        let role_vars = value(facts.role_vars(role));
+        let ctx = with(vec![
+            ("role", role_vars.clone()),
+            ("disks", value(data::disks(cluster, role, &plan.store, None))),
+            ("mounts", value(data::mounts(&facts, role))),
+            ("exports", value(data::exports(cluster, role))),
+        ]);
+        let what = || For::Role(cluster, role);
+        let mut shared = to_role.remove(role.name.as_str()).unwrap_or_default();
+        let mut role_file = |out: &mut Rendered, t: &'static str, ctx: &Context, path: String| {
+            make(templates, t, ctx, path, Scope::Role, &rsrc, what()).map(|m| {
+                shared.push(m.file.clone());
+                out.add(m.file.digest, m.object);
+            })
+        };
+        role_file(out, "fstab", &ctx, guest("/etc/fstab"))?;
+        if !role.exports.is_empty() {
+            role_file(out, "exports", &ctx, guest("/etc/exports"))?;
+        }
+        role_file(out, "user-data", &ctx, "cidata/user-data".to_owned())?;
+        if let Some(sr) = &role.scheduler {
+            match sr.kind {
+                SchedulerKind::Condor => {
+                    let mut v = ctx.data().clone();
+                    v["condor"] = json!({ "daemons": data::condor_daemons(sr) });
+                    role_file(
+                        out,
+                        "condor_config.local",
+                        &context(v),
+                        guest("/etc/condor/condor_config.local"),
+                    )?;
+                }
+                SchedulerKind::Pbs if sr.compute => {
+                    role_file(
+                        out,
+                        "pbs-mom_config",
+                        &ctx,
+                        guest("/var/spool/torque/mom_priv/config"),
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        shared.sort_by(|a, b| a.path.cmp(&b.path));
+        let shared = Arc::new(shared);
+
+        let (kernel, initrd) = match role.root.first() {
+            Some(l) => layout::kernel(&plan.store, &cluster.name, l),
+            None => Default::default(),
+        };
+        let node_base = {
+            let mut v = base.clone();
+            if let Value::Object(m) = &mut v {
+                m.insert("role".into(), role_vars);
+                m.insert("console".into(), layout::console(cluster.hypervisor).into());
+                m.insert(
+                    "root_device".into(),
+                    format!("/dev/{}", layout::disk_device(cluster.hypervisor, 0)).into(),
+                );
+                m.insert("kernel".into(), kernel.into());
+                m.insert("initrd".into(), initrd.into());
+            }
+            v
+        };
+        let job = NodeJob {
+            cluster,
+            role,
+            templates,
+            store: &plan.store,
+            base: &node_base,
+            shared: &shared,
+        };
+        let nodes: Vec<&Node> = cluster.nodes_of(&role.name).collect();
+        let results: Vec<Result<(NodeOutput, Vec<Made>), RenderError>> = nodes
+            .par_iter()
+            .map(|node| {
+                let Some(pn) = placed.get(node.id.as_str()) else {
+                    return Err(RenderError::NotPlaced {
+                        node: node.id.clone(),
+                        location: node.origin.location.clone(),
+                    });
+                };
+                job.node(node, pn, to_node.get(node.id.as_str()))
+            })
+            .collect();
+        for r in results {
+            let (node, made) = r?;
+            for m in made {
+                out.add(m.file.digest, m.object);
+            }
+            out.nodes.push(node);
+        }
+    }
+    Ok(())
+}
+
+/// What rendering one node of a role needs.
+struct NodeJob<'a> {
+    cluster: &'a Cluster,
+    role: &'a Role,
+    templates: &'a Templates,
+    store: &'a str,
+    base: &'a Value,
+    shared: &'a Arc<Vec<FileRef>>,
+}
+
+impl NodeJob<'_> {
+    fn node(
+        &self,
+        node: &Node,
+        placed: &PlanNode,
+        extra: Option<&Vec<FileRef>>,
+    ) -> Result<(NodeOutput, Vec<Made>), RenderError> {
+        let cluster = self.cluster;
+        let src: Arc<str> = Arc::from(node.origin.location.as_str());
+        let mut v = self.base.clone();
+        let nics = value(data::nics(cluster, node, placed));
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "node".into(),
+                value(data::NodeVars {
+                    id: &node.id,
+                    hostname: &node.hostname,
+                    fqdn: format!("{}.{}", node.hostname, cluster.domain),
+                    index: node.index,
+                    host: &placed.host,
+                    dir: &placed.dir,
+                    source: &node.origin.location,
+                }),
+            );
+            m.insert("nics".into(), nics.clone());
+            m.insert(
+                "disks".into(),
+                value(data::disks(cluster, self.role, self.store, Some(&placed.dir))),
+            );
+            m.insert("cmdline".into(), Value::Null);
+        }
+        let mut ctx = context(v);
+        let mut made = Vec::with_capacity(8 + node.nics.len());
+        let file = |ctx: &Context, t: &'static str, path: String| {
+            make(self.templates, t, ctx, path, Scope::Node, &src, For::Node(node))
+        };
+
+        let cmdline = file(&ctx, "cmdline", "cmdline".into())?;
+        let line = String::from_utf8_lossy(&cmdline.object.bytes).trim().to_owned();
+        ctx.data_mut()["cmdline"] = line.into();
+        made.push(cmdline);
+        made.push(file(&ctx, "hostname", guest("/etc/hostname"))?);
+        made.push(file(&ctx, "interfaces", guest("/etc/network/interfaces"))?);
+        made.push(file(&ctx, "meta-data", "cidata/meta-data".into())?);
+        made.push(file(&ctx, "network-config", "cidata/network-config".into())?);
+        match cluster.hypervisor {
+            crate::model::Hypervisor::Xen => made.push(file(&ctx, "xen.cfg", "xen.cfg".into())?),
+            crate::model::Hypervisor::Kvm => {
+                made.push(file(&ctx, "libvirt.xml", "libvirt.xml".into())?)
+            }
+        }
+        if let Value::Array(nics) = nics {
+            for (nic, spec) in nics.into_iter().zip(&node.nics) {
+                ctx.data_mut()["nic"] = nic;
+                made.push(file(
+                    &ctx,
+                    "networkd.network",
+                    guest(&format!("/etc/systemd/network/10-{}.network", spec.name)),
+                )?);
+            }
+        }
+
+        let mut own: Vec<FileRef> = made.iter().map(|m| m.file.clone()).collect();
+        own.extend(extra.into_iter().flatten().cloned());
+        own.sort_by(|a, b| a.path.cmp(&b.path));
+        let out = NodeOutput {
+            id: node.id.clone(),
+            cluster: cluster.name.clone(),
+            own,
+            shared: Arc::clone(self.shared),
+        };
+        Ok((out, made))
+    }
+}

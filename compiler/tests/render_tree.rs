@@ -1,0 +1,213 @@
+//! The output tree: layout, hard links, the manifest, determinism and rebuilds.
+
+mod common;
+
+use common::{build_fixture, build_fixtures, read_tree, render_fixture, test_secrets};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use vocc_compiler::output::{write_tree, ExtraFile, Manifest};
+use vocc_compiler::render::{render, Templates};
+use vocc_runtime::Plan;
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(fixture: &str, out: &Path) -> Manifest {
+    let (_, plan, rendered) = render_fixture(fixture);
+    write_tree(out, &rendered, &plan, &[]).unwrap()
+}
+
+#[test]
+fn layout_of_the_osg_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    write("osg", out);
+    let head = out.join("nodes/osg-head");
+    for f in [
+        "files/etc/hostname",
+        "files/etc/hosts",
+        "files/etc/network/interfaces",
+        "files/etc/systemd/network/10-eth0.network",
+        "files/etc/systemd/network/10-eth1.network",
+        "files/etc/fstab",
+        "files/etc/exports",
+        "files/etc/slurm/slurm.conf",
+        "files/etc/munge/munge.key",
+        "cidata/meta-data",
+        "cidata/user-data",
+        "cidata/network-config",
+        "cmdline",
+        "xen.cfg",
+    ] {
+        assert!(head.join(f).is_file(), "missing nodes/osg-head/{f}");
+    }
+    let worker = out.join("nodes/osg-worker8");
+    assert!(worker.join("files/etc/fstab").is_file());
+    assert!(!worker.join("files/etc/exports").exists(), "workers export nothing");
+    assert!(!head.join("libvirt.xml").exists(), "a xen cluster has no libvirt domain");
+    assert_eq!(fs::read_to_string(head.join("files/etc/hostname")).unwrap(), "head\n");
+
+    let names: BTreeSet<String> = fs::read_dir(out.join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let expected: BTreeSet<String> = std::iter::once("osg-head".to_owned())
+        .chain((1..=8).map(|i| format!("osg-worker{i}")))
+        .collect();
+    assert_eq!(names, expected);
+
+    let key = head.join("files/etc/munge/munge.key");
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::metadata(head.join("xen.cfg")).unwrap().permissions().mode() & 0o777, 0o644);
+
+    let plan_json = fs::read_to_string(out.join("plan.json")).unwrap();
+    assert!(plan_json.ends_with("}\n"));
+    let back: Plan = serde_json::from_str(&plan_json).unwrap();
+    assert_eq!(back, build_fixture("osg").1);
+}
+
+#[test]
+fn shared_files_are_one_inode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    write("osg", out);
+    let hosts = fs::read(out.join("nodes/osg-head/files/etc/hosts")).unwrap();
+    let object = out.join("objects").join(sha(&hosts));
+    let ino = fs::metadata(&object).unwrap().ino();
+    for n in ["osg-head", "osg-worker1", "osg-worker8"] {
+        for f in ["files/etc/hosts", "files/etc/slurm/slurm.conf"] {
+            let m = fs::metadata(out.join("nodes").join(n).join(f)).unwrap();
+            assert_eq!(m.nlink(), 10, "{n}/{f}: nine nodes and the object");
+        }
+        let m = fs::metadata(out.join("nodes").join(n).join("files/etc/hosts")).unwrap();
+        assert_eq!(m.ino(), ino);
+    }
+    // A role-wide file is shared by the role only.
+    let fstab = fs::metadata(out.join("nodes/osg-worker3/files/etc/fstab")).unwrap();
+    assert_eq!(fstab.nlink(), 9, "eight workers and the object");
+    // A node's own file is linked once, from its object.
+    let own = fs::metadata(out.join("nodes/osg-worker3/cidata/meta-data")).unwrap();
+    assert_eq!(own.nlink(), 2);
+}
+
+#[test]
+fn the_manifest_lists_every_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let extra = ExtraFile {
+        path: "reports/model.json".into(),
+        bytes: b"{}\n".to_vec(),
+        kind: "model".into(),
+        cluster: None,
+        source: "fixtures/osg.voc".into(),
+    };
+    let (_, plan, rendered) = render_fixture("osg");
+    let manifest = write_tree(out, &rendered, &plan, &[extra]).unwrap();
+    let on_disk: Manifest =
+        serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, manifest);
+
+    let tree = read_tree(out);
+    let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let written: BTreeSet<&str> = tree
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !p.starts_with("objects/") && *p != "manifest.json")
+        .collect();
+    assert_eq!(listed, written);
+    for f in &manifest.files {
+        let (bytes, _) = &tree[&f.path];
+        assert_eq!(f.sha256, sha(bytes), "{}", f.path);
+        assert_eq!(f.size, bytes.len() as u64);
+        if f.path.starts_with("nodes/") {
+            assert!(f.node.is_some() && f.cluster.as_deref() == Some("osg"));
+            assert!(f.source.starts_with("fixtures/osg.voc:"), "{}: {}", f.path, f.source);
+        }
+    }
+    let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(paths.windows(2).all(|w| w[0] < w[1]), "sorted by path");
+
+    // Every object is named by the hash of its content, and listed once.
+    let objects: Vec<(&String, &(Vec<u8>, u32))> =
+        tree.iter().filter(|(p, _)| p.starts_with("objects/")).collect();
+    assert_eq!(objects.len(), manifest.objects.len());
+    for (p, (bytes, mode)) in objects {
+        let name = p.trim_start_matches("objects/");
+        assert_eq!(name, sha(bytes));
+        let listed = manifest.objects.iter().find(|o| o.sha256 == name).unwrap();
+        assert_eq!(listed.mode, format!("{mode:04o}"));
+    }
+
+    // Provenance: the fstab of the workers comes from the worker role's line.
+    let fstab = manifest.files.iter().find(|f| f.path == "nodes/osg-worker2/files/etc/fstab");
+    let fstab = fstab.unwrap();
+    assert_eq!((fstab.kind.as_str(), fstab.scope.as_str()), ("fstab", "role"));
+    assert_eq!(fstab.source, "fixtures/osg.voc:42:3");
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    write("osg", a.path());
+    write("osg", b.path());
+    assert_eq!(read_tree(a.path()), read_tree(b.path()));
+}
+
+#[test]
+fn a_rebuild_equals_a_fresh_build() {
+    // Build a bigger model first, then rebuild a smaller one into the same directory:
+    // nodes and objects of the first build must go.
+    let reused = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let (model, plan) = build_fixtures(&["synthetic-12", "condor"]);
+    let templates = Templates::embedded().unwrap();
+    let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
+    write_tree(reused.path(), &rendered, &plan, &[]).unwrap();
+    assert!(reused.path().join("nodes/osg-worker11").is_dir());
+    // Leftovers of a killed build are cleaned up too.
+    fs::create_dir_all(reused.path().join(".nodes.new/junk")).unwrap();
+    fs::write(reused.path().join("objects/.tmp.deadbeef.1"), b"half").unwrap();
+
+    write("osg", reused.path());
+    write("osg", fresh.path());
+    assert!(!reused.path().join("nodes/osg-worker11").exists());
+    assert!(!reused.path().join("nodes/voc-head").exists());
+    assert_eq!(read_tree(reused.path()), read_tree(fresh.path()));
+    let entries: BTreeSet<String> = fs::read_dir(reused.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(entries, ["manifest.json", "nodes", "objects", "plan.json"].map(String::from).into());
+}
+
+#[test]
+fn every_fixture_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, plan) = build_fixtures(&["osg", "pbs", "sge", "condor"]);
+    let templates = Templates::embedded().unwrap();
+    let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
+    let manifest = write_tree(tmp.path(), &rendered, &plan, &[]).unwrap();
+    let nodes: BTreeSet<&str> = manifest.files.iter().filter_map(|f| f.node.as_deref()).collect();
+    assert_eq!(nodes.len(), plan.nodes.len());
+    assert!(tmp.path().join("nodes/voc-compute28/libvirt.xml").is_file());
+    assert!(tmp.path().join("nodes/vo-a-head/xen.cfg").is_file());
+}
+
+#[test]
+fn a_node_outside_the_plan_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, mut plan, rendered) = render_fixture("osg");
+    plan.nodes.retain(|n| n.id != "osg-worker3");
+    let err = write_tree(tmp.path(), &rendered, &plan, &[]).unwrap_err();
+    assert!(err.to_string().contains("osg-worker3"), "{err}");
+
+    let (_, mut plan, rendered) = render_fixture("osg");
+    plan.nodes[1].dir = "../escape".into();
+    let err = write_tree(tmp.path(), &rendered, &plan, &[]).unwrap_err();
+    assert!(err.to_string().contains("../escape"), "{err}");
+}
