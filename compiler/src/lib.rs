@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod args;
+pub mod build;
 pub mod check;
 pub mod compile;
 pub mod explain;

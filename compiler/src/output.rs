@@ -24,7 +24,7 @@
 //! leaves the previous nodes in place. Nothing is synced to disk: the atomicity is
 //! against a killed process, not a power cut. One build writes to an OUT at a time.
 
-use crate::render::{hex, Digest, FileRef, Object, Rendered};
+use crate::render::{hex, Digest, Object, Rendered};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -74,33 +74,82 @@ pub struct ManifestFile {
     pub source: String,
 }
 
+/// One image artifact of the tree (a layer, a kernel, a node's overlay or config
+/// drive), written by [`crate::image`]: where it is, what it is, whose it is, and
+/// whether this build made it or found it in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestImage {
+    /// Relative to OUT: `layers/<cluster>/<layer>.img`, `nodes/<node>/root.qcow2`.
+    pub path: String,
+    pub sha256: String,
+    /// Bytes (the apparent size of sparse images).
+    pub size: u64,
+    /// `layer`, `kernel`, `initrd`, `overlay`, `data-overlay`, `swap`, `config-drive`.
+    pub kind: String,
+    /// `raw`, `qcow2`, `iso9660`, `bzimage`, `cpio`.
+    pub format: String,
+    pub cluster: String,
+    /// The node it belongs to (node artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The layer id it is, or that it is backed by (`<cluster>/<layer>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// `file:line:col` of the appliance statement behind it.
+    pub source: String,
+    /// The sha256 of its canonical recipe (the store's index key).
+    pub recipe: String,
+    /// `hit` (found in the store) or `built` (made by this build).
+    pub cache: String,
+    /// What changed since the previous build of this tree, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// `OUT/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
     pub objects: Vec<ManifestObject>,
     pub files: Vec<ManifestFile>,
+    /// The image artifacts, when images were built (absent for `--config-only`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ManifestImage>,
 }
 
 impl Manifest {
     /// The manifest as JSON with one object or file per line (a diff of two builds
     /// then shows one line per changed file), ending in a newline.
     pub fn to_json(&self) -> String {
-        fn list<T: Serialize>(out: &mut String, name: &str, items: &[T], last: bool) {
-            out.push_str(&format!("  \"{name}\": [\n"));
-            for (i, item) in items.iter().enumerate() {
+        fn list<T: Serialize + Sync>(out: &mut String, name: &str, items: &[T], last: bool) {
+            let lines: Vec<String> = items
+                .par_iter()
+                .map(|item| serde_json::to_string(item).unwrap_or_default())
+                .collect();
+            out.push_str("  \"");
+            out.push_str(name);
+            out.push_str("\": [\n");
+            for (i, line) in lines.iter().enumerate() {
                 out.push_str("    ");
-                out.push_str(&serde_json::to_string(item).unwrap_or_default());
-                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+                out.push_str(line);
+                out.push_str(if i + 1 < lines.len() { ",\n" } else { "\n" });
             }
             out.push_str(if last { "  ]\n" } else { "  ],\n" });
         }
         let mut out = String::with_capacity(200 * (self.objects.len() + self.files.len()));
         out.push_str(&format!("{{\n  \"version\": {},\n", self.version));
         list(&mut out, "objects", &self.objects, false);
-        list(&mut out, "files", &self.files, true);
+        list(&mut out, "files", &self.files, self.images.is_empty());
+        if !self.images.is_empty() {
+            list(&mut out, "images", &self.images, true);
+        }
         out.push_str("}\n");
         out
+    }
+
+    /// Writes the manifest as `OUT/manifest.json`, atomically.
+    pub fn write(&self, out: &Path) -> io::Result<()> {
+        write_atomic(&out.join("manifest.json"), self.to_json().as_bytes())
     }
 }
 
@@ -113,18 +162,27 @@ pub fn write_tree(
     plan: &Plan,
     extra: &[ExtraFile],
 ) -> io::Result<Manifest> {
-    let dirs: HashMap<&str, &str> =
-        plan.nodes.iter().map(|n| (n.id.as_str(), n.dir.as_str())).collect();
+    let dirs: HashMap<&str, &str> = plan
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.dir.as_str()))
+        .collect();
     let mut nodes = Vec::with_capacity(rendered.nodes.len());
     for n in &rendered.nodes {
         let Some(dir) = dirs.get(n.id.as_str()) else {
-            return Err(invalid(format!("node `{}` was rendered but is not in the plan", n.id)));
+            return Err(invalid(format!(
+                "node `{}` was rendered but is not in the plan",
+                n.id
+            )));
         };
         nodes.push((node_name(dir)?, n));
     }
     nodes.sort_by(|a, b| a.0.cmp(b.0));
     if let Some(w) = nodes.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(invalid(format!("two nodes have the directory `nodes/{}`", w[0].0)));
+        return Err(invalid(format!(
+            "two nodes have the directory `nodes/{}`",
+            w[0].0
+        )));
     }
 
     fs::create_dir_all(out)?;
@@ -135,28 +193,39 @@ pub fn write_tree(
     remove_all(&staging)?;
     remove_all(&old)?;
 
-    // The objects: each referenced content once.
-    let mut referenced: Vec<&Digest> =
-        nodes.iter().flat_map(|(_, n)| n.files().map(|f| &f.digest)).collect();
-    referenced.par_sort_unstable();
-    referenced.dedup();
+    // The objects: each referenced content once. Content used by one file only (most
+    // node files) is written in the node's directory and then linked under its hash,
+    // which saves a rename per file; the object's name still appears only once its
+    // content is complete.
+    let mut uses: HashMap<&Digest, u32> = HashMap::new();
+    for (_, n) in &nodes {
+        for f in n.files() {
+            *uses.entry(&f.digest).or_default() += 1;
+        }
+    }
     let present: HashSet<String> = fs::read_dir(&objects)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    let wanted: Vec<(&Digest, &Object, String)> = referenced
-        .iter()
-        .map(|d| {
-            let object = rendered
-                .objects
-                .get(*d)
-                .ok_or_else(|| invalid(format!("object {} is missing from the store", hex(d))))?;
-            Ok((*d, object, hex(d)))
-        })
-        .collect::<io::Result<_>>()?;
+    let mut wanted: Vec<(&Digest, &Object, String)> =
+        uses.keys()
+            .map(|d| {
+                let object = rendered.objects.get(*d).ok_or_else(|| {
+                    invalid(format!("object {} is missing from the store", hex(d)))
+                })?;
+                Ok((*d, object, hex(d)))
+            })
+            .collect::<io::Result<_>>()?;
+    wanted.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
     let fix_modes = umask_interferes(&objects)?;
+    // Objects a node writes itself: used once, and not kept from an earlier build.
+    let written_by_node: HashSet<&Digest> = wanted
+        .iter()
+        .filter(|(d, _, name)| uses[d] == 1 && !present.contains(name))
+        .map(|(d, _, _)| *d)
+        .collect();
     wanted
         .par_iter()
-        .filter(|(_, _, name)| !present.contains(name))
+        .filter(|(d, _, name)| !present.contains(name) && !written_by_node.contains(d))
         .try_for_each(|(_, object, name)| write_object(&objects, name, object, fix_modes))?;
 
     // The node directories, built aside and swapped in.
@@ -178,7 +247,15 @@ pub fn write_tree(
             fs::create_dir(dir.join(p))?;
         }
         for f in node.files() {
-            link(&objects, f, &dir.join(&f.path), rendered, fix_modes)?;
+            let to = dir.join(&f.path);
+            let object = objects.join(hex(&f.digest));
+            if written_by_node.contains(&f.digest) {
+                let o = &rendered.objects[&f.digest];
+                create(&to, &o.bytes, o.mode, fix_modes)?;
+                fs::hard_link(&to, &object)?;
+            } else {
+                link(&object, &to, &rendered.objects[&f.digest], fix_modes)?;
+            }
         }
         Ok::<(), io::Error>(())
     })?;
@@ -189,6 +266,10 @@ pub fn write_tree(
     }
     fs::rename(&staging, &current)?;
     if had_nodes {
+        let children: Vec<PathBuf> = fs::read_dir(&old)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?;
+        children.par_iter().try_for_each(|c| remove_all(c))?;
         remove_all(&old)?;
     }
 
@@ -231,7 +312,9 @@ fn node_name(dir: &str) -> io::Result<&str> {
         {
             Ok(name)
         }
-        _ => Err(invalid(format!("node directory `{dir}` is not `nodes/<node>`"))),
+        _ => Err(invalid(format!(
+            "node directory `{dir}` is not `nodes/<node>`"
+        ))),
     }
 }
 
@@ -241,7 +324,9 @@ fn safe_relative(path: &str) -> io::Result<&Path> {
     if p.components().all(|c| matches!(c, Component::Normal(_))) && !path.is_empty() {
         Ok(p)
     } else {
-        Err(invalid(format!("`{path}` is not a relative path inside the output")))
+        Err(invalid(format!(
+            "`{path}` is not a relative path inside the output"
+        )))
     }
 }
 
@@ -257,7 +342,11 @@ fn remove_all(path: &Path) -> io::Result<()> {
 fn umask_interferes(dir: &Path) -> io::Result<bool> {
     let probe = dir.join(format!(".probe.{}", std::process::id()));
     let _ = fs::remove_file(&probe);
-    let f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&probe)?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&probe)?;
     let mode = f.metadata()?.permissions().mode() & 0o777;
     drop(f);
     fs::remove_file(&probe)?;
@@ -265,7 +354,11 @@ fn umask_interferes(dir: &Path) -> io::Result<bool> {
 }
 
 fn create(path: &Path, bytes: &[u8], mode: u32, fix_mode: bool) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
     if fix_mode {
         f.set_permissions(fs::Permissions::from_mode(mode))?;
     }
@@ -279,22 +372,12 @@ fn write_object(objects: &Path, name: &str, object: &Object, fix_mode: bool) -> 
     fs::rename(&tmp, objects.join(name))
 }
 
-/// Links the object of `file` to `to`, or copies it where the object has as many
-/// links as the file system allows.
-fn link(
-    objects: &Path,
-    file: &FileRef,
-    to: &Path,
-    rendered: &Rendered,
-    fix_mode: bool,
-) -> io::Result<()> {
-    match fs::hard_link(objects.join(hex(&file.digest)), to) {
+/// Links `object` (whose content is `content`) to `to`, or copies it where the object
+/// has as many links as the file system allows.
+fn link(object: &Path, to: &Path, content: &Object, fix_mode: bool) -> io::Result<()> {
+    match fs::hard_link(object, to) {
         Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-            let object = rendered
-                .objects
-                .get(&file.digest)
-                .ok_or_else(|| invalid(format!("object {} is missing", hex(&file.digest))))?;
-            create(to, &object.bytes, object.mode, fix_mode)
+            create(to, &content.bytes, content.mode, fix_mode)
         }
         other => other,
     }
@@ -321,8 +404,10 @@ fn manifest(
     plan: &Plan,
     extra: &[ExtraFile],
 ) -> Manifest {
-    let sizes: HashMap<&Digest, u64> =
-        objects.iter().map(|(d, o, _)| (*d, o.bytes.len() as u64)).collect();
+    let sizes: HashMap<&Digest, u64> = objects
+        .iter()
+        .map(|(d, o, _)| (*d, o.bytes.len() as u64))
+        .collect();
     let mut files: Vec<ManifestFile> = nodes
         .par_iter()
         .flat_map_iter(|(name, node)| {
@@ -370,5 +455,10 @@ fn manifest(
             mode: format!("{:04o}", o.mode),
         })
         .collect();
-    Manifest { version: MANIFEST_VERSION, objects, files }
+    Manifest {
+        version: MANIFEST_VERSION,
+        objects,
+        files,
+        images: Vec::new(),
+    }
 }

@@ -143,7 +143,12 @@ impl Rendered {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("{location}: template `{template}` failed for {target}: {message}")]
-    Template { template: String, target: String, location: String, message: String },
+    Template {
+        template: String,
+        target: String,
+        location: String,
+        message: String,
+    },
     #[error("{location}: node `{node}` is not in the plan")]
     NotPlaced { node: String, location: String },
     #[error(
@@ -200,6 +205,7 @@ struct Made {
     object: Object,
 }
 
+/// Renders `template` into a file at `path` of the node directories.
 fn make(
     templates: &Templates,
     template: &'static str,
@@ -209,14 +215,24 @@ fn make(
     source: &Arc<str>,
     what: For<'_>,
 ) -> Result<Made, RenderError> {
-    let text = templates.render(template, ctx).map_err(|e| RenderError::Template {
-        template: template.to_owned(),
-        target: what.describe(),
-        location: source.to_string(),
-        message: e.to_string(),
-    })?;
-    let mode = if template.ends_with(".sh") { MODE_SCRIPT } else { MODE_FILE };
-    Ok(stored(text.into_bytes(), mode, path, template, scope, source))
+    let text = templates
+        .render(template, ctx)
+        .map_err(|e| RenderError::Template {
+            template: template.to_owned(),
+            target: what.describe(),
+            location: source.to_string(),
+            message: e.to_string(),
+        })?;
+    let mode = if template.ends_with(".sh") {
+        MODE_SCRIPT
+    } else {
+        MODE_FILE
+    };
+    // The renderer's buffer has room to spare; a store of many small files should not
+    // keep it.
+    let mut bytes = text.into_bytes();
+    bytes.shrink_to_fit();
+    Ok(stored(bytes, mode, path, template, scope, source))
 }
 
 fn stored(
@@ -228,8 +244,15 @@ fn stored(
     source: &Arc<str>,
 ) -> Made {
     let digest: Digest = Sha256::digest(&bytes).into();
+    let file = FileRef {
+        path,
+        digest,
+        kind,
+        scope,
+        source: Arc::clone(source),
+    };
     Made {
-        file: FileRef { path, digest, kind, scope, source: Arc::clone(source) },
+        file,
         object: Object { bytes, mode },
     }
 }
@@ -239,226 +262,68 @@ fn guest(path: &str) -> String {
     format!("files/{}", path.trim_start_matches('/'))
 }
 
-fn context(v: Value) -> Context {
-    Context::from(v)
+/// `base` with more variables.
+fn extend(base: &Value, extra: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    let mut v = base.clone();
+    if let Value::Object(m) = &mut v {
+        m.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
+    v
 }
 
-fn obj(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())
+/// The cluster-wide files of a cluster, and who gets them.
+#[derive(Default)]
+struct Shared<'a> {
+    /// Role name → files every node of the role gets.
+    roles: HashMap<&'a str, Vec<FileRef>>,
+    /// Node id → files only that node gets (a DHCP server's dnsmasq.conf).
+    nodes: HashMap<&'a str, Vec<FileRef>>,
 }
 
-fn render_cluster<'a>(
+fn render_cluster(
     out: &mut Rendered,
-    cluster: &'a Cluster,
+    cluster: &Cluster,
     plan: &Plan,
     placed: &HashMap<&str, &PlanNode>,
     templates: &Templates,
     secrets: &Secrets,
 ) -> Result<(), RenderError> {
     let facts = ClusterFacts::new(cluster)?;
-    let csrc: Arc<str> = Arc::from(cluster.origin.location.as_str());
-    let base = obj([
-        ("cluster", value(facts.cluster_vars())),
-        ("scheduler", value(facts.sched_vars_of())),
-    ]);
-    let with = |extra: Vec<(&'static str, Value)>| {
-        let mut v = base.clone();
-        if let Value::Object(m) = &mut v {
-            m.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        }
-        context(v)
-    };
-
-    // Cluster-wide files, and who gets them.
-    let mut to_role: HashMap<&'a str, Vec<FileRef>> = HashMap::new();
-    let mut to_node: HashMap<&'a str, Vec<FileRef>> = HashMap::new();
-    let all_roles: Vec<&'a str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
-    let mut give = |out: &mut Rendered, made: Made, roles: &[&'a str]| {
-        for r in roles {
-            to_role.entry(r).or_default().push(made.file.clone());
-        }
-        out.add(made.file.digest, made.object);
-    };
-
-    let hosts = with(vec![("hosts", value(data::host_lines(&facts)))]);
-    let made = make(
-        templates,
-        "hosts",
-        &hosts,
-        guest("/etc/hosts"),
-        Scope::Cluster,
-        &csrc,
-        For::Cluster(cluster),
-    )?;
-    give(out, made, &all_roles);
-
-    if let Some((sched, _)) = &facts.sched {
-        let sched_roles: Vec<&'a str> = cluster
-            .roles
-            .iter()
-            .filter(|r| r.scheduler.is_some())
-            .map(|r| r.name.as_str())
-            .collect();
-        let controller: [&'a str; 1] = [sched.controller.as_str()];
-        let cfile = |t: &'static str, ctx: &Context, path: &str, src: &Arc<str>| {
-            make(templates, t, ctx, guest(path), Scope::Cluster, src, For::Cluster(cluster))
-        };
-        match sched.kind {
-            SchedulerKind::Slurm => {
-                let ctx = with(vec![
-                    ("nodes", value(data::slurm_nodes(&facts))),
-                    ("partitions", value(data::queue_vars(&facts, false))),
-                ]);
-                give(out, cfile("slurm.conf", &ctx, "/etc/slurm/slurm.conf", &csrc)?, &sched_roles);
-                let Some(key) = secrets.munge_key(&cluster.name) else {
-                    return Err(RenderError::MissingSecret {
-                        cluster: cluster.name.clone(),
-                        location: cluster.origin.location.clone(),
-                    });
-                };
-                let path = guest("/etc/munge/munge.key");
-                let m = stored(key.to_vec(), MODE_SECRET, path, "munge.key", Scope::Cluster, &csrc);
-                give(out, m, &sched_roles);
-            }
-            SchedulerKind::Pbs => {
-                let ctx = with(vec![]);
-                let m = cfile("pbs-server_name", &ctx, "/var/spool/torque/server_name", &csrc)?;
-                give(out, m, &sched_roles);
-                let ctx = with(vec![("nodes", value(data::pbs_nodes(&facts)))]);
-                let m = cfile("pbs-nodes", &ctx, "/var/spool/torque/server_priv/nodes", &csrc)?;
-                give(out, m, &controller);
-                let ctx = with(vec![("queues", value(data::queue_vars(&facts, false)))]);
-                give(out, cfile("pbs-qmgr", &ctx, "/etc/vocc/pbs/qmgr", &csrc)?, &controller);
-            }
-            SchedulerKind::Sge => {
-                let ctx = with(vec![]);
-                let path = "/var/lib/gridengine/default/common/act_qmaster";
-                give(out, cfile("sge-act_qmaster", &ctx, path, &csrc)?, &sched_roles);
-                let queues = data::queue_vars(&facts, true);
-                let ctx = with(vec![("queues", value(&queues))]);
-                give(out, cfile("sge-qconf.sh", &ctx, "/etc/vocc/sge/qconf.sh", &csrc)?, &controller);
-                for q in &queues {
-                    let ctx = with(vec![("queue", value(q))]);
-                    let qsrc: Arc<str> = Arc::from(q.source);
-                    let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);
-                    give(out, cfile("sge-hostgroup", &ctx, &path, &qsrc)?, &controller);
-                    let path = format!("/etc/vocc/sge/queues/{}", q.name);
-                    give(out, cfile("sge-queue", &ctx, &path, &qsrc)?, &controller);
-                }
-            }
-            SchedulerKind::Condor => {}
-        }
-    }
-
-    for server in &facts.dhcp {
-        let ctx = with(vec![
-            ("server", value(data::HostRef {
-                hostname: server.node.hostname.clone(),
-                fqdn: facts.fqdn(&server.node.hostname),
-                address: None,
-            })),
-            ("networks", value(data::dhcp_networks(cluster, server))),
-        ]);
-        let src: Arc<str> = Arc::from(server.networks[0].network.origin.location.as_str());
-        let m = make(
-            templates,
-            "dnsmasq.conf",
-            &ctx,
-            guest("/etc/dnsmasq.conf"),
-            Scope::Cluster,
-            &src,
-            For::Node(server.node),
-        )?;
-        to_node.entry(server.node.id.as_str()).or_default().push(m.file.clone());
-        out.add(m.file.digest, m.object);
-    }
-
-    // Role-wide files, then the nodes of each role.
+    let base = Value::Object(Map::from_iter([
+        ("cluster".to_owned(), value(facts.cluster_vars())),
+        ("scheduler".to_owned(), value(facts.sched_vars_of())),
+    ]));
+    let mut shared = cluster_files(out, &facts, &base, templates, secrets)?;
     for role in &cluster.roles {
-        let rsrc: Arc<str> = Arc::from(role.origin.location.as_str());
-        let role_vars = value(facts.role_vars(role));
-        let ctx = with(vec![
-            ("role", role_vars.clone()),
-            ("disks", value(data::disks(cluster, role, &plan.store, None))),
-            ("mounts", value(data::mounts(&facts, role))),
-            ("exports", value(data::exports(cluster, role))),
-        ]);
-        let what = || For::Role(cluster, role);
-        let mut shared = to_role.remove(role.name.as_str()).unwrap_or_default();
-        let mut role_file = |out: &mut Rendered, t: &'static str, ctx: &Context, path: String| {
-            make(templates, t, ctx, path, Scope::Role, &rsrc, what()).map(|m| {
-                shared.push(m.file.clone());
-                out.add(m.file.digest, m.object);
-            })
-        };
-        role_file(out, "fstab", &ctx, guest("/etc/fstab"))?;
-        if !role.exports.is_empty() {
-            role_file(out, "exports", &ctx, guest("/etc/exports"))?;
-        }
-        role_file(out, "user-data", &ctx, "cidata/user-data".to_owned())?;
-        if let Some(sr) = &role.scheduler {
-            match sr.kind {
-                SchedulerKind::Condor => {
-                    let mut v = ctx.data().clone();
-                    v["condor"] = json!({ "daemons": data::condor_daemons(sr) });
-                    role_file(
-                        out,
-                        "condor_config.local",
-                        &context(v),
-                        guest("/etc/condor/condor_config.local"),
-                    )?;
-                }
-                SchedulerKind::Pbs if sr.compute => {
-                    role_file(
-                        out,
-                        "pbs-mom_config",
-                        &ctx,
-                        guest("/var/spool/torque/mom_priv/config"),
-                    )?;
-                }
-                _ => {}
-            }
-        }
-        shared.sort_by(|a, b| a.path.cmp(&b.path));
-        let shared = Arc::new(shared);
-
-        let (kernel, initrd) = match role.root.first() {
-            Some(l) => layout::kernel(&plan.store, &cluster.name, l),
-            None => Default::default(),
-        };
-        let node_base = {
-            let mut v = base.clone();
-            if let Value::Object(m) = &mut v {
-                m.insert("role".into(), role_vars);
-                m.insert("console".into(), layout::console(cluster.hypervisor).into());
-                m.insert(
-                    "root_device".into(),
-                    format!("/dev/{}", layout::disk_device(cluster.hypervisor, 0)).into(),
-                );
-                m.insert("kernel".into(), kernel.into());
-                m.insert("initrd".into(), initrd.into());
-            }
-            v
-        };
+        let mut files = shared.roles.remove(role.name.as_str()).unwrap_or_default();
+        files.extend(role_files(
+            out,
+            &facts,
+            &base,
+            role,
+            &plan.store,
+            templates,
+        )?);
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         let job = NodeJob {
             cluster,
             role,
             templates,
             store: &plan.store,
-            base: &node_base,
-            shared: &shared,
+            base: node_base(&facts, &base, role, &plan.store),
+            shared: Arc::new(files),
         };
         let nodes: Vec<&Node> = cluster.nodes_of(&role.name).collect();
         let results: Vec<Result<(NodeOutput, Vec<Made>), RenderError>> = nodes
             .par_iter()
             .map(|node| {
-                let Some(pn) = placed.get(node.id.as_str()) else {
+                let Some(placed) = placed.get(node.id.as_str()) else {
                     return Err(RenderError::NotPlaced {
                         node: node.id.clone(),
                         location: node.origin.location.clone(),
                     });
                 };
-                job.node(node, pn, to_node.get(node.id.as_str()))
+                job.node(node, placed, shared.nodes.get(node.id.as_str()))
             })
             .collect();
         for r in results {
@@ -472,14 +337,240 @@ fn render_cluster<'a>(
     Ok(())
 }
 
+/// Renders the cluster-wide files: /etc/hosts, the batch system's files and the
+/// DHCP servers' dnsmasq.conf.
+fn cluster_files<'a>(
+    out: &mut Rendered,
+    facts: &ClusterFacts<'a>,
+    base: &Value,
+    templates: &Templates,
+    secrets: &Secrets,
+) -> Result<Shared<'a>, RenderError> {
+    let cluster = facts.cluster;
+    let csrc: Arc<str> = Arc::from(cluster.origin.location.as_str());
+    let mut shared = Shared::default();
+    let mut give = |out: &mut Rendered, made: Made, roles: &[&'a str]| {
+        for r in roles {
+            shared.roles.entry(r).or_default().push(made.file.clone());
+        }
+        out.add(made.file.digest, made.object);
+    };
+    let file = |t: &'static str, vars: Vec<(&'static str, Value)>, path: &str, src: &Arc<str>| {
+        let ctx = Context::from(extend(base, vars));
+        make(
+            templates,
+            t,
+            &ctx,
+            guest(path),
+            Scope::Cluster,
+            src,
+            For::Cluster(cluster),
+        )
+    };
+
+    let all_roles: Vec<&'a str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
+    let hosts = vec![("hosts", value(data::host_lines(facts)))];
+    give(out, file("hosts", hosts, "/etc/hosts", &csrc)?, &all_roles);
+
+    if let Some((sched, _)) = &facts.sched {
+        let sched_roles: Vec<&'a str> = cluster
+            .roles
+            .iter()
+            .filter(|r| r.scheduler.is_some())
+            .map(|r| r.name.as_str())
+            .collect();
+        let controller: [&'a str; 1] = [sched.controller.as_str()];
+        match sched.kind {
+            SchedulerKind::Slurm => {
+                let vars = vec![
+                    ("nodes", value(data::slurm_nodes(facts))),
+                    ("partitions", value(data::queue_vars(facts, false))),
+                ];
+                let m = file("slurm.conf", vars, "/etc/slurm/slurm.conf", &csrc)?;
+                give(out, m, &sched_roles);
+                let Some(key) = secrets.munge_key(&cluster.name) else {
+                    return Err(RenderError::MissingSecret {
+                        cluster: cluster.name.clone(),
+                        location: cluster.origin.location.clone(),
+                    });
+                };
+                let path = guest("/etc/munge/munge.key");
+                let m = stored(
+                    key.to_vec(),
+                    MODE_SECRET,
+                    path,
+                    "munge.key",
+                    Scope::Cluster,
+                    &csrc,
+                );
+                give(out, m, &sched_roles);
+            }
+            SchedulerKind::Pbs => {
+                let path = "/var/spool/torque/server_name";
+                give(
+                    out,
+                    file("pbs-server_name", vec![], path, &csrc)?,
+                    &sched_roles,
+                );
+                let vars = vec![("nodes", value(data::pbs_nodes(facts)))];
+                let path = "/var/spool/torque/server_priv/nodes";
+                give(out, file("pbs-nodes", vars, path, &csrc)?, &controller);
+                let vars = vec![("queues", value(data::queue_vars(facts, false)))];
+                give(
+                    out,
+                    file("pbs-qmgr", vars, "/etc/vocc/pbs/qmgr", &csrc)?,
+                    &controller,
+                );
+            }
+            SchedulerKind::Sge => {
+                let path = "/var/lib/gridengine/default/common/act_qmaster";
+                give(
+                    out,
+                    file("sge-act_qmaster", vec![], path, &csrc)?,
+                    &sched_roles,
+                );
+                let queues = data::queue_vars(facts, true);
+                let vars = vec![("queues", value(&queues))];
+                let m = file("sge-qconf.sh", vars, "/etc/vocc/sge/qconf.sh", &csrc)?;
+                give(out, m, &controller);
+                for q in &queues {
+                    let qsrc: Arc<str> = Arc::from(q.source);
+                    let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);
+                    let m = file("sge-hostgroup", vec![("queue", value(q))], &path, &qsrc)?;
+                    give(out, m, &controller);
+                    let path = format!("/etc/vocc/sge/queues/{}", q.name);
+                    let m = file("sge-queue", vec![("queue", value(q))], &path, &qsrc)?;
+                    give(out, m, &controller);
+                }
+            }
+            // HTCondor's configuration differs by role: see `role_files`.
+            SchedulerKind::Condor => {}
+        }
+    }
+
+    for server in &facts.dhcp {
+        let vars = [
+            (
+                "server",
+                value(data::HostRef {
+                    hostname: server.node.hostname.clone(),
+                    fqdn: facts.fqdn(&server.node.hostname),
+                    address: None,
+                }),
+            ),
+            ("networks", value(data::dhcp_networks(cluster, server))),
+        ];
+        let ctx = Context::from(extend(base, vars));
+        let src: Arc<str> = Arc::from(server.networks[0].network.origin.location.as_str());
+        let path = guest("/etc/dnsmasq.conf");
+        let m = make(
+            templates,
+            "dnsmasq.conf",
+            &ctx,
+            path,
+            Scope::Cluster,
+            &src,
+            For::Node(server.node),
+        )?;
+        shared
+            .nodes
+            .entry(server.node.id.as_str())
+            .or_default()
+            .push(m.file.clone());
+        out.add(m.file.digest, m.object);
+    }
+    Ok(shared)
+}
+
+/// Renders the role-wide files of `role`: fstab, exports, cloud-init user-data, and
+/// the batch system's per-role configuration.
+fn role_files(
+    out: &mut Rendered,
+    facts: &ClusterFacts<'_>,
+    base: &Value,
+    role: &Role,
+    store: &str,
+    templates: &Templates,
+) -> Result<Vec<FileRef>, RenderError> {
+    let cluster = facts.cluster;
+    let rsrc: Arc<str> = Arc::from(role.origin.location.as_str());
+    let mut vars = extend(
+        base,
+        [
+            ("role", value(facts.role_vars(role))),
+            ("disks", value(data::disks(cluster, role, store, None))),
+            ("mounts", value(data::mounts(facts, role))),
+            ("exports", value(data::exports(cluster, role))),
+        ],
+    );
+    let sched = role.scheduler.as_ref();
+    if let Some(sr) = sched.filter(|s| s.kind == SchedulerKind::Condor) {
+        vars["condor"] = json!({ "daemons": data::condor_daemons(sr) });
+    }
+    let ctx = Context::from(vars);
+
+    let mut wanted = vec![("fstab", guest("/etc/fstab"))];
+    if !role.exports.is_empty() {
+        wanted.push(("exports", guest("/etc/exports")));
+    }
+    wanted.push(("user-data", "cidata/user-data".to_owned()));
+    match sched {
+        Some(s) if s.kind == SchedulerKind::Condor => {
+            wanted.push((
+                "condor_config.local",
+                guest("/etc/condor/condor_config.local"),
+            ));
+        }
+        Some(s) if s.kind == SchedulerKind::Pbs && s.compute => {
+            wanted.push(("pbs-mom_config", guest("/var/spool/torque/mom_priv/config")));
+        }
+        _ => {}
+    }
+    let mut files = Vec::with_capacity(wanted.len());
+    for (t, path) in wanted {
+        let m = make(
+            templates,
+            t,
+            &ctx,
+            path,
+            Scope::Role,
+            &rsrc,
+            For::Role(cluster, role),
+        )?;
+        files.push(m.file.clone());
+        out.add(m.file.digest, m.object);
+    }
+    Ok(files)
+}
+
+/// The variables every node of `role` shares.
+fn node_base(facts: &ClusterFacts<'_>, base: &Value, role: &Role, store: &str) -> Value {
+    let cluster = facts.cluster;
+    let (kernel, initrd) = match role.root.first() {
+        Some(l) => layout::kernel(store, &cluster.name, l),
+        None => Default::default(),
+    };
+    let root = format!("/dev/{}", layout::disk_device(cluster.hypervisor, 0));
+    extend(
+        base,
+        [
+            ("role", value(facts.role_vars(role))),
+            ("console", layout::console(cluster.hypervisor).into()),
+            ("root_device", root.into()),
+            ("kernel", kernel.into()),
+            ("initrd", initrd.into()),
+        ],
+    )
+}
+
 /// What rendering one node of a role needs.
 struct NodeJob<'a> {
     cluster: &'a Cluster,
     role: &'a Role,
     templates: &'a Templates,
     store: &'a str,
-    base: &'a Value,
-    shared: &'a Arc<Vec<FileRef>>,
+    base: Value,
+    shared: Arc<Vec<FileRef>>,
 }
 
 impl NodeJob<'_> {
@@ -509,24 +600,43 @@ impl NodeJob<'_> {
             m.insert("nics".into(), nics.clone());
             m.insert(
                 "disks".into(),
-                value(data::disks(cluster, self.role, self.store, Some(&placed.dir))),
+                value(data::disks(
+                    cluster,
+                    self.role,
+                    self.store,
+                    Some(&placed.dir),
+                )),
             );
             m.insert("cmdline".into(), Value::Null);
         }
-        let mut ctx = context(v);
+        let mut ctx = Context::from(v);
         let mut made = Vec::with_capacity(8 + node.nics.len());
         let file = |ctx: &Context, t: &'static str, path: String| {
-            make(self.templates, t, ctx, path, Scope::Node, &src, For::Node(node))
+            make(
+                self.templates,
+                t,
+                ctx,
+                path,
+                Scope::Node,
+                &src,
+                For::Node(node),
+            )
         };
 
         let cmdline = file(&ctx, "cmdline", "cmdline".into())?;
-        let line = String::from_utf8_lossy(&cmdline.object.bytes).trim().to_owned();
+        let line = String::from_utf8_lossy(&cmdline.object.bytes)
+            .trim()
+            .to_owned();
         ctx.data_mut()["cmdline"] = line.into();
         made.push(cmdline);
         made.push(file(&ctx, "hostname", guest("/etc/hostname"))?);
         made.push(file(&ctx, "interfaces", guest("/etc/network/interfaces"))?);
         made.push(file(&ctx, "meta-data", "cidata/meta-data".into())?);
-        made.push(file(&ctx, "network-config", "cidata/network-config".into())?);
+        made.push(file(
+            &ctx,
+            "network-config",
+            "cidata/network-config".into(),
+        )?);
         match cluster.hypervisor {
             crate::model::Hypervisor::Xen => made.push(file(&ctx, "xen.cfg", "xen.cfg".into())?),
             crate::model::Hypervisor::Kvm => {
@@ -551,7 +661,7 @@ impl NodeJob<'_> {
             id: node.id.clone(),
             cluster: cluster.name.clone(),
             own,
-            shared: Arc::clone(self.shared),
+            shared: Arc::clone(&self.shared),
         };
         Ok((out, made))
     }

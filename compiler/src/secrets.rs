@@ -43,7 +43,11 @@ pub enum SecretsError {
         "the secret `{}` is {len} bytes, not {expected}; remove it to have a new one made",
         path.display()
     )]
-    Size { path: PathBuf, len: usize, expected: usize },
+    Size {
+        path: PathBuf,
+        len: usize,
+        expected: usize,
+    },
     #[error(
         "the secret `{}` can be read by others (mode {mode:o}); run `chmod 600` on it, or \
          remove it to have a new one made",
@@ -63,7 +67,10 @@ impl Secrets {
     pub fn load_or_create(dir: &Path, model: &Model) -> Result<Secrets, SecretsError> {
         let mut secrets = Secrets::default();
         for c in &model.clusters {
-            if c.scheduler.as_ref().is_some_and(|s| s.kind == SchedulerKind::Slurm) {
+            if c.scheduler
+                .as_ref()
+                .is_some_and(|s| s.kind == SchedulerKind::Slurm)
+            {
                 let key = load_or_create(&dir.join(&c.name), "munge.key", MUNGE_KEY_LEN)?;
                 secrets.munge.insert(c.name.clone(), key.into());
             }
@@ -93,17 +100,27 @@ fn load_or_create(dir: &Path, name: &str, len: usize) -> Result<Vec<u8>, Secrets
         Err(SecretsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
 
     let mut key = vec![0u8; len];
-    getrandom::fill(&mut key)
-        .map_err(|e| SecretsError::Random { path: path.clone(), message: e.to_string() })?;
+    getrandom::fill(&mut key).map_err(|e| SecretsError::Random {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     // Written under a temporary name and linked into place, so that a killed build
     // never leaves a short key, and two builds racing keep the first key made.
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let written = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(&key)?;
         f.sync_all()
@@ -118,15 +135,25 @@ fn load_or_create(dir: &Path, name: &str, len: usize) -> Result<Vec<u8>, Secrets
 }
 
 fn read(path: &Path, len: usize) -> Result<Vec<u8>, SecretsError> {
-    let io_err = |source| SecretsError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| SecretsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io_err)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(SecretsError::Insecure { path: path.to_path_buf(), mode });
+        return Err(SecretsError::Insecure {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let key = fs::read(path).map_err(io_err)?;
     if key.len() != len {
-        return Err(SecretsError::Size { path: path.to_path_buf(), len: key.len(), expected: len });
+        return Err(SecretsError::Size {
+            path: path.to_path_buf(),
+            len: key.len(),
+            expected: len,
+        });
     }
     Ok(key)
 }

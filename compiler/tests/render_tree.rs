@@ -13,7 +13,10 @@ use vocc_compiler::render::{render, Templates};
 use vocc_runtime::Plan;
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn write(fixture: &str, out: &Path) -> Manifest {
@@ -47,9 +50,18 @@ fn layout_of_the_osg_cluster() {
     }
     let worker = out.join("nodes/osg-worker8");
     assert!(worker.join("files/etc/fstab").is_file());
-    assert!(!worker.join("files/etc/exports").exists(), "workers export nothing");
-    assert!(!head.join("libvirt.xml").exists(), "a xen cluster has no libvirt domain");
-    assert_eq!(fs::read_to_string(head.join("files/etc/hostname")).unwrap(), "head\n");
+    assert!(
+        !worker.join("files/etc/exports").exists(),
+        "workers export nothing"
+    );
+    assert!(
+        !head.join("libvirt.xml").exists(),
+        "a xen cluster has no libvirt domain"
+    );
+    assert_eq!(
+        fs::read_to_string(head.join("files/etc/hostname")).unwrap(),
+        "head\n"
+    );
 
     let names: BTreeSet<String> = fs::read_dir(out.join("nodes"))
         .unwrap()
@@ -61,8 +73,18 @@ fn layout_of_the_osg_cluster() {
     assert_eq!(names, expected);
 
     let key = head.join("files/etc/munge/munge.key");
-    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(fs::metadata(head.join("xen.cfg")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(head.join("xen.cfg"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
 
     let plan_json = fs::read_to_string(out.join("plan.json")).unwrap();
     assert!(plan_json.ends_with("}\n"));
@@ -125,15 +147,22 @@ fn the_manifest_lists_every_file() {
         assert_eq!(f.size, bytes.len() as u64);
         if f.path.starts_with("nodes/") {
             assert!(f.node.is_some() && f.cluster.as_deref() == Some("osg"));
-            assert!(f.source.starts_with("fixtures/osg.voc:"), "{}: {}", f.path, f.source);
+            assert!(
+                f.source.starts_with("fixtures/osg.voc:"),
+                "{}: {}",
+                f.path,
+                f.source
+            );
         }
     }
     let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     assert!(paths.windows(2).all(|w| w[0] < w[1]), "sorted by path");
 
     // Every object is named by the hash of its content, and listed once.
-    let objects: Vec<(&String, &(Vec<u8>, u32))> =
-        tree.iter().filter(|(p, _)| p.starts_with("objects/")).collect();
+    let objects: Vec<(&String, &(Vec<u8>, u32))> = tree
+        .iter()
+        .filter(|(p, _)| p.starts_with("objects/"))
+        .collect();
     assert_eq!(objects.len(), manifest.objects.len());
     for (p, (bytes, mode)) in objects {
         let name = p.trim_start_matches("objects/");
@@ -143,9 +172,15 @@ fn the_manifest_lists_every_file() {
     }
 
     // Provenance: the fstab of the workers comes from the worker role's line.
-    let fstab = manifest.files.iter().find(|f| f.path == "nodes/osg-worker2/files/etc/fstab");
+    let fstab = manifest
+        .files
+        .iter()
+        .find(|f| f.path == "nodes/osg-worker2/files/etc/fstab");
     let fstab = fstab.unwrap();
-    assert_eq!((fstab.kind.as_str(), fstab.scope.as_str()), ("fstab", "role"));
+    assert_eq!(
+        (fstab.kind.as_str(), fstab.scope.as_str()),
+        ("fstab", "role")
+    );
     assert_eq!(fstab.source, "fixtures/osg.voc:42:3");
 }
 
@@ -182,7 +217,12 @@ fn a_rebuild_equals_a_fresh_build() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(entries, ["manifest.json", "nodes", "objects", "plan.json"].map(String::from).into());
+    assert_eq!(
+        entries,
+        ["manifest.json", "nodes", "objects", "plan.json"]
+            .map(String::from)
+            .into()
+    );
 }
 
 #[test]
@@ -192,7 +232,11 @@ fn every_fixture_writes() {
     let templates = Templates::embedded().unwrap();
     let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
     let manifest = write_tree(tmp.path(), &rendered, &plan, &[]).unwrap();
-    let nodes: BTreeSet<&str> = manifest.files.iter().filter_map(|f| f.node.as_deref()).collect();
+    let nodes: BTreeSet<&str> = manifest
+        .files
+        .iter()
+        .filter_map(|f| f.node.as_deref())
+        .collect();
     assert_eq!(nodes.len(), plan.nodes.len());
     assert!(tmp.path().join("nodes/voc-compute28/libvirt.xml").is_file());
     assert!(tmp.path().join("nodes/vo-a-head/xen.cfg").is_file());

@@ -1,7 +1,23 @@
-//! The vocc runtime: the plan format and, later, the executor and hypervisor drivers.
+//! The vocc runtime: the plan format, and the executor that runs plans on a site's
+//! hosts through hypervisor drivers, with a journal per cluster.
 //! It never parses appliance files and never renders templates.
 
+pub mod agent;
+pub mod artifacts;
+pub mod cluster;
+pub mod console;
+pub mod dag;
+pub mod driver;
+pub mod error;
+pub mod journal;
 pub mod plan;
+pub mod ports;
+pub mod proc;
+pub mod report;
 pub mod schema;
+pub mod stage;
+pub mod state;
 
+pub use cluster::{Op, Options, Runtime, Selection};
+pub use error::Error;
 pub use plan::{Plan, SCHEMA_VERSION};

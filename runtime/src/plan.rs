@@ -81,6 +81,21 @@ pub struct PlanLayer {
     pub size: Option<u64>,
     /// The content hash, once images are built (absent for `--config-only`).
     pub sha256: Option<String>,
+    /// The layer's image relative to the store (and to OUT), once built:
+    /// `layers/<cluster>/<name>.img`. Node overlays name it as their backing file by
+    /// the relative path `../../layers/<cluster>/<name>.img`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The image's format, `raw` or `qcow2`, once built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// For a root layer vocc built: the kernel to boot nodes with (direct kernel boot),
+    /// relative to the store: `layers/<cluster>/<name>.vmlinuz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// The initramfs that goes with `kernel`: `layers/<cluster>/<name>.initrd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -102,6 +117,11 @@ pub struct PlanNode {
     pub persistence: String,
     /// Layer ids stacked into the root, bottom first.
     pub root: Vec<String>,
+    /// Once images are built: the id of the one layer image the node's root overlay
+    /// is backed by (the bottom layer of `root`, or a layer derived from `root` and
+    /// the role's packages, which the plan then also lists and stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_image: Option<String>,
     pub disks: Vec<PlanDisk>,
     pub nics: Vec<PlanNic>,
     /// Nodes that must be ready before this one starts (it mounts from them).

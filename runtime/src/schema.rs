@@ -97,7 +97,8 @@ pub fn validate(plan: &Plan) -> Result<(), PlanError> {
         let owner = || format!("node `{}`", node.id);
         check(&clusters, &owner, "cluster", &node.cluster)?;
         check(&hosts, &owner, "host", &node.host)?;
-        for layer in node.root.iter().chain(node.disks.iter().map(|d| &d.layer)) {
+        let root_image = node.root_image.iter();
+        for layer in node.root.iter().chain(root_image).chain(node.disks.iter().map(|d| &d.layer)) {
             check(&layers, &owner, "layer", layer)?;
         }
         for after in &node.after {

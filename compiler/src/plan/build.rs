@@ -54,6 +54,10 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                 source: source_text(&l.source),
                 size: l.size,
                 sha256: None,
+                image: None,
+                format: None,
+                kernel: None,
+                initrd: None,
             })
         })
         .collect();
@@ -93,6 +97,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .iter()
                         .map(|l| layer_id(&cluster.name, l))
                         .collect(),
+                    root_image: None,
                     disks: role
                         .disks
                         .iter()

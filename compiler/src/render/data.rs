@@ -187,9 +187,10 @@ impl<'a> ClusterFacts<'a> {
                 fqdn: self.fqdn(&node.hostname),
                 address: nic.and_then(|n| n.address).map(|a| a.to_string()),
             },
-            network: nic
-                .and_then(|n| c.network(&n.network))
-                .map(|net| NetRef { name: net.name.clone(), cidr: net.cidr() }),
+            network: nic.and_then(|n| c.network(&n.network)).map(|net| NetRef {
+                name: net.name.clone(),
+                cidr: net.cidr(),
+            }),
         })
     }
 
@@ -201,10 +202,11 @@ impl<'a> ClusterFacts<'a> {
         let controller = self.sched.as_ref().map(|(s, _)| s.controller.as_str());
         let mut servers: Vec<DhcpServer<'a>> = Vec::new();
         for net in &c.networks {
-            let wanted = c
-                .nodes
-                .iter()
-                .any(|n| n.nics.iter().any(|i| i.network == net.name && i.method == NicMethod::Dhcp));
+            let wanted = c.nodes.iter().any(|n| {
+                n.nics
+                    .iter()
+                    .any(|i| i.network == net.name && i.method == NicMethod::Dhcp)
+            });
             if !wanted {
                 continue;
             }
@@ -238,7 +240,10 @@ impl<'a> ClusterFacts<'a> {
             };
             match servers.iter_mut().find(|s| s.node.id == node.id) {
                 Some(s) => s.networks.push(dnet),
-                None => servers.push(DhcpServer { node, networks: vec![dnet] }),
+                None => servers.push(DhcpServer {
+                    node,
+                    networks: vec![dnet],
+                }),
             }
         }
         Ok(servers)
@@ -278,7 +283,10 @@ impl<'a> ClusterFacts<'a> {
 
     /// The address of `node` on `network`.
     pub fn address_on(node: &Node, network: &str) -> Option<Ipv4Addr> {
-        node.nics.iter().find(|n| n.network == network).and_then(|n| n.address)
+        node.nics
+            .iter()
+            .find(|n| n.network == network)
+            .and_then(|n| n.address)
     }
 }
 
@@ -311,11 +319,16 @@ fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
         q.default = i == default;
     }
     for role in &cluster.roles {
-        let Some(sr) = role.scheduler.as_ref().filter(|sr| sr.compute) else { continue };
+        let Some(sr) = role.scheduler.as_ref().filter(|sr| sr.compute) else {
+            continue;
+        };
         if sr.queues.is_empty() {
             qs[default].roles.push(role);
         } else {
-            for q in qs.iter_mut().filter(|q| sr.queues.iter().any(|n| n == q.name)) {
+            for q in qs
+                .iter_mut()
+                .filter(|q| sr.queues.iter().any(|n| n == q.name))
+            {
                 q.roles.push(role);
             }
         }
@@ -348,7 +361,10 @@ pub(super) fn disks<'a>(
     dir: Option<&str>,
 ) -> Vec<DiskVars<'a>> {
     let hv = cluster.hypervisor;
-    let path = |file: &str| dir.map(|d| layout::node_file(store, d, file)).unwrap_or_default();
+    let path = |file: &str| {
+        dir.map(|d| layout::node_file(store, d, file))
+            .unwrap_or_default()
+    };
     let mut out = Vec::with_capacity(role.disks.len() + 3);
     out.push(DiskVars {
         kind: "root",
@@ -456,12 +472,19 @@ pub(super) fn exports<'a>(cluster: &Cluster, role: &'a Role) -> Vec<ExportVars<'
         .iter()
         .map(|e| ExportVars {
             path: &e.path,
-            clients: cluster.network(&e.network).map(Network::cidr).unwrap_or_default(),
+            clients: cluster
+                .network(&e.network)
+                .map(Network::cidr)
+                .unwrap_or_default(),
             access: e.access.as_str(),
             options: format!(
                 "{},sync,no_subtree_check,{}",
                 e.access.as_str(),
-                if e.no_root_squash { "no_root_squash" } else { "root_squash" }
+                if e.no_root_squash {
+                    "no_root_squash"
+                } else {
+                    "root_squash"
+                }
             ),
             source: &e.origin.location,
         })
@@ -497,9 +520,11 @@ pub(super) struct NicVars<'a> {
 /// gateway. A node has one default route, so the other NICs get none even if their
 /// networks have gateways.
 pub(super) fn default_route(cluster: &Cluster, node: &Node) -> Option<usize> {
-    node.nics
-        .iter()
-        .position(|n| cluster.network(&n.network).is_some_and(|net| net.gateway.is_some()))
+    node.nics.iter().position(|n| {
+        cluster
+            .network(&n.network)
+            .is_some_and(|net| net.gateway.is_some())
+    })
 }
 
 pub(super) fn nics<'a>(
@@ -533,8 +558,14 @@ pub(super) fn nics<'a>(
                     .and_then(|n| n.gateway)
                     .filter(|_| !dhcp && route == Some(i))
                     .map(|g| g.to_string()),
-                dns: net.map(|n| n.dns.iter().map(Ipv4Addr::to_string).collect()).unwrap_or_default(),
-                bridge: plan.nics.iter().find(|p| p.name == n.name).and_then(|p| p.bridge.as_deref()),
+                dns: net
+                    .map(|n| n.dns.iter().map(Ipv4Addr::to_string).collect())
+                    .unwrap_or_default(),
+                bridge: plan
+                    .nics
+                    .iter()
+                    .find(|p| p.name == n.name)
+                    .and_then(|p| p.bridge.as_deref()),
             }
         })
         .collect()
@@ -629,11 +660,17 @@ pub(super) fn queue_vars<'a>(facts: &ClusterFacts<'a>, with_hosts: bool) -> Vec<
             let names = q
                 .roles
                 .iter()
-                .map(|r| super::hostlist::compress(c.nodes_of(&r.name).map(|n| n.hostname.as_str())))
+                .map(|r| {
+                    super::hostlist::compress(c.nodes_of(&r.name).map(|n| n.hostname.as_str()))
+                })
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
                 .join(",");
-            let (hosts, slots) = if with_hosts { sge_hosts(facts, q) } else { Default::default() };
+            let (hosts, slots) = if with_hosts {
+                sge_hosts(facts, q)
+            } else {
+                Default::default()
+            };
             QueueVars {
                 name: q.name,
                 vo: q.vo,
@@ -688,7 +725,11 @@ pub(super) fn pbs_nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<PbsNode<'a>> {
         }
         let properties = facts.served_queues(r).join(" ");
         for n in c.nodes_of(&r.name) {
-            out.push(PbsNode { hostname: &n.hostname, np: r.cpu, properties: properties.clone() });
+            out.push(PbsNode {
+                hostname: &n.hostname,
+                np: r.cpu,
+                properties: properties.clone(),
+            });
         }
     }
     out

@@ -83,8 +83,17 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(layer_image("/var/lib/vocc/", "osg", "vdt"), "/var/lib/vocc/layers/osg/vdt.img");
-        assert_eq!(node_file("/s", "nodes/osg-head", "root.qcow2"), "/s/nodes/osg-head/root.qcow2");
-        assert_eq!(node_file(".vocc/store", "nodes/a", "x"), ".vocc/store/nodes/a/x");
+        assert_eq!(
+            layer_image("/var/lib/vocc/", "osg", "vdt"),
+            "/var/lib/vocc/layers/osg/vdt.img"
+        );
+        assert_eq!(
+            node_file("/s", "nodes/osg-head", "root.qcow2"),
+            "/s/nodes/osg-head/root.qcow2"
+        );
+        assert_eq!(
+            node_file(".vocc/store", "nodes/a", "x"),
+            ".vocc/store/nodes/a/x"
+        );
     }
 }

@@ -113,11 +113,21 @@ pub enum TemplateSource {
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("cannot read the templates directory `{}`: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{}` is not a template vocc renders{}", path.display(), hint(.suggestion))]
-    Unknown { path: PathBuf, suggestion: Option<&'static str> },
+    Unknown {
+        path: PathBuf,
+        suggestion: Option<&'static str>,
+    },
     #[error("template `{name}` ({}) does not parse: {message}", describe(.origin))]
-    Parse { name: String, origin: TemplateSource, message: String },
+    Parse {
+        name: String,
+        origin: TemplateSource,
+        message: String,
+    },
 }
 
 fn hint(suggestion: &Option<&'static str>) -> String {
@@ -143,7 +153,9 @@ pub struct Templates {
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates").field("sources", &self.sources).finish()
+        f.debug_struct("Templates")
+            .field("sources", &self.sources)
+            .finish()
     }
 }
 
@@ -162,7 +174,10 @@ impl Templates {
             .map(|t| (t.name, (t.text.to_owned(), TemplateSource::Embedded)))
             .collect();
         if let Some(dir) = dir {
-            let read = |source| TemplateError::Read { path: dir.to_path_buf(), source };
+            let read = |source| TemplateError::Read {
+                path: dir.to_path_buf(),
+                source,
+            };
             let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(read)?
                 .map(|e| e.map(|e| e.path()))
@@ -170,7 +185,10 @@ impl Templates {
                 .map_err(read)?;
             entries.sort();
             for path in entries {
-                let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+                let file = path
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .unwrap_or_default();
                 if file.starts_with('.') {
                     continue;
                 }
@@ -182,8 +200,11 @@ impl Templates {
                             .and_then(|s| info(s).map(|t| t.name));
                     return Err(TemplateError::Unknown { path, suggestion });
                 };
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| TemplateError::Read { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
                 texts.insert(t.name, (text, TemplateSource::Site(path)));
             }
         }
@@ -192,7 +213,9 @@ impl Templates {
         let mut xml = registry(escape_xml);
         let mut sources = BTreeMap::new();
         for t in TEMPLATES {
-            let Some((text, source)) = texts.remove(t.name) else { continue };
+            let Some((text, source)) = texts.remove(t.name) else {
+                continue;
+            };
             let reg = match t.escape {
                 Escape::Config => &mut config,
                 Escape::Xml => &mut xml,
@@ -206,7 +229,11 @@ impl Templates {
             }
             sources.insert(t.name, source);
         }
-        Ok(Templates { config, xml, sources })
+        Ok(Templates {
+            config,
+            xml,
+            sources,
+        })
     }
 
     /// Where template `name` came from.
@@ -242,7 +269,9 @@ pub fn escape_config(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
     }
-    s.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// XML escaping for character data and attribute values (either quote style).
@@ -278,6 +307,9 @@ mod tests {
     fn escapes() {
         assert_eq!(escape_config("a b=c\"d"), "a b=c\"d");
         assert_eq!(escape_config("a\nb"), "a\u{FFFD}b");
-        assert_eq!(escape_xml("a<b>&'\"\n"), "a&lt;b&gt;&amp;&apos;&quot;\u{FFFD}");
+        assert_eq!(
+            escape_xml("a<b>&'\"\n"),
+            "a&lt;b&gt;&amp;&apos;&quot;\u{FFFD}"
+        );
     }
 }

@@ -22,7 +22,10 @@ pub fn build_fixture(name: &str) -> (Model, Plan) {
         "pbs" => vec![pbs()],
         "sge" => vec![sge()],
         "condor" => vec![condor()],
-        other => match other.strip_prefix("synthetic-").and_then(|n| n.parse::<u32>().ok()) {
+        other => match other
+            .strip_prefix("synthetic-")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
             Some(n) if n >= 2 => vec![osg(n - 1)],
             _ => panic!("no fixture `{name}`"),
         },
@@ -32,12 +35,18 @@ pub fn build_fixture(name: &str) -> (Model, Plan) {
 
 /// A model of several fixtures at once (one output tree for all).
 pub fn build_fixtures(names: &[&str]) -> (Model, Plan) {
-    let clusters = names.iter().flat_map(|n| build_fixture(n).0.clusters).collect();
+    let clusters = names
+        .iter()
+        .flat_map(|n| build_fixture(n).0.clusters)
+        .collect();
     finish(clusters)
 }
 
 fn origin(file: &str, line: u32) -> Origin {
-    Origin { span: Default::default(), location: format!("fixtures/{file}.voc:{line}:3") }
+    Origin {
+        span: Default::default(),
+        location: format!("fixtures/{file}.voc:{line}:3"),
+    }
 }
 
 fn network(c: &str, name: &str, cidr: &str, assign: Assign, line: u32) -> Network {
@@ -55,15 +64,25 @@ fn network(c: &str, name: &str, cidr: &str, assign: Assign, line: u32) -> Networ
 }
 
 fn layer(c: &str, name: &str, source: LayerSource, line: u32) -> Layer {
-    Layer { name: name.into(), source, packages: Vec::new(), size: None, origin: origin(c, line) }
+    Layer {
+        name: name.into(),
+        source,
+        packages: Vec::new(),
+        size: None,
+        origin: origin(c, line),
+    }
 }
 
 fn debian() -> LayerSource {
-    LayerSource::Debian { suite: "bookworm".into() }
+    LayerSource::Debian {
+        suite: "bookworm".into(),
+    }
 }
 
 fn dir(name: &str) -> LayerSource {
-    LayerSource::Dir { path: format!("layers/{name}") }
+    LayerSource::Dir {
+        path: format!("layers/{name}"),
+    }
 }
 
 fn role(c: &str, name: &str, count: u32, cpu: u32, memory_mib: u64, line: u32) -> Role {
@@ -87,7 +106,13 @@ fn role(c: &str, name: &str, count: u32, cpu: u32, memory_mib: u64, line: u32) -
 }
 
 fn nic(c: &str, name: &str, net: &str, method: Option<NicMethod>, line: u32) -> NicSpec {
-    NicSpec { name: name.into(), network: net.into(), method, address: None, origin: origin(c, line) }
+    NicSpec {
+        name: name.into(),
+        network: net.into(),
+        method,
+        address: None,
+        origin: origin(c, line),
+    }
 }
 
 fn sched(c: &str, kind: SchedulerKind, what: &str, queues: &[&str], line: u32) -> SchedRole {
@@ -103,11 +128,22 @@ fn sched(c: &str, kind: SchedulerKind, what: &str, queues: &[&str], line: u32) -
 }
 
 fn queue(c: &str, name: &str, vo: Option<&str>, default: bool, line: u32) -> Queue {
-    Queue { name: name.into(), vo: vo.map(Into::into), default, origin: origin(c, line) }
+    Queue {
+        name: name.into(),
+        vo: vo.map(Into::into),
+        default,
+        origin: origin(c, line),
+    }
 }
 
 fn export(c: &str, path: &str, net: &str, access: Access, line: u32) -> Export {
-    Export { path: path.into(), network: net.into(), access, no_root_squash: false, origin: origin(c, line) }
+    Export {
+        path: path.into(),
+        network: net.into(),
+        access,
+        no_root_squash: false,
+        origin: origin(c, line),
+    }
 }
 
 fn mount(c: &str, from: &str, path: &str, net: &str, line: u32) -> Mount {
@@ -142,7 +178,10 @@ fn osg(workers: u32) -> Cluster {
     let mut cl = cluster(c, "osg", Hypervisor::Xen);
     let mut public = network(c, "public", "192.0.2.0/28", Assign::Static, 10);
     public.gateway = Some(Ipv4Addr::new(192, 0, 2, 1));
-    cl.networks = vec![network(c, "private", "10.20.0.0/24", Assign::Pool, 6), public];
+    cl.networks = vec![
+        network(c, "private", "10.20.0.0/24", Assign::Pool, 6),
+        public,
+    ];
     if workers > 200 {
         cl.networks[0] = network(c, "private", "10.0.0.0/16", Assign::Pool, 6);
     }
@@ -151,8 +190,18 @@ fn osg(workers: u32) -> Cluster {
 
     let mut head = role(c, "head", 1, 1, 384, 30);
     head.disks = vec![
-        Disk { layer: "vdt".into(), at: "/opt/vdt".into(), access: Access::Ro, origin: origin(c, 32) },
-        Disk { layer: "apps".into(), at: "/opt/apps".into(), access: Access::Rw, origin: origin(c, 34) },
+        Disk {
+            layer: "vdt".into(),
+            at: "/opt/vdt".into(),
+            access: Access::Ro,
+            origin: origin(c, 32),
+        },
+        Disk {
+            layer: "apps".into(),
+            at: "/opt/apps".into(),
+            access: Access::Rw,
+            origin: origin(c, 34),
+        },
     ];
     head.exports = vec![
         export(c, "/opt/vdt", "private", Access::Ro, 33),
@@ -167,8 +216,10 @@ fn osg(workers: u32) -> Cluster {
     let mut worker = role(c, "worker", workers, 1, 360, 42);
     worker.swap = Some(200 * MIB);
     worker.nics = vec![nic(c, "eth0", "private", None, 46)];
-    worker.mounts =
-        vec![mount(c, "head", "/opt/vdt", "private", 47), mount(c, "head", "/opt/apps", "private", 48)];
+    worker.mounts = vec![
+        mount(c, "head", "/opt/vdt", "private", 47),
+        mount(c, "head", "/opt/apps", "private", 48),
+    ];
     worker.mounts[0].access = Access::Ro;
     worker.scheduler = Some(sched(c, SchedulerKind::Slurm, "compute", &["osg"], 49));
     worker.cmdline = vec!["quiet".into()];
@@ -245,15 +296,24 @@ fn condor() -> Cluster {
     let mut head = role(c, "head", 1, 1, 1024, 20);
     head.nics = vec![nic(c, "eth0", "lan", Some(NicMethod::Pool), 24)];
     head.exports = vec![export(c, "/home", "lan", Access::Rw, 22)];
-    head.scheduler = Some(sched(c, SchedulerKind::Condor, "controller submit", &[], 25));
+    head.scheduler = Some(sched(
+        c,
+        SchedulerKind::Condor,
+        "controller submit",
+        &[],
+        25,
+    ));
     let mut compute = role(c, "compute", 28, 1, 1024, 28);
     compute.persistence = Persistence::Ephemeral;
     compute.nics = vec![nic(c, "eth0", "lan", None, 33)];
     compute.mounts = vec![mount(c, "head", "/home", "lan", 34)];
     compute.scheduler = Some(sched(c, SchedulerKind::Condor, "compute", &[], 35));
     cl.roles = vec![head, compute];
-    cl.scheduler =
-        Some(Scheduler { kind: SchedulerKind::Condor, queues: Vec::new(), controller: "head".into() });
+    cl.scheduler = Some(Scheduler {
+        kind: SchedulerKind::Condor,
+        queues: Vec::new(),
+        controller: "head".into(),
+    });
     cl
 }
 
@@ -261,17 +321,28 @@ fn condor() -> Cluster {
 /// and places every node on one of four hosts.
 fn finish(mut clusters: Vec<Cluster>) -> (Model, Plan) {
     for (ci, cl) in clusters.iter_mut().enumerate() {
-        let mut next: Vec<u32> = cl.networks.iter().map(|n| u32::from(n.subnet) + 1).collect();
+        let mut next: Vec<u32> = cl
+            .networks
+            .iter()
+            .map(|n| u32::from(n.subnet) + 1)
+            .collect();
         let mut nodes = Vec::new();
         for (ri, r) in cl.roles.iter().enumerate() {
             for index in 1..=r.count {
-                let hostname =
-                    if r.count == 1 { r.name.clone() } else { format!("{}{index}", r.name) };
+                let hostname = if r.count == 1 {
+                    r.name.clone()
+                } else {
+                    format!("{}{index}", r.name)
+                };
                 let nics = r
                     .nics
                     .iter()
                     .map(|spec| {
-                        let ni = cl.networks.iter().position(|n| n.name == spec.network).unwrap();
+                        let ni = cl
+                            .networks
+                            .iter()
+                            .position(|n| n.name == spec.network)
+                            .unwrap();
                         let net = &cl.networks[ni];
                         let method = spec.method.unwrap_or(match net.assign {
                             Assign::Dhcp => NicMethod::Dhcp,
@@ -319,7 +390,10 @@ fn finish(mut clusters: Vec<Cluster>) -> (Model, Plan) {
     let site = Site {
         name: "fixture".into(),
         hosts: Vec::new(),
-        bridges: vec![("private".into(), "xenbr1".into()), ("public".into(), "xenbr0".into())],
+        bridges: vec![
+            ("private".into(), "xenbr1".into()),
+            ("public".into(), "xenbr0".into()),
+        ],
         store: "/var/lib/vocc".into(),
         origin: origin("site", 1),
     };
@@ -362,6 +436,7 @@ fn plan(model: &Model) -> Plan {
                     Persistence::Ephemeral => "ephemeral".into(),
                 },
                 root: r.root.iter().map(|l| format!("{}/{l}", c.name)).collect(),
+                root_image: None,
                 disks: r
                     .disks
                     .iter()
@@ -443,7 +518,9 @@ pub fn render_fixture(name: &str) -> (Model, Plan, vocc_compiler::render::Render
 
 /// The text of the file `path` (relative to the node's directory) of node `node`.
 pub fn text(rendered: &vocc_compiler::render::Rendered, node: &str, path: &str) -> String {
-    let n = rendered.node(node).unwrap_or_else(|| panic!("no node `{node}`"));
+    let n = rendered
+        .node(node)
+        .unwrap_or_else(|| panic!("no node `{node}`"));
     let f = n.files().find(|f| f.path == path).unwrap_or_else(|| {
         let have: Vec<&str> = n.files().map(|f| f.path.as_str()).collect();
         panic!("node `{node}` has no `{path}`; it has {have:?}")
@@ -459,7 +536,12 @@ pub fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, (V
         .map(Result::unwrap)
         .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
             (rel, (std::fs::read(e.path()).unwrap(), mode))
         })

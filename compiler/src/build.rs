@@ -1,0 +1,78 @@
+//! `vocc build`: from a checked model and its plan to the output tree — secrets,
+//! rendering, the content-addressed file tree, the plan, the model dump and the
+//! manifest — and, unless only configuration is asked for, the images.
+
+use crate::model::Model;
+use crate::output::{self, ExtraFile, Manifest};
+use crate::render::{self, Templates};
+use crate::secrets::Secrets;
+use serde::Serialize;
+use std::path::PathBuf;
+use vocc_runtime::Plan;
+
+/// What the caller chose.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out: PathBuf,
+    /// A directory whose templates replace the embedded ones of the same name.
+    pub templates: Option<PathBuf>,
+    /// Where per-cluster secrets are kept (made on first use, reused after).
+    pub secrets: PathBuf,
+    /// Render configuration and the plan only; build no images.
+    pub config_only: bool,
+}
+
+/// What a build produced (printed as JSON with `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub ok: bool,
+    pub out: String,
+    pub clusters: usize,
+    pub nodes: usize,
+    /// Files in the tree (node files are hard links to objects).
+    pub files: usize,
+    /// Distinct contents written.
+    pub objects: usize,
+}
+
+/// Why a build failed after the input checked out: a template, a secret or the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Templates(#[from] render::TemplateError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Builds everything for `model` placed by `plan` into `options.out`.
+pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildSummary, BuildError> {
+    let templates = Templates::load(options.templates.as_deref())?;
+    let secrets = Secrets::load_or_create(&options.secrets, model)?;
+    let rendered = render::render(model, &plan, &templates, &secrets)?;
+    let mut model_json = serde_json::to_vec_pretty(model).unwrap_or_default();
+    model_json.push(b'\n');
+    let extra = [ExtraFile {
+        path: "model.json".into(),
+        bytes: model_json,
+        kind: "model".into(),
+        cluster: None,
+        source: model
+            .clusters
+            .first()
+            .map_or_else(|| model.site.origin.location.clone(), |c| c.origin.location.clone()),
+    }];
+    let manifest: Manifest = output::write_tree(&options.out, &rendered, &plan, &extra)
+        .map_err(|source| BuildError::Write { path: options.out.clone(), source })?;
+    Ok(BuildSummary {
+        ok: true,
+        out: options.out.display().to_string(),
+        clusters: model.clusters.len(),
+        nodes: plan.nodes.len(),
+        files: manifest.files.len(),
+        objects: manifest.objects.len(),
+    })
+}

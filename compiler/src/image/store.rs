@@ -1,0 +1,437 @@
+//! The content-addressed store of built artifacts: layers, kernels, initramfs images,
+//! overlays, swap disks and config drives, each named by the sha256 of its bytes, with
+//! an index from recipe keys to what they produced, the caches that builds reuse, and
+//! the record of which output trees use which artifacts (for `vocc gc`).
+//!
+//! ```text
+//! STORE/objects/<sha256>        an artifact: read-only (0444; 0400 for config drives)
+//! STORE/index/<key>.json        recipe key → the canonical recipe and its outputs
+//! STORE/cache/kernel/<pkg>_<v>/ an extracted kernel package (vmlinuz, modules)
+//! STORE/cache/hash/<id>.json    sha256 of host files, by path, size, mtime and inode
+//! STORE/roots/<id>.json         an output tree (OUT) that uses this store
+//! STORE/tmp/<pid>.<n>/          work directories of running builds
+//! STORE/lock                    builds hold it shared, `vocc gc` exclusively
+//! ```
+//!
+//! Invariants: a name under `objects/` always holds exactly the bytes its name says:
+//! artifacts are built under `tmp/`, hashed, synced and renamed into place. An index
+//! entry is written only after its objects, so an entry whose objects all exist is a
+//! good cache hit; an entry with a missing object is a miss. Nothing under `tmp/` is
+//! ever taken for a result.
+
+use super::ImageError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// One output of a recipe: an object of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// An index entry: what a recipe produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    /// The canonical recipe (for `why was this rebuilt`).
+    pub recipe: serde_json::Value,
+    /// Named outputs: `image`, `kernel`, `initrd`, `drive`, ...
+    pub outputs: BTreeMap<String, Output>,
+    /// Caches the build used (`kernel/<pkg>_<version>`); `vocc gc` keeps them while
+    /// the entry lives.
+    #[serde(default)]
+    pub caches: Vec<String>,
+}
+
+/// An open store. Holding it holds the store's lock (shared, or exclusive for gc).
+pub struct Store {
+    root: PathBuf,
+    _lock: File,
+}
+
+/// Where the store is when `--store` does not say: `$XDG_DATA_HOME/vocc/store`, else
+/// `~/.local/share/vocc/store`, else `.vocc/images` in the current directory.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("vocc/store");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/share/vocc/store");
+    }
+    PathBuf::from(".vocc/images")
+}
+
+static TMP_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Store {
+    /// Opens (creating) the store at `dir` for a build: shared lock.
+    pub fn open(dir: &Path) -> Result<Store, ImageError> {
+        Store::open_with(dir, libc::LOCK_SH)
+    }
+
+    /// Opens the store for garbage collection: exclusive lock.
+    pub fn open_exclusive(dir: &Path) -> Result<Store, ImageError> {
+        Store::open_with(dir, libc::LOCK_EX)
+    }
+
+    fn open_with(dir: &Path, how: libc::c_int) -> Result<Store, ImageError> {
+        let io = |e: io::Error| ImageError::io(format!("cannot open the store `{}`", dir.display()), e);
+        for sub in ["objects", "index", "cache/kernel", "cache/hash", "roots", "tmp"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io)?;
+        }
+        let root = fs::canonicalize(dir).map_err(io)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(root.join("lock"))
+            .map_err(io)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; it has no memory effects.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), how) };
+        if rc != 0 {
+            return Err(io(io::Error::last_os_error()));
+        }
+        Ok(Store { root, _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn object(&self, sha256: &str) -> PathBuf {
+        self.root.join("objects").join(sha256)
+    }
+
+    pub fn kernel_cache(&self) -> PathBuf {
+        self.root.join("cache/kernel")
+    }
+
+    /// A fresh work directory under `tmp/`, removed when dropped.
+    pub fn work_dir(&self) -> Result<WorkDir, ImageError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self.root.join("tmp").join(format!("{}.{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path)
+            .map_err(|e| ImageError::io(format!("cannot create `{}`", path.display()), e))?;
+        Ok(WorkDir { path })
+    }
+
+    /// The entry of `key` if it exists and all its objects are there.
+    pub fn lookup(&self, key: &str) -> Option<Entry> {
+        let text = fs::read(self.root.join("index").join(format!("{key}.json"))).ok()?;
+        let entry: Entry = serde_json::from_slice(&text).ok()?;
+        let complete = entry.key == key
+            && entry.outputs.values().all(|o| {
+                fs::symlink_metadata(self.object(&o.sha256)).map(|m| m.len() == o.size).unwrap_or(false)
+            });
+        complete.then_some(entry)
+    }
+
+    /// The entry of `key`, even if some of its objects are gone (to explain rebuilds).
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        let text = fs::read(self.root.join("index").join(format!("{key}.json"))).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Moves the finished file `tmp` into the store under its sha256, read-only with
+    /// `mode`, synced; returns its name and size. An object that is already there
+    /// is kept (it has the same bytes).
+    pub fn insert(&self, tmp: &Path, mode: u32) -> Result<Output, ImageError> {
+        let io = |e: io::Error| ImageError::io(format!("cannot store `{}`", tmp.display()), e);
+        let sha256 = hash_file(tmp).map_err(io)?;
+        let size = fs::metadata(tmp).map_err(io)?.len();
+        let f = File::open(tmp).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::set_permissions(tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
+        let dest = self.object(&sha256);
+        if dest.exists() {
+            let _ = fs::remove_file(tmp);
+        } else {
+            fs::rename(tmp, &dest).map_err(io)?;
+            sync_dir(&self.root.join("objects")).map_err(io)?;
+        }
+        Ok(Output { sha256, size })
+    }
+
+    /// Writes the index entry of a finished build (after its objects).
+    pub fn record(&self, entry: &Entry) -> Result<(), ImageError> {
+        let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other);
+        let path = self.root.join("index").join(format!("{}.json", entry.key));
+        bytes
+            .and_then(|b| write_atomic(&path, &b, 0o644))
+            .map_err(|e| ImageError::io(format!("cannot write `{}`", path.display()), e))
+    }
+
+    /// The sha256 of a host file, remembered by path, size, mtime and inode so that
+    /// a large pinned image or the busybox binary is read once, not on every build.
+    pub fn hash_host_file(&self, path: &Path) -> Result<String, ImageError> {
+        #[derive(Serialize, Deserialize, PartialEq)]
+        struct Memo {
+            path: PathBuf,
+            size: u64,
+            mtime: i64,
+            mtime_nsec: i64,
+            ino: u64,
+            sha256: String,
+        }
+        let io = |e: io::Error| ImageError::io(format!("cannot read `{}`", path.display()), e);
+        let abs = fs::canonicalize(path).map_err(io)?;
+        let meta = fs::metadata(&abs).map_err(io)?;
+        let id = sha256_hex(abs.as_os_str().as_encoded_bytes());
+        let memo_path = self.root.join("cache/hash").join(format!("{id}.json"));
+        let fresh = |m: &Memo| {
+            m.path == abs
+                && m.size == meta.len()
+                && m.mtime == meta.mtime()
+                && m.mtime_nsec == meta.mtime_nsec()
+                && m.ino == meta.ino()
+        };
+        if let Some(m) = fs::read(&memo_path).ok().and_then(|b| serde_json::from_slice::<Memo>(&b).ok()) {
+            if fresh(&m) {
+                return Ok(m.sha256);
+            }
+        }
+        let sha256 = hash_file(&abs).map_err(io)?;
+        let memo = Memo {
+            path: abs.clone(),
+            size: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            sha256: sha256.clone(),
+        };
+        if let Ok(b) = serde_json::to_vec(&memo) {
+            let _ = write_atomic(&memo_path, &b, 0o644);
+        }
+        Ok(sha256)
+    }
+
+    /// Records that the output tree `out` uses this store (its manifest lists what).
+    pub fn register_root(&self, out: &Path) -> Result<(), ImageError> {
+        #[derive(Serialize)]
+        struct Root<'a> {
+            out: &'a Path,
+        }
+        let abs = fs::canonicalize(out)
+            .map_err(|e| ImageError::io(format!("cannot resolve `{}`", out.display()), e))?;
+        let id = sha256_hex(abs.as_os_str().as_encoded_bytes());
+        let path = self.root.join("roots").join(format!("{id}.json"));
+        let bytes = serde_json::to_vec(&Root { out: &abs }).map_err(io::Error::other);
+        bytes
+            .and_then(|b| write_atomic(&path, &b, 0o644))
+            .map_err(|e| ImageError::io(format!("cannot write `{}`", path.display()), e))
+    }
+}
+
+/// A work directory that removes itself.
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = make_writable_and_remove(&self.path);
+    }
+}
+
+/// Removes a tree even where directories were left read-only.
+fn make_writable_and_remove(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
+                }
+            }
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// What `vocc gc` did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    pub roots_kept: usize,
+    pub roots_removed: usize,
+    pub objects_kept: usize,
+    pub objects_removed: usize,
+    pub bytes_freed: u64,
+    pub entries_removed: usize,
+    pub caches_removed: usize,
+}
+
+/// Removes every object no registered output tree uses, the index entries that named
+/// them, caches no remaining entry uses, and leftovers of killed builds. An output
+/// tree counts while its `manifest.json` exists; what it uses is what its manifest's
+/// `images` list.
+pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
+    let store = Store::open_exclusive(dir)?;
+    let root = store.root().to_path_buf();
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: io::Error| ImageError::io(format!("cannot clean `{what}`"), e)
+    };
+    let mut report = GcReport::default();
+
+    // What the live output trees use.
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let roots_dir = root.join("roots");
+    for e in fs::read_dir(&roots_dir).map_err(io(&roots_dir))?.flatten() {
+        #[derive(Deserialize)]
+        struct Root {
+            out: PathBuf,
+        }
+        let used = fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Root>(&b).ok())
+            .and_then(|r| fs::read(r.out.join("manifest.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|m| {
+                m.get("images")
+                    .and_then(|i| i.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.get("sha256")?.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            });
+        match used {
+            Some(shas) => {
+                report.roots_kept += 1;
+                live.extend(shas);
+            }
+            None => {
+                report.roots_removed += 1;
+                fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            }
+        }
+    }
+
+    // Index entries whose objects are not all live go.
+    let mut caches: BTreeSet<String> = BTreeSet::new();
+    let index = root.join("index");
+    for e in fs::read_dir(&index).map_err(io(&index))?.flatten() {
+        let entry = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+        match entry {
+            Some(entry) if entry.outputs.values().all(|o| live.contains(&o.sha256)) => {
+                caches.extend(entry.caches);
+            }
+            _ => {
+                report.entries_removed += 1;
+                fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            }
+        }
+    }
+
+    let objects = root.join("objects");
+    for e in fs::read_dir(&objects).map_err(io(&objects))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if live.contains(&name) {
+            report.objects_kept += 1;
+        } else {
+            report.bytes_freed += e.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+            report.objects_removed += 1;
+            fs::remove_file(e.path()).map_err(io(&e.path()))?;
+        }
+    }
+
+    let kernels = store.kernel_cache();
+    for e in fs::read_dir(&kernels).map_err(io(&kernels))?.flatten() {
+        let name = format!("kernel/{}", e.file_name().to_string_lossy());
+        if !caches.contains(&name) {
+            report.caches_removed += 1;
+            make_writable_and_remove(&e.path()).map_err(io(&e.path()))?;
+        }
+    }
+    let tmp = root.join("tmp");
+    for e in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
+        make_writable_and_remove(&e.path()).map_err(io(&e.path()))?;
+    }
+    let hashes = root.join("cache/hash");
+    for e in fs::read_dir(&hashes).map_err(io(&hashes))?.flatten() {
+        fs::remove_file(e.path()).map_err(io(&e.path()))?;
+    }
+    Ok(report)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::render::hex(&Sha256::digest(bytes).into())
+}
+
+/// The sha256 of a file's bytes.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::render::hex(&h.finalize().into()))
+}
+
+/// Writes `path` through a synced temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_names_objects_by_content_and_lookup_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let work = store.work_dir().unwrap();
+        let f = work.path().join("a");
+        fs::write(&f, b"abc").unwrap();
+        let out = store.insert(&f, 0o444).unwrap();
+        assert_eq!(out.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let mode = fs::metadata(store.object(&out.sha256)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444);
+        let entry = Entry {
+            key: "k".into(),
+            recipe: serde_json::json!({"a": 1}),
+            outputs: [("image".to_owned(), out.clone())].into(),
+            caches: vec![],
+        };
+        store.record(&entry).unwrap();
+        assert_eq!(store.lookup("k"), Some(entry));
+        fs::remove_file(store.object(&out.sha256)).unwrap();
+        assert_eq!(store.lookup("k"), None);
+        assert!(store.entry("k").is_some());
+    }
+}

@@ -1,0 +1,160 @@
+//! The host side of the command agent behind `vocc exec`: a line protocol over a
+//! serial port of the guest that qemu exposes as a unix socket on the host. The guest
+//! side is the POSIX sh script `runtime/guest/vocc-agent` (see `agent.md`).
+//!
+//! Arguments travel base64-encoded, one word each, so no value is ever interpreted by
+//! a shell on either side: the guest rebuilds the argument vector and runs it as such.
+
+use crate::driver::ExecOutput;
+use crate::error::{Error, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The guest side, for the image side to install as `/lib/vocc/vocc-agent`.
+pub const GUEST_SCRIPT: &str = include_str!("../guest/vocc-agent");
+
+/// Runs `argv` on the guest behind `socket` and waits up to `limit` for its answer.
+pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutput> {
+    if argv.is_empty() {
+        return Err(Error::Other("no command to run".to_owned()));
+    }
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Other(format!("the agent at `{}`: {what}: {e}", socket.display()))
+    };
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        fail(
+            "cannot connect (is the node running, and was it booted by the qemu driver?)",
+            &e,
+        )
+    })?;
+    let id = format!(
+        "{}{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ crate::state::now_ms() as u128
+    );
+    let mut request = format!("vocc-exec {id}");
+    for a in argv {
+        request.push(' ');
+        request.push_str(&encode(a.as_bytes()));
+    }
+    request.push('\n');
+    let mut writer = stream.try_clone().map_err(|e| fail("socket", &e))?;
+    // A line first, so that a partial line left in the guest's buffer by an
+    // interrupted exec ends before the request starts.
+    writer
+        .write_all(format!("\n{request}").as_bytes())
+        .map_err(|e| fail("cannot write", &e))?;
+    let deadline = Instant::now() + limit;
+    let mut reader = BufReader::new(stream);
+    let mut out = ExecOutput {
+        status: -1,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let mut begun = false;
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Other(format!(
+                "the command did not finish within {} s",
+                limit.as_secs()
+            )));
+        }
+        reader
+            .get_ref()
+            .set_read_timeout(Some(left.min(Duration::from_millis(500))))
+            .map_err(|e| fail("socket", &e))?;
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return Err(fail("closed", &"the guest closed the connection")),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(fail("cannot read", &e)),
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let mut words = text.split(' ');
+        match (words.next(), words.next()) {
+            (Some("vocc-begin"), Some(got)) if got == id => begun = true,
+            (Some("vocc-out"), Some(data)) if begun => out.stdout.extend(decode(data)?),
+            (Some("vocc-err"), Some(data)) if begun => out.stderr.extend(decode(data)?),
+            (Some("vocc-exit"), Some(got)) if begun && got == id => {
+                out.status = words.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
+                return Ok(out);
+            }
+            _ => {} // Noise, or the answer to an earlier, abandoned request.
+        }
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (padding optional).
+pub fn decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        if c == b'=' {
+            break;
+        }
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .ok_or_else(|| Error::Other(format!("the agent sent bad base64: `{text}`")))?;
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "a", "ab", "abc", "abcd", "ping -c 1 head; rm -rf /", "é\n\0x"] {
+            let e = encode(s.as_bytes());
+            assert_eq!(decode(&e).unwrap(), s.as_bytes(), "{e}");
+        }
+        assert_eq!(encode(b"hello"), "aGVsbG8=");
+        assert_eq!(decode("aGVsbG8").unwrap(), b"hello");
+    }
+}

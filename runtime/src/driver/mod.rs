@@ -1,0 +1,161 @@
+//! Hypervisor drivers behind one small trait. A driver acts on one node at a time; the
+//! executor runs many of them in parallel, so drivers are `Sync` and keep no state of
+//! their own between calls beyond what they can read back from the host (a pid file, a
+//! domain list), which is what makes every step idempotent.
+//!
+//! - `qemu` — one qemu-system-x86_64 per node (the embedded default).
+//! - `libvirt` — KVM through `virsh` with the generated domain XML.
+//! - `xen` — `xl` with the generated xl.cfg.
+//! - `sim` — no VMs: planning and scale tests.
+
+pub mod disks;
+pub mod libvirt;
+pub mod qemu;
+pub mod qmp;
+pub mod sim;
+pub mod xen;
+
+use crate::error::{Error, Result};
+use crate::journal::Segment;
+use crate::plan::{Plan, PlanCluster, PlanNode};
+use crate::state::Layout;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a driver needs to know about one node.
+pub struct NodeCtx<'a> {
+    pub plan: &'a Plan,
+    pub cluster: &'a PlanCluster,
+    pub node: &'a PlanNode,
+    pub layout: &'a Layout,
+    /// The L2 segment of each of the cluster's networks.
+    pub segments: &'a BTreeMap<String, Segment>,
+}
+
+impl NodeCtx<'_> {
+    /// The node's runtime directory (console log, pid file).
+    pub fn run_dir(&self) -> PathBuf {
+        self.layout.node_run(&self.cluster.name, &self.node.id)
+    }
+
+    /// Where the node's unix sockets live.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.layout.node_sockets(&self.cluster.name, &self.node.id)
+    }
+
+    /// The node's rendered files in the plan's directory (`OUT/nodes/<id>`).
+    pub fn out_dir(&self) -> PathBuf {
+        self.layout.out.join(self.node.dir.trim_matches('/'))
+    }
+
+    /// The node's own disks on its host (`STORE/nodes/<id>`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.layout.node_store(&self.node.dir)
+    }
+
+    pub fn ephemeral(&self) -> bool {
+        self.node.persistence == "ephemeral"
+    }
+}
+
+/// What a driver sees of a node on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Nothing of the node exists (not loaded, or unloaded).
+    Absent,
+    /// Loaded (defined, disks made) but not running.
+    Defined,
+    Running,
+    Paused,
+}
+
+/// Time a load spent on the node's files (`config`) and on defining it (`define`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimes {
+    pub config_ms: f64,
+    pub define_ms: f64,
+}
+
+/// The result of `vocc exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// One hypervisor. Each method is idempotent: asked to do what is already done, it
+/// says so in its detail string and succeeds.
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Whether staging puts real files into the host's store (false for `sim`).
+    fn stages_files(&self) -> bool {
+        true
+    }
+
+    /// Makes the node's disks and configuration on its host and defines it.
+    fn load(&self, n: &NodeCtx, times: &mut LoadTimes) -> Result<String>;
+
+    /// Boots a loaded (or stopped) node.
+    fn start(&self, n: &NodeCtx) -> Result<String>;
+
+    /// Waits until the node says it is ready (its marker on the console).
+    fn wait_ready(&self, n: &NodeCtx, limit: Duration) -> Result<String>;
+
+    fn pause(&self, n: &NodeCtx) -> Result<String>;
+
+    fn unpause(&self, n: &NodeCtx) -> Result<String>;
+
+    /// Stops the node: politely (then by force after `grace`) unless `force` or the
+    /// node is ephemeral, which are killed at once.
+    fn stop(&self, n: &NodeCtx, force: bool, grace: Duration) -> Result<String>;
+
+    /// Undefines a stopped node and removes its disks from the host.
+    fn unload(&self, n: &NodeCtx) -> Result<String>;
+
+    /// What is there now; `None` when the driver cannot tell (`sim`), in which case the
+    /// journal is believed.
+    fn observe(&self, n: &NodeCtx) -> Option<Observed>;
+
+    /// The node's console log on this machine, if the driver keeps one.
+    fn console_log(&self, n: &NodeCtx) -> Option<PathBuf>;
+
+    /// The pid of the node's process on this machine, if it has one (qemu).
+    fn pid(&self, _n: &NodeCtx) -> Option<i32> {
+        None
+    }
+
+    /// Runs a command on a running node.
+    fn exec(&self, _n: &NodeCtx, _argv: &[String], _limit: Duration) -> Result<ExecOutput> {
+        Err(Error::Unsupported {
+            driver: self.name().to_owned(),
+            what: "run commands on nodes (`vocc exec` needs the qemu driver's agent)".to_owned(),
+        })
+    }
+
+    /// Ends whatever the driver left of a cluster that the journal may not know of
+    /// (processes of a killed run); part of `down`.
+    fn reclaim(&self, _layout: &Layout, _cluster: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The drivers by name.
+pub const DRIVERS: &[&str] = &["qemu", "libvirt", "xen", "sim"];
+
+/// A driver by name, configured from the environment where it has settings
+/// (`VOCC_LIBVIRT_URI`, `VOCC_XL`, `VOCC_ACCEL`, ...).
+pub fn by_name(name: &str) -> Result<Box<dyn Driver>> {
+    match name {
+        "qemu" => Ok(Box::new(qemu::Qemu::from_env())),
+        "libvirt" => Ok(Box::new(libvirt::Libvirt::from_env())),
+        "xen" => Ok(Box::new(xen::Xen::from_env())),
+        "sim" => Ok(Box::new(sim::Sim::from_env())),
+        other => Err(Error::Other(format!(
+            "there is no driver `{other}`: use one of {}",
+            DRIVERS.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,143 @@
+//! The journal of a cluster: what the runtime believes about every node (its state,
+//! its process), what each step did and how long it took, where each layer was staged
+//! and verified, the network segments the cluster was given, and the report of the
+//! last operation. It is written atomically (temp file + rename).
+//!
+//! Invariant: the journal is a record, not the truth. Every step asks its driver what
+//! is really there before acting (a running qemu, a defined domain, a staged file), so
+//! a journal that lags behind a killed run only costs a re-check, never a second VM.
+
+use crate::error::{Error, Result};
+use crate::plan::State;
+use crate::report::Report;
+use crate::state::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const JOURNAL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub cluster: String,
+    /// The driver that brought the cluster up; later commands use it.
+    pub driver: String,
+    /// The plan file the cluster runs.
+    pub plan: String,
+    /// Each cluster network's L2 segment (qemu: a multicast group and port).
+    pub networks: BTreeMap<String, Segment>,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Staged layers by `<host>:<layer>`.
+    pub staged: BTreeMap<String, Staged>,
+    pub steps: BTreeMap<String, StepRecord>,
+    /// The report of the last operation.
+    pub last: Option<Report>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub group: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub state: State,
+    /// The readiness marker was seen since the last start.
+    pub ready: bool,
+    pub pid: Option<i32>,
+    /// The last failure (`step: message`), cleared by the next success.
+    pub error: Option<String>,
+    /// When the record last changed (ms since the epoch).
+    pub updated_ms: u64,
+}
+
+impl Default for NodeRecord {
+    fn default() -> Self {
+        NodeRecord {
+            state: State::Unstaged,
+            ready: false,
+            pid: None,
+            error: None,
+            updated_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub path: String,
+    pub sha256: String,
+    /// `hardlink`, `reflink`, `copy` or `in place`.
+    pub how: String,
+    /// Size, mtime and inode when verified: unchanged metadata skips the re-hash.
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Done,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub started_ms: u64,
+    pub duration_ms: f64,
+    /// What the step did (`staged by hardlink`, `already running`) or why it failed.
+    pub detail: String,
+}
+
+impl Journal {
+    pub fn new(cluster: &str, driver: &str, plan: &str) -> Journal {
+        Journal {
+            version: JOURNAL_VERSION,
+            cluster: cluster.to_owned(),
+            driver: driver.to_owned(),
+            plan: plan.to_owned(),
+            ..Journal::default()
+        }
+    }
+
+    /// Reads a journal; `None` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Journal>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let journal: Journal = serde_json::from_str(&text).map_err(|e| {
+            Error::Other(format!(
+                "the journal `{}` is damaged ({e}): run `vocc down` to reclaim the cluster",
+                path.display()
+            ))
+        })?;
+        if journal.version != JOURNAL_VERSION {
+            return Err(Error::Other(format!(
+                "the journal `{}` has version {} but this runtime writes version {JOURNAL_VERSION}",
+                path.display(),
+                journal.version
+            )));
+        }
+        Ok(Some(journal))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec(self).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomic(path, &text)
+    }
+
+    pub fn node(&mut self, id: &str) -> &mut NodeRecord {
+        self.nodes.entry(id.to_owned()).or_default()
+    }
+
+    pub fn state(&self, id: &str) -> State {
+        self.nodes.get(id).map_or(State::Unstaged, |n| n.state)
+    }
+}

@@ -1,0 +1,161 @@
+//! Staging: each layer into each host's store once, verified against the plan's
+//! sha256 before anything boots from it. On this machine the store is local, so a
+//! layer arrives by hard link, else by reflink, else by copy (remote hosts, by a site's
+//! own transport, come later). The image's kernel and initramfs come along.
+//!
+//! Invariant: a staged image has the name it will be booted from only once its whole
+//! content is there (temp name + rename), and its hash is checked before the stage
+//! step succeeds; a verified file whose size, mtime and inode are unchanged is not
+//! hashed again.
+
+use crate::artifacts;
+use crate::error::{Error, Result};
+use crate::journal::Staged;
+use crate::plan::PlanLayer;
+use crate::state::Layout;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Stages `layer` into the store; `known` is what the journal recorded last time.
+pub fn stage(layout: &Layout, layer: &PlanLayer, known: Option<&Staged>) -> Result<Staged> {
+    let expected = layer.sha256.clone().ok_or_else(|| {
+        Error::Other(format!(
+            "the layer `{}` has no sha256 in the plan: build its images (`vocc build` without \
+             `--config-only`) before running it",
+            layer.id
+        ))
+    })?;
+    let dst = layout.staged_layer(&layer.id, "img");
+    let src = artifacts::layer_file(layout, layer, "img");
+    for ext in ["vmlinuz", "initrd"] {
+        let from = artifacts::layer_file(layout, layer, ext);
+        if from.exists() {
+            place(&from, &layout.staged_layer(&layer.id, ext))?;
+        }
+    }
+    if let Ok(meta) = fs::metadata(&dst) {
+        if let Some(k) = known {
+            if k.sha256 == expected && same_file(k, &meta) {
+                return Ok(Staged {
+                    how: "already staged".to_owned(),
+                    ..k.clone()
+                });
+            }
+        }
+        if sha256_file(&dst)? == expected {
+            return Ok(record(&dst, &expected, "already staged, verified", &meta));
+        }
+        // Something else sits under the layer's name: replace it.
+        let _ = fs::remove_file(&dst);
+    }
+    if !src.exists() {
+        return Err(Error::Other(format!(
+            "the image of layer `{}` is not at `{}`: build the plan's images first",
+            layer.id,
+            src.display()
+        )));
+    }
+    let how = place(&src, &dst)?;
+    let found = sha256_file(&dst)?;
+    if found != expected {
+        let _ = fs::remove_file(&dst);
+        return Err(Error::Checksum {
+            layer: layer.id.clone(),
+            path: src,
+            expected,
+            found,
+        });
+    }
+    let meta = fs::metadata(&dst).map_err(|e| Error::io("read", &dst, e))?;
+    Ok(record(&dst, &expected, how, &meta))
+}
+
+fn same_file(k: &Staged, meta: &fs::Metadata) -> bool {
+    k.size == meta.len() && k.inode == meta.ino() && k.mtime_ns == mtime_ns(meta)
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+fn record(path: &Path, sha: &str, how: &str, meta: &fs::Metadata) -> Staged {
+    Staged {
+        path: path.display().to_string(),
+        sha256: sha.to_owned(),
+        how: how.to_owned(),
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+        inode: meta.ino(),
+    }
+}
+
+/// Puts `src` at `dst` (read-only) the cheapest way: the same file, a hard link, a
+/// reflink, or a copy. Returns how.
+fn place(src: &Path, dst: &Path) -> Result<&'static str> {
+    if let (Ok(a), Ok(b)) = (fs::metadata(src), fs::metadata(dst)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Ok("in place");
+        }
+    }
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.staging.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let how = if fs::hard_link(src, &tmp).is_ok() {
+        "hardlink"
+    } else if reflink(src, &tmp) {
+        "reflink"
+    } else {
+        fs::copy(src, &tmp).map_err(|e| Error::io("copy", src, e))?;
+        "copy"
+    };
+    if how != "hardlink" {
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+    }
+    fs::rename(&tmp, dst).map_err(|e| Error::io("stage", dst, e))?;
+    Ok(how)
+}
+
+/// A copy-on-write clone (FICLONE), where the file system can.
+fn reflink(src: &Path, dst: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    let (Ok(from), Ok(to)) = (File::open(src), File::create(dst)) else {
+        return false;
+    };
+    // SAFETY: both descriptors are open for the duration of the call.
+    let ok = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) } == 0;
+    if !ok {
+        let _ = fs::remove_file(dst);
+    }
+    ok
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Removes a staged layer (and its kernel and initramfs) from the store.
+pub fn unstage(layout: &Layout, layer_id: &str) {
+    for ext in ["img", "vmlinuz", "initrd"] {
+        let _ = fs::remove_file(layout.staged_layer(layer_id, ext));
+    }
+}

@@ -1,0 +1,100 @@
+#!/bin/sh
+# The vocc boot hook: applies a node's configuration from its config drive to its
+# root file system before the root's init starts. POSIX sh; runs under busybox in the
+# vocc initramfs, and works the same from any shell that has cp, sed, awk and mkswap.
+#
+#   hook.sh DRIVE ROOT     DRIVE: the mounted config drive; ROOT: the mounted root
+#
+# The drive holds:
+#   vocc/node.env      VOCC_NODE, VOCC_HOSTNAME, VOCC_FQDN, VOCC_ROLE, VOCC_CLUSTER,
+#                      VOCC_ENABLE and VOCC_DISABLE (systemd units), as shell assignments
+#   vocc/files/...     the node's files, at their place in the guest (etc/hostname,
+#                      etc/hosts, etc/fstab, etc/network/interfaces, etc/exports,
+#                      etc/slurm/slurm.conf, etc/munge/munge.key, ...)
+#   meta-data, user-data, network-config   for cloud-init (not used here)
+#
+# It prints `vocc: configured NODE` when done; the root's init prints the readiness
+# marker `vocc: ready NODE` once the node is up (busybox rcS, or vocc-ready.service).
+
+set -u
+drive="$1"
+root="$2"
+
+say() { echo "vocc: $*"; }
+
+VOCC_NODE=
+VOCC_HOSTNAME=
+VOCC_ENABLE=
+VOCC_DISABLE=
+. "$drive/vocc/node.env" || exit 1
+
+# The files, over what the layer has.
+if [ -d "$drive/vocc/files" ]; then
+	cp -a "$drive/vocc/files/." "$root/" || exit 1
+fi
+mkdir -p "$root/etc/vocc"
+cp "$drive/vocc/node.env" "$root/etc/vocc/node.env"
+
+# Disk names: the files name disks as the cluster's hypervisor does (xvdb under Xen,
+# vdb under KVM). Booted under the other one, rename them in fstab.
+if [ -f "$root/etc/fstab" ]; then
+	if [ ! -b /dev/xvda ] && [ -b /dev/vda ]; then
+		sed -i 's#^/dev/xvd#/dev/vd#' "$root/etc/fstab"
+	elif [ ! -b /dev/vda ] && [ -b /dev/xvda ]; then
+		sed -i 's#^/dev/vd#/dev/xvd#' "$root/etc/fstab"
+	fi
+fi
+
+# Host name, for the kernel now and for the root's init.
+if [ -n "$VOCC_HOSTNAME" ]; then
+	hostname "$VOCC_HOSTNAME" 2>/dev/null
+	[ -f "$root/etc/hostname" ] || echo "$VOCC_HOSTNAME" >"$root/etc/hostname"
+fi
+
+# Mount points and exported directories must exist.
+if [ -f "$root/etc/fstab" ]; then
+	awk '!/^#/ && NF >= 3 && $2 ~ /^\// { print $2 }' "$root/etc/fstab" |
+		while read -r dir; do mkdir -p "$root$dir"; done
+fi
+if [ -f "$root/etc/exports" ]; then
+	awk '!/^#/ && $1 ~ /^\// { print $1 }' "$root/etc/exports" |
+		while read -r dir; do mkdir -p "$root$dir"; done
+fi
+
+# Swap disks are blank when vocc makes them: give each a swap signature once.
+if [ -f "$root/etc/fstab" ]; then
+	awk '!/^#/ && $3 == "swap" { print $1 }' "$root/etc/fstab" |
+		while read -r dev; do
+			[ -b "$dev" ] || continue
+			sig=$(dd if="$dev" bs=1 skip=4086 count=10 2>/dev/null)
+			[ "$sig" = "SWAPSPACE2" ] || mkswap "$dev" >/dev/null
+		done
+fi
+
+# The munge key belongs to munge and nobody else may read it.
+key="$root/etc/munge/munge.key"
+if [ -f "$key" ]; then
+	owner=$(awk -F: '$1 == "munge" { print $3 ":" $4 }' "$root/etc/passwd" 2>/dev/null)
+	[ -n "$owner" ] && chown "$owner" "$key"
+	chmod 0400 "$key"
+fi
+
+# systemd units this node runs or does not run (a shared layer installs the services
+# of every role). Changing the links before PID 1 starts needs no daemon-reload.
+wants="$root/etc/systemd/system/multi-user.target.wants"
+if [ -d "$root/etc/systemd/system" ]; then
+	for unit in $VOCC_DISABLE; do
+		rm -f "$wants/$unit.service"
+	done
+	for unit in $VOCC_ENABLE; do
+		for dir in lib/systemd/system usr/lib/systemd/system etc/systemd/system; do
+			if [ -f "$root/$dir/$unit.service" ]; then
+				mkdir -p "$wants"
+				ln -sf "/$dir/$unit.service" "$wants/$unit.service"
+				break
+			fi
+		done
+	done
+fi
+
+say "configured $VOCC_NODE"
