@@ -64,17 +64,30 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
 
     let mut nodes = Vec::new();
     for cluster in &model.clusters {
+        // Node ids by role, once per cluster: looking them up per node would make
+        // planning quadratic in the cluster size.
+        let mut by_role: std::collections::HashMap<&str, Vec<&str>> =
+            std::collections::HashMap::new();
+        for n in &cluster.nodes {
+            by_role.entry(n.role.as_str()).or_default().push(n.id.as_str());
+        }
         for role in &cluster.roles {
             let need = demand(cluster, role);
-            for node in cluster.nodes_of(&role.name) {
-                let mut after: Vec<String> = Vec::new();
-                for mount in &role.mounts {
-                    for dep in cluster.nodes_of(&mount.role) {
-                        if dep.id != node.id && !after.contains(&dep.id) {
-                            after.push(dep.id.clone());
-                        }
+            // Exporting roles have one node (the checker sees to it), so this is short.
+            let mut deps: Vec<&str> = Vec::new();
+            for mount in &role.mounts {
+                for dep in by_role.get(mount.role.as_str()).into_iter().flatten() {
+                    if !deps.contains(dep) {
+                        deps.push(dep);
                     }
                 }
+            }
+            for node in cluster.nodes_of(&role.name) {
+                let after: Vec<String> = deps
+                    .iter()
+                    .filter(|d| **d != node.id)
+                    .map(|d| (*d).to_owned())
+                    .collect();
                 let bridge = |network: &str| site.bridge(network).map(str::to_owned);
                 nodes.push(PlanNode {
                     id: node.id.clone(),

@@ -223,6 +223,24 @@ impl HostState<'_> {
         }
     }
 
+    /// The disk this host needs for the node's layers it does not run yet, when the
+    /// node fits; the allocation-free fast path of [`HostState::assess`].
+    fn fits(&self, hypervisor: Hypervisor, demand: &Demand) -> Option<u64> {
+        if !self.host.runs(hypervisor)
+            || u64::from(demand.cpu) > self.free.cpu
+            || demand.memory > self.free.memory
+        {
+            return None;
+        }
+        let layer_disk: u64 = demand
+            .layers
+            .iter()
+            .filter(|(id, _)| !self.layers.contains(id))
+            .map(|(_, size)| size)
+            .sum();
+        (demand.disk + layer_disk <= self.free.disk).then_some(layer_disk)
+    }
+
     fn take(&mut self, demand: &Demand, layer_disk: u64) {
         self.free.cpu -= u64::from(demand.cpu);
         self.free.memory -= demand.memory;
@@ -245,6 +263,17 @@ pub(crate) fn capacity(host: &Host) -> Free {
 /// Placement goes on past a node that fits nowhere (it takes nothing), so the decisions
 /// cover every node whatever the diagnostics say.
 pub fn decide(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
+    decide_with(model, true)
+}
+
+/// Like [`decide`], but a placed node's decision keeps no candidates (only nodes that
+/// fit nowhere keep them, for their diagnostics): what planning needs, in time and
+/// memory linear in nodes × hosts without an allocation per pair.
+pub fn decide_placed(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
+    decide_with(model, false)
+}
+
+fn decide_with(model: &Model, record: bool) -> (Vec<Decision>, Vec<Diagnostic>) {
     let site = &model.site;
     let mut hosts: Vec<HostState> = site
         .hosts
@@ -260,20 +289,24 @@ pub fn decide(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
         for role in &cluster.roles {
             let demand = demand(cluster, role);
             for node in cluster.nodes_of(&role.name) {
-                let candidates: Vec<Candidate> = hosts
-                    .iter()
-                    .map(|h| h.assess(cluster.hypervisor, &demand))
-                    .collect();
-                let mut chosen: Option<usize> = None;
-                for (i, c) in candidates.iter().enumerate() {
-                    if c.fits() && chosen.is_none_or(|b| c.free.memory > candidates[b].free.memory)
-                    {
-                        chosen = Some(i);
+                // Spread: the fitting host with the most free memory, ties to the first.
+                let mut chosen: Option<(usize, u64)> = None;
+                for (i, h) in hosts.iter().enumerate() {
+                    if let Some(layer_disk) = h.fits(cluster.hypervisor, &demand) {
+                        if chosen.is_none_or(|(b, _)| h.free.memory > hosts[b].free.memory) {
+                            chosen = Some((i, layer_disk));
+                        }
                     }
                 }
-                if let Some(i) = chosen {
-                    hosts[i].take(&demand, candidates[i].layer_disk);
+                let candidates: Vec<Candidate> = if record || chosen.is_none() {
+                    hosts.iter().map(|h| h.assess(cluster.hypervisor, &demand)).collect()
+                } else {
+                    Vec::new()
+                };
+                if let Some((i, layer_disk)) = chosen {
+                    hosts[i].take(&demand, layer_disk);
                 }
+                let chosen = chosen.map(|(i, _)| i);
                 decisions.push(Decision {
                     node: node.id.clone(),
                     hostname: node.hostname.clone(),
