@@ -49,7 +49,21 @@ enum Command {
         /// Where per-cluster secrets live (default: `.vocc/secrets` beside the file).
         #[arg(long)]
         secrets: Option<PathBuf>,
-        /// Print a JSON summary instead of text.
+        /// Print a JSON summary instead of text (and image progress as one JSON
+        /// event per line on stderr).
+        #[arg(long)]
+        json: bool,
+        /// The content-addressed image store (default: $XDG_DATA_HOME/vocc/store or
+        /// ~/.local/share/vocc/store).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Remove from the image store everything no built output tree uses.
+    Gc {
+        /// The image store (default: as for `vocc build`).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +98,10 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    // --- the runtime's commands (up, status, pause, ..., exec, console): src/run.rs ---
+    #[command(flatten)]
+    Run(crate::run::RunCommand),
+    // --- end of the runtime's commands ---
 }
 
 #[derive(Args, Clone, Default)]
@@ -138,6 +156,7 @@ pub fn main() -> ExitCode {
             templates,
             secrets,
             json,
+            store,
         } => build(
             &file,
             &input,
@@ -146,7 +165,9 @@ pub fn main() -> ExitCode {
             templates.as_deref(),
             secrets.as_deref(),
             json,
+            store,
         ),
+        Command::Gc { store, json } => gc(store, json),
         Command::Explain { file, node, input } => explain(&file, &node, &input),
         Command::Fmt {
             files,
@@ -155,6 +176,7 @@ pub fn main() -> ExitCode {
         } => fmt(&files, check, stdout),
         Command::Graph { file, input } => graph(&file, &input),
         Command::Model { file, input } => model(&file, &input),
+        Command::Run(command) => crate::run::main(command), // the runtime: src/run.rs
     };
     match result {
         Ok(code) => code,
@@ -240,6 +262,7 @@ fn build(
     templates: Option<&Path>,
     secrets: Option<&Path>,
     json: bool,
+    store: Option<PathBuf>,
 ) -> Result<ExitCode, Internal> {
     let (c, plan) = compile_and_plan(file, input)?;
     let (Some(model), Some(plan)) = (&c.model, plan) else {
@@ -272,6 +295,8 @@ fn build(
             templates: templates.map(Path::to_path_buf),
             secrets: secrets_dir,
             config_only,
+            store,
+            json_events: json,
         },
     )
     .map_err(|e| Internal(e.to_string()))?;
@@ -285,6 +310,35 @@ fn build(
             summary.clusters,
             if summary.clusters == 1 { "" } else { "s" },
             out.display()
+        );
+        if let Some(i) = &summary.images {
+            println!(
+                "images: {} artifacts ({} built, {} from the store {})",
+                i.artifacts, i.built, i.hits, i.store
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vocc gc`: removes store entries no output tree uses.
+fn gc(store: Option<PathBuf>, json: bool) -> Result<ExitCode, Internal> {
+    let dir = store.unwrap_or_else(vocc_compiler::image::default_dir);
+    let report = vocc_compiler::image::gc(&dir).map_err(|e| Internal(e.to_string()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: kept {} objects used by {} output trees; removed {} objects ({} MiB), {} index \
+             entries, {} caches, {} stale output trees",
+            dir.display(),
+            report.objects_kept,
+            report.roots_kept,
+            report.objects_removed,
+            report.bytes_freed >> 20,
+            report.entries_removed,
+            report.caches_removed,
+            report.roots_removed
         );
     }
     Ok(ExitCode::SUCCESS)

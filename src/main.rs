@@ -4,6 +4,7 @@
 //! internal failures.
 
 mod cli;
+mod run;
 
 use std::process::ExitCode;
 

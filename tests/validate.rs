@@ -9,8 +9,6 @@
 //! limit; a missing program fails the test naming its Debian package.
 
 mod common;
-#[path = "../compiler/tests/common/mod.rs"]
-mod fixtures;
 
 use common::{file_contains, require, run, serial, Daemon, Ran};
 use std::fs;
@@ -20,23 +18,63 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 use tempfile::TempDir;
-use vocc_compiler::output::write_tree;
-use vocc_compiler::render::{render, Templates};
-use vocc_compiler::secrets::Secrets;
+use vocc_compiler::build::{build, BuildOptions};
+use vocc_compiler::{compile, FsWorld, Options};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Renders the fixtures with real secrets and writes the tree; returns the temporary
-/// directory (kept alive by the caller) and the tree's `nodes/` directory.
+/// The shipped appliances the checks run on, by short name: (file, site, variables).
+fn appliance(name: &str) -> (&'static str, Option<&'static str>, Vec<(String, String)>) {
+    match name {
+        "osg" => ("appliances/osg.voc", Some("appliances/chiba.voc"), vec![]),
+        "pbs" => ("appliances/grid3.voc", Some("appliances/chiba.voc"), vec![]),
+        "sge" => ("appliances/gridway-sge.voc", None, vec![]),
+        "condor" => ("appliances/voc-condor.voc", None, vec![]),
+        "demo" => ("appliances/demo.voc", None, vec![]),
+        // A larger Slurm cluster than the seeds': 40 workers, for hostlist ranges.
+        "synthetic-40" => {
+            ("benches/synthetic.voc", None, vec![("workers".into(), "40".into())])
+        }
+        other => panic!("no appliance for `{other}`"),
+    }
+}
+
+/// Builds the named shipped appliances (configuration only, with real secrets) and
+/// gathers their node directories in one place; returns the temporary directory
+/// (kept alive by the caller) and that `nodes/` directory.
 fn generate(names: &[&str]) -> (TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, plan) = fixtures::build_fixtures(names);
-    let secrets = Secrets::load_or_create(&tmp.path().join("secrets"), &model).unwrap();
-    let templates = Templates::embedded().unwrap();
-    let rendered = render(&model, &plan, &templates, &secrets).unwrap();
-    let out = tmp.path().join("out");
-    write_tree(&out, &rendered, &plan, &[]).unwrap();
-    (tmp, out.join("nodes"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let nodes = tmp.path().join("nodes");
+    fs::create_dir_all(&nodes).unwrap();
+    for name in names {
+        let (file, site, vars) = appliance(name);
+        let options = Options { site: site.map(|s| root.join(s)), vars };
+        let c = compile(&FsWorld, &root.join(file), &options).unwrap();
+        let model = c.model.unwrap_or_else(|| panic!("{file} does not compile"));
+        let plan = vocc_compiler::plan::plan(&model).unwrap_or_else(|_| panic!("{file} does not place"));
+        let out = tmp.path().join(format!("out-{name}"));
+        let options = BuildOptions {
+            out: out.clone(),
+            templates: None,
+            secrets: tmp.path().join("secrets"),
+            config_only: true,
+            store: None,
+            json_events: false,
+        };
+        build(&model, plan, &options).unwrap();
+        for entry in fs::read_dir(out.join("nodes")).unwrap() {
+            let entry = entry.unwrap();
+            fs::rename(entry.path(), nodes.join(entry.file_name())).unwrap();
+        }
+    }
+    (tmp, nodes)
+}
+
+/// The Slurm controller's files in a generated tree.
+fn slurm_head(nodes: &Path, fixture: &str) -> PathBuf {
+    let cluster = if fixture == "synthetic-40" { "synth" } else { "osg" };
+    nodes.join(format!("{cluster}-head/files/etc"))
 }
 
 fn read(path: &Path) -> String {
@@ -178,7 +216,7 @@ fn slurmctld_runs_on_the_generated_slurm_conf() {
     let _serial = serial();
     for fixture in ["osg", "synthetic-40"] {
         let (_tmp, nodes) = generate(&[fixture]);
-        let head = nodes.join("osg-head/files/etc");
+        let head = slurm_head(&nodes, fixture);
         let conf = read(&head.join("slurm/slurm.conf"));
         let key = fs::read(head.join("munge/munge.key")).unwrap();
         let hosts = read(&head.join("hosts"));
@@ -189,7 +227,7 @@ fn slurmctld_runs_on_the_generated_slurm_conf() {
             .unwrap()
             .filter_map(|e| e.unwrap().file_name().into_string().ok())
             .filter_map(|n| {
-                n.strip_prefix("osg-")
+                n.strip_prefix(if fixture == "osg" { "osg-" } else { "synth-" })
                     .filter(|n| n.starts_with("worker"))
                     .map(String::from)
             })
@@ -248,14 +286,9 @@ fn libvirt_accepts(xml: &Path) -> Result<(), String> {
 #[test]
 fn libvirt_validates_and_defines_the_domains() {
     let _serial = serial();
-    let (_tmp, nodes) = generate(&["condor", "sge"]);
-    for node in [
-        "voc-head",
-        "voc-compute1",
-        "voc-compute28",
-        "gridway-front",
-        "gridway-bio5",
-    ] {
+    // Only KVM clusters get a libvirt domain (Xen ones get xl.cfg).
+    let (_tmp, nodes) = generate(&["condor", "demo"]);
+    for node in ["voc-head", "voc-compute1", "voc-compute28", "demo-head", "demo-worker2"] {
         let xml = nodes.join(node).join("libvirt.xml");
         libvirt_accepts(&xml).unwrap_or_else(|e| panic!("{node}: {e}"));
     }
@@ -460,7 +493,7 @@ fn exportfs(exports: &Path) -> Ran {
 fn exportfs_loads_the_exports() {
     let _serial = serial();
     let (_tmp, nodes) = generate(&["osg", "pbs", "condor"]);
-    for node in ["osg-head", "vo-a-head", "voc-head"] {
+    for node in ["osg-head", "grid3-head", "voc-head"] {
         let ran = exportfs(&nodes.join(node).join("files/etc/exports"));
         // exportfs warns (and still exits 0) about options it has to assume.
         assert!(

@@ -20,6 +20,12 @@ pub struct BuildOptions {
     pub secrets: PathBuf,
     /// Render configuration and the plan only; build no images.
     pub config_only: bool,
+    // --- images (crate::image) ---
+    /// The content-addressed image store (default: [`crate::image::default_dir`]).
+    pub store: Option<PathBuf>,
+    /// Report image build progress as one JSON event per line on stderr (else
+    /// spinners when stderr is a terminal).
+    pub json_events: bool,
 }
 
 /// What a build produced (printed as JSON with `--json`).
@@ -33,6 +39,20 @@ pub struct BuildSummary {
     pub files: usize,
     /// Distinct contents written.
     pub objects: usize,
+    /// The images, unless only configuration was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImageSummary>,
+}
+
+/// The image part of a build summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSummary {
+    pub store: String,
+    /// Artifacts placed in the tree (layers, kernels, overlays, swap, config drives).
+    pub artifacts: usize,
+    /// Of those, how many this build made; the rest were cache hits.
+    pub built: usize,
+    pub hits: usize,
 }
 
 /// Why a build failed after the input checked out: a template, a secret or the disk.
@@ -44,6 +64,8 @@ pub enum BuildError {
     Secrets(#[from] crate::secrets::SecretsError),
     #[error(transparent)]
     Render(#[from] render::RenderError),
+    #[error(transparent)]
+    Images(#[from] crate::image::ImageError),
     #[error("cannot write `{path}`: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -53,6 +75,23 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
     let templates = Templates::load(options.templates.as_deref())?;
     let secrets = Secrets::load_or_create(&options.secrets, model)?;
     let rendered = render::render(model, &plan, &templates, &secrets)?;
+    // --- images: layers, overlays and config drives into the store; the plan gets
+    // the layers' hashes and kernels before it is written ---
+    let mut plan = plan;
+    let images = if options.config_only {
+        None
+    } else {
+        let image_options = crate::image::ImageOptions {
+            store: options.store.clone().unwrap_or_else(crate::image::default_dir),
+            out: options.out.clone(),
+            progress: if options.json_events {
+                crate::image::Progress::json_stderr()
+            } else {
+                crate::image::Progress::terminal()
+            },
+        };
+        Some((crate::image::build(model, &mut plan, &rendered, &image_options)?, image_options.store))
+    };
     let mut model_json = serde_json::to_vec_pretty(model).unwrap_or_default();
     model_json.push(b'\n');
     let extra = [ExtraFile {
@@ -65,8 +104,21 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
             .first()
             .map_or_else(|| model.site.origin.location.clone(), |c| c.origin.location.clone()),
     }];
-    let manifest: Manifest = output::write_tree(&options.out, &rendered, &plan, &extra)
+    let mut manifest: Manifest = output::write_tree(&options.out, &rendered, &plan, &extra)
         .map_err(|source| BuildError::Write { path: options.out.clone(), source })?;
+    // --- images: placed in the tree, listed in the manifest ---
+    let images = match images {
+        Some((images, store)) => {
+            crate::image::install(&images, &options.out, &mut manifest)?;
+            Some(ImageSummary {
+                store: store.display().to_string(),
+                artifacts: manifest.images.len(),
+                built: images.built,
+                hits: images.hits,
+            })
+        }
+        None => None,
+    };
     Ok(BuildSummary {
         ok: true,
         out: options.out.display().to_string(),
@@ -74,5 +126,6 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
         nodes: plan.nodes.len(),
         files: manifest.files.len(),
         objects: manifest.objects.len(),
+        images,
     })
 }

@@ -9,6 +9,7 @@ pub mod check;
 pub mod compile;
 pub mod explain;
 pub mod graph;
+pub mod image;
 pub mod load;
 pub mod model;
 pub mod output;

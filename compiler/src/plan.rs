@@ -75,7 +75,7 @@ pub struct Placement {
 /// fit no host, a site too small in all, a cluster whose hypervisor no host runs, or
 /// roles that mount from each other.
 pub fn place(model: &Model) -> Result<Placement, Vec<Diagnostic>> {
-    let (decisions, mut diags) = decide(model);
+    let (decisions, mut diags) = place::decide_placed(model);
     diags.extend(build::check_mounts(model));
     if diags.iter().any(Diagnostic::is_error) {
         vocc_dsl::diag::sort(&mut diags);

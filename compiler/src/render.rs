@@ -172,14 +172,31 @@ pub fn render(
     secrets: &Secrets,
 ) -> Result<Rendered, RenderError> {
     let placed: HashMap<&str, &PlanNode> = plan.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let layers: data::PlanLayers<'_> = plan.layers.iter().map(|l| (l.id.as_str(), l)).collect();
     let mut rendered = Rendered {
         objects: HashMap::new(),
         nodes: Vec::with_capacity(model.clusters.iter().map(|c| c.nodes.len()).sum()),
     };
     for cluster in &model.clusters {
-        render_cluster(&mut rendered, cluster, plan, &placed, templates, secrets)?;
+        let env = Env {
+            plan,
+            placed: &placed,
+            layers: &layers,
+            templates,
+            secrets,
+        };
+        render_cluster(&mut rendered, cluster, &env)?;
     }
     Ok(rendered)
+}
+
+/// What every render of one model shares.
+struct Env<'a> {
+    plan: &'a Plan,
+    placed: &'a HashMap<&'a str, &'a PlanNode>,
+    layers: &'a data::PlanLayers<'a>,
+    templates: &'a Templates,
+    secrets: &'a Secrets,
 }
 
 /// What a render is for, in error messages.
@@ -280,44 +297,29 @@ struct Shared<'a> {
     nodes: HashMap<&'a str, Vec<FileRef>>,
 }
 
-fn render_cluster(
-    out: &mut Rendered,
-    cluster: &Cluster,
-    plan: &Plan,
-    placed: &HashMap<&str, &PlanNode>,
-    templates: &Templates,
-    secrets: &Secrets,
-) -> Result<(), RenderError> {
+fn render_cluster(out: &mut Rendered, cluster: &Cluster, env: &Env<'_>) -> Result<(), RenderError> {
     let facts = ClusterFacts::new(cluster)?;
     let base = Value::Object(Map::from_iter([
         ("cluster".to_owned(), value(facts.cluster_vars())),
         ("scheduler".to_owned(), value(facts.sched_vars_of())),
     ]));
-    let mut shared = cluster_files(out, &facts, &base, templates, secrets)?;
+    let mut shared = cluster_files(out, &facts, &base, env.templates, env.secrets)?;
     for role in &cluster.roles {
         let mut files = shared.roles.remove(role.name.as_str()).unwrap_or_default();
-        files.extend(role_files(
-            out,
-            &facts,
-            &base,
-            role,
-            &plan.store,
-            templates,
-        )?);
+        files.extend(role_files(out, &facts, &base, role, env)?);
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let job = NodeJob {
             cluster,
             role,
-            templates,
-            store: &plan.store,
-            base: node_base(&facts, &base, role, &plan.store),
+            env,
+            base: node_base(&facts, &base, role),
             shared: Arc::new(files),
         };
         let nodes: Vec<&Node> = cluster.nodes_of(&role.name).collect();
         let results: Vec<Result<(NodeOutput, Vec<Made>), RenderError>> = nodes
             .par_iter()
             .map(|node| {
-                let Some(placed) = placed.get(node.id.as_str()) else {
+                let Some(placed) = env.placed.get(node.id.as_str()) else {
                     return Err(RenderError::NotPlaced {
                         node: node.id.clone(),
                         location: node.origin.location.clone(),
@@ -489,8 +491,7 @@ fn role_files(
     facts: &ClusterFacts<'_>,
     base: &Value,
     role: &Role,
-    store: &str,
-    templates: &Templates,
+    env: &Env<'_>,
 ) -> Result<Vec<FileRef>, RenderError> {
     let cluster = facts.cluster;
     let rsrc: Arc<str> = Arc::from(role.origin.location.as_str());
@@ -498,7 +499,16 @@ fn role_files(
         base,
         [
             ("role", value(facts.role_vars(role))),
-            ("disks", value(data::disks(cluster, role, store, None))),
+            (
+                "disks",
+                value(data::disks(
+                    cluster,
+                    role,
+                    env.layers,
+                    &env.plan.store,
+                    None,
+                )),
+            ),
             ("mounts", value(data::mounts(facts, role))),
             ("exports", value(data::exports(cluster, role))),
         ],
@@ -529,7 +539,7 @@ fn role_files(
     let mut files = Vec::with_capacity(wanted.len());
     for (t, path) in wanted {
         let m = make(
-            templates,
+            env.templates,
             t,
             &ctx,
             path,
@@ -544,21 +554,15 @@ fn role_files(
 }
 
 /// The variables every node of `role` shares.
-fn node_base(facts: &ClusterFacts<'_>, base: &Value, role: &Role, store: &str) -> Value {
-    let cluster = facts.cluster;
-    let (kernel, initrd) = match role.root.first() {
-        Some(l) => layout::kernel(store, &cluster.name, l),
-        None => Default::default(),
-    };
-    let root = format!("/dev/{}", layout::disk_device(cluster.hypervisor, 0));
+fn node_base(facts: &ClusterFacts<'_>, base: &Value, role: &Role) -> Value {
+    let hv = facts.cluster.hypervisor;
+    let root = format!("/dev/{}", layout::disk_device(hv, 0));
     extend(
         base,
         [
             ("role", value(facts.role_vars(role))),
-            ("console", layout::console(cluster.hypervisor).into()),
+            ("console", layout::console(hv).into()),
             ("root_device", root.into()),
-            ("kernel", kernel.into()),
-            ("initrd", initrd.into()),
         ],
     )
 }
@@ -567,8 +571,7 @@ fn node_base(facts: &ClusterFacts<'_>, base: &Value, role: &Role, store: &str) -
 struct NodeJob<'a> {
     cluster: &'a Cluster,
     role: &'a Role,
-    templates: &'a Templates,
-    store: &'a str,
+    env: &'a Env<'a>,
     base: Value,
     shared: Arc<Vec<FileRef>>,
 }
@@ -598,22 +601,19 @@ impl NodeJob<'_> {
                 }),
             );
             m.insert("nics".into(), nics.clone());
-            m.insert(
-                "disks".into(),
-                value(data::disks(
-                    cluster,
-                    self.role,
-                    self.store,
-                    Some(&placed.dir),
-                )),
-            );
+            let (layers, store) = (self.env.layers, &self.env.plan.store);
+            let disks = data::disks(cluster, self.role, layers, store, Some(&placed.dir));
+            m.insert("disks".into(), value(disks));
+            let (kernel, initrd) = data::kernel(layers, store, &cluster.name, placed, self.role);
+            m.insert("kernel".into(), kernel.into());
+            m.insert("initrd".into(), initrd.into());
             m.insert("cmdline".into(), Value::Null);
         }
         let mut ctx = Context::from(v);
         let mut made = Vec::with_capacity(8 + node.nics.len());
         let file = |ctx: &Context, t: &'static str, path: String| {
             make(
-                self.templates,
+                self.env.templates,
                 t,
                 ctx,
                 path,

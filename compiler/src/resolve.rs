@@ -1839,10 +1839,20 @@ impl<'a> Resolver<'a> {
                 "store" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
                     if !a.poisoned() {
-                        if let Some((p, _)) =
+                        if let Some((p, pspan)) =
                             a.host_path("store \"/var/lib/vocc\"", &mut self.diags)
                         {
-                            site.store = p;
+                            // Domain definitions name images by this path: libvirt
+                            // and xl need it absolute, and every host must agree.
+                            if p.starts_with('/') {
+                                site.store = p;
+                            } else {
+                                self.err(
+                                    Diagnostic::error(pspan, format!("store `{p}` is not an absolute path"))
+                                        .with_label("relative path")
+                                        .with_hint("hosts find their images by this path: write it from `/`, as in `store \"/var/lib/vocc\"`"),
+                                );
+                            }
                         }
                     }
                     a.done(&mut self.diags);

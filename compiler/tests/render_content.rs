@@ -327,3 +327,46 @@ fn shared_files_are_rendered_once() {
         r.objects.len()
     );
 }
+
+#[test]
+fn domains_use_the_images_the_plan_records() {
+    use vocc_runtime::plan::PlanLayer;
+    let (model, mut plan) = common::build_fixture("osg");
+    let built = |name: &str, format: &str, kernel: bool| PlanLayer {
+        id: format!("osg/{name}"),
+        cluster: "osg".into(),
+        name: name.into(),
+        source: "test".into(),
+        size: None,
+        sha256: Some("ab".repeat(32)),
+        image: Some(format!("layers/osg/{name}.{format}")),
+        format: Some(format.into()),
+        kernel: kernel.then(|| format!("layers/osg/{name}.vmlinuz")),
+        initrd: kernel.then(|| format!("layers/osg/{name}.initrd")),
+    };
+    plan.layers = vec![built("os+head", "raw", true), built("vdt", "qcow2", false)];
+    for n in plan.nodes.iter_mut().filter(|n| n.role == "head") {
+        n.root_image = Some("osg/os+head".into());
+    }
+    let templates = vocc_compiler::render::Templates::embedded().unwrap();
+    let secrets = common::test_secrets(&model);
+    let r = vocc_compiler::render::render(&model, &plan, &templates, &secrets).unwrap();
+    let cfg = text(&r, "osg-head", "xen.cfg");
+    assert!(
+        cfg.contains("kernel = \"/var/lib/vocc/layers/osg/os+head.vmlinuz\"\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("ramdisk = \"/var/lib/vocc/layers/osg/os+head.initrd\"\n"),
+        "{cfg}"
+    );
+    assert!(cfg.contains(
+        "\"format=qcow2,vdev=xvdb,access=ro,target=/var/lib/vocc/layers/osg/vdt.qcow2\""
+    ));
+    // Nodes whose root layer the plan does not describe keep the layout's paths.
+    let worker = text(&r, "osg-worker1", "xen.cfg");
+    assert!(
+        worker.contains("kernel = \"/var/lib/vocc/layers/osg/os.vmlinuz\"\n"),
+        "{worker}"
+    );
+}

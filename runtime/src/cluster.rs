@@ -231,7 +231,12 @@ impl Runtime {
         }
     }
 
-    fn ctx<'a>(&'a self, cluster: &'a PlanCluster, node: &'a PlanNode, journal: &'a Journal) -> NodeCtx<'a> {
+    fn ctx<'a>(
+        &'a self,
+        cluster: &'a PlanCluster,
+        node: &'a PlanNode,
+        journal: &'a Journal,
+    ) -> NodeCtx<'a> {
         NodeCtx {
             plan: &self.plan,
             cluster,
@@ -284,12 +289,21 @@ impl Runtime {
             .collect();
         let deps: Vec<Vec<usize>> = steps
             .iter()
-            .map(|s| s.after.iter().filter_map(|a| index.get(a.as_str()).copied()).collect())
+            .map(|s| {
+                s.after
+                    .iter()
+                    .filter_map(|a| index.get(a.as_str()).copied())
+                    .collect()
+            })
             .collect();
         let nodes: HashMap<&str, &PlanNode> =
             self.plan.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-        let layers: HashMap<&str, &crate::plan::PlanLayer> =
-            self.plan.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        let layers: HashMap<&str, &crate::plan::PlanLayer> = self
+            .plan
+            .layers
+            .iter()
+            .map(|l| (l.id.as_str(), l))
+            .collect();
 
         // The nodes in the report: the selected ones and any pulled in as dependencies.
         let mut involved: Vec<&PlanNode> = Vec::new();
@@ -322,12 +336,13 @@ impl Runtime {
                         let _slot = stage_slots.acquire();
                         let key = format!("{host}:{layer}");
                         match layers.get(layer.as_str()) {
-                            Some(l) => stage::stage(&self.layout, l, known_staged.get(&key))
-                                .map(|s| {
+                            Some(l) => {
+                                stage::stage(&self.layout, l, known_staged.get(&key)).map(|s| {
                                     let how = s.how.clone();
                                     done.staged = Some(s);
                                     how
-                                }),
+                                })
+                            }
                             None => Err(Error::Other(format!("no layer `{layer}`"))),
                         }
                     }
@@ -375,7 +390,7 @@ impl Runtime {
         let mut records: Vec<(usize, StepRecord, Option<Done>)> = Vec::new();
         let mut last_save = Instant::now();
         let mut pending_journal = journal.clone();
-        dag::run(&deps, self.opts.jobs, &work, |i, ended| {
+        dag::run(&deps, self.opts.jobs, work, |i, ended| {
             let step = steps[i];
             let (record, done) = match ended {
                 Ended::Ran(Ok(d)) => (
@@ -417,7 +432,10 @@ impl Runtime {
                     )
                 }
                 Ended::Skipped { because } => {
-                    let why = format!("not attempted: it waits for `{}`, which failed", steps[because].id);
+                    let why = format!(
+                        "not attempted: it waits for `{}`, which failed",
+                        steps[because].id
+                    );
                     if let Some(node) = step.action.node() {
                         failures.entry(node.to_owned()).or_insert(Failure {
                             step: step.id.clone(),
@@ -435,7 +453,13 @@ impl Runtime {
                     )
                 }
             };
-            apply(&mut pending_journal, &self.plan, step, &record, done.as_ref());
+            apply(
+                &mut pending_journal,
+                &self.plan,
+                step,
+                &record,
+                done.as_ref(),
+            );
             if let Some(d) = &done {
                 match &step.action {
                     Action::Stage { host, layer } => {
@@ -462,10 +486,16 @@ impl Runtime {
                         p.insert("define".into(), t.define_ms);
                     }
                     Action::Start { node } => {
-                        phases.entry(node.clone()).or_default().insert("boot".into(), d.ms);
+                        phases
+                            .entry(node.clone())
+                            .or_default()
+                            .insert("boot".into(), d.ms);
                     }
                     Action::WaitReady { node } => {
-                        phases.entry(node.clone()).or_default().insert("ready".into(), d.ms);
+                        phases
+                            .entry(node.clone())
+                            .or_default()
+                            .insert("ready".into(), d.ms);
                     }
                 }
             }
@@ -553,7 +583,7 @@ impl Runtime {
             r.map(|d| (d, ms)).map_err(|e| (e.to_string(), ms))
         };
         let mut results: HashMap<String, std::result::Result<f64, String>> = HashMap::new();
-        dag::run(&deps, self.opts.jobs, &work, |i, ended| {
+        dag::run(&deps, self.opts.jobs, work, |i, ended| {
             let node = todo[i];
             let r = match ended {
                 Ended::Ran(Ok((_, ms))) => {
@@ -628,13 +658,19 @@ impl Runtime {
         if !all_down {
             return;
         }
-        for l in self.plan.layers.iter().filter(|l| l.cluster == cluster_name) {
-            stage::unstage(&self.layout, &l.id);
+        for l in self
+            .plan
+            .layers
+            .iter()
+            .filter(|l| l.cluster == cluster_name)
+        {
+            stage::unstage(&self.layout, l);
         }
         let prefix = format!("{cluster_name}/");
-        journal
-            .staged
-            .retain(|key, _| !key.split_once(':').is_some_and(|(_, l)| l.starts_with(&prefix)));
+        journal.staged.retain(|key, _| {
+            !key.split_once(':')
+                .is_some_and(|(_, l)| l.starts_with(&prefix))
+        });
     }
 
     /// Reclaims everything of a cluster: its processes, domains, overlays, staged
@@ -666,7 +702,7 @@ impl Runtime {
                 .map_err(|e| e.to_string())
         };
         let mut results: HashMap<String, std::result::Result<f64, String>> = HashMap::new();
-        dag::run(&deps, self.opts.jobs, &work, |i, ended| {
+        dag::run(&deps, self.opts.jobs, work, |i, ended| {
             let r = match ended {
                 Ended::Ran(r) => r,
                 Ended::Skipped { .. } => Err("skipped".to_owned()),
@@ -676,16 +712,30 @@ impl Runtime {
         let t = Instant::now();
         let reclaimed = driver.reclaim(&self.layout, cluster_name);
         if driver.stages_files() {
-            for l in self.plan.layers.iter().filter(|l| l.cluster == cluster_name) {
-                stage::unstage(&self.layout, &l.id);
+            for l in self
+                .plan
+                .layers
+                .iter()
+                .filter(|l| l.cluster == cluster_name)
+            {
+                stage::unstage(&self.layout, l);
             }
+        }
+        // Directories of the store that are left empty (another cluster's files keep
+        // theirs: remove_dir fails on a directory that is not empty).
+        let _ = std::fs::remove_dir(self.layout.store.join("layers").join(cluster_name));
+        for dir in ["layers", "nodes"] {
+            let _ = std::fs::remove_dir(self.layout.store.join(dir));
         }
         ports::release(&self.layout.cluster(cluster_name), &journal.networks);
         drop(lock);
         let dir = self.layout.cluster(cluster_name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                results.insert("(state)".into(), Err(format!("cannot remove `{}`: {e}", dir.display())));
+                results.insert(
+                    "(state)".into(),
+                    Err(format!("cannot remove `{}`: {e}", dir.display())),
+                );
             }
         }
         let reclaim_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -781,7 +831,10 @@ impl Runtime {
         let node = self.node(name)?;
         let cluster = self.cluster(&node.cluster)?;
         let journal = self.journal(&cluster.name)?.ok_or_else(|| {
-            Error::Other(format!("cluster `{}` is not up: run `vocc up` first", cluster.name))
+            Error::Other(format!(
+                "cluster `{}` is not up: run `vocc up` first",
+                cluster.name
+            ))
         })?;
         let driver = self.driver(Some(&journal), None)?;
         driver.exec(&self.ctx(cluster, node, &journal), argv, limit)
@@ -832,7 +885,13 @@ struct Failed {
 
 /// Records a step's outcome in the journal: the step, and the state it brought its
 /// node to.
-fn apply(journal: &mut Journal, plan: &Plan, step: &Step, record: &StepRecord, done: Option<&Done>) {
+fn apply(
+    journal: &mut Journal,
+    plan: &Plan,
+    step: &Step,
+    record: &StepRecord,
+    done: Option<&Done>,
+) {
     journal.steps.insert(step.id.clone(), record.clone());
     let Some(done) = done else { return };
     let now = now_ms();
@@ -842,10 +901,21 @@ fn apply(journal: &mut Journal, plan: &Plan, step: &Step, record: &StepRecord, d
                 journal.staged.insert(format!("{host}:{layer}"), s.clone());
             }
             // A node is staged once every layer it uses is staged on its host.
-            for n in plan.nodes.iter().filter(|n| &n.host == host && uses(n, layer)) {
-                let all = n.root.iter().chain(n.disks.iter().map(|d| &d.layer)).all(|l| {
-                    journal.steps.get(&format!("stage:{}:{l}", n.host)).is_some_and(|r| r.status == StepStatus::Done)
-                });
+            for n in plan
+                .nodes
+                .iter()
+                .filter(|n| &n.host == host && uses(n, layer))
+            {
+                let all = n
+                    .root
+                    .iter()
+                    .chain(n.disks.iter().map(|d| &d.layer))
+                    .all(|l| {
+                        journal
+                            .steps
+                            .get(&format!("stage:{}:{l}", n.host))
+                            .is_some_and(|r| r.status == StepStatus::Done)
+                    });
                 let rec = journal.node(&n.id);
                 if all && rec.state == State::Unstaged {
                     rec.state = State::Staged;
@@ -864,7 +934,11 @@ fn apply(journal: &mut Journal, plan: &Plan, step: &Step, record: &StepRecord, d
         Action::Start { node } => {
             let rec = journal.node(node);
             let was_running = matches!(rec.state, State::Running | State::Paused);
-            rec.state = if done.paused { State::Paused } else { State::Running };
+            rec.state = if done.paused {
+                State::Paused
+            } else {
+                State::Running
+            };
             if !was_running {
                 rec.ready = false;
             }
@@ -910,7 +984,11 @@ fn wanted_steps<'a>(plan: &Plan, all: &[&'a Step], selected: &[&PlanNode]) -> Ha
         .collect();
     while let Some(s) = queue.pop() {
         if wanted.insert(s.id.as_str()) {
-            queue.extend(s.after.iter().filter_map(|a| by_id.get(a.as_str()).copied()));
+            queue.extend(
+                s.after
+                    .iter()
+                    .filter_map(|a| by_id.get(a.as_str()).copied()),
+            );
         }
     }
     wanted

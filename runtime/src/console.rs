@@ -93,6 +93,9 @@ mod tests {
         assert_eq!(scan(&log, &["demo-head"]), Some(Seen::Ready));
         std::fs::write(&log, "vocc: boot failed: no root device /dev/vda\n").unwrap();
         assert!(matches!(scan(&log, &["demo-head"]), Some(Seen::Failed(_))));
-        assert_eq!(tail(&log, 5), ["vocc: boot failed: no root device /dev/vda"]);
+        assert_eq!(
+            tail(&log, 5),
+            ["vocc: boot failed: no root device /dev/vda"]
+        );
     }
 }

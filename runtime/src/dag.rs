@@ -74,7 +74,11 @@ where
             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
             q.0.extend(tasks.iter().copied());
             drop(q);
-            wake.notify_all();
+            // One waiter per task: waking every idle worker for each task would cost
+            // O(jobs) per step.
+            for _ in tasks {
+                wake.notify_one();
+            }
         };
         let mut skipped = vec![false; n];
         let mut resolved = 0usize;

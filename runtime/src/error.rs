@@ -32,16 +32,22 @@ pub enum Error {
     },
     #[error("`{command}` did not finish within {secs} s")]
     ToolTimeout { command: String, secs: u64 },
-    #[error("not ready after {secs} s: no `{marker}` on its console{}", console_tail(tail))]
+    #[error(
+        "not ready after {secs} s: no `{marker}` on its console{}",
+        console_tail(tail)
+    )]
     NotReady {
         secs: u64,
         marker: String,
         tail: Vec<String>,
     },
-    #[error("the node failed to boot: its console says `{line}`{}", console_tail(tail))]
+    #[error(
+        "the node failed to boot: its console says `{line}`{}",
+        console_tail(tail)
+    )]
     BootFailed { line: String, tail: Vec<String> },
-    #[error("the qemu process of the node exited{}", console_tail(tail))]
-    Died { tail: Vec<String> },
+    #[error("the node is no longer running ({what}){}", console_tail(tail))]
+    Died { what: String, tail: Vec<String> },
     #[error("another vocc is working on cluster `{cluster}` (it holds `{}`); wait for it or stop it", lock.display())]
     Busy { cluster: String, lock: PathBuf },
     #[error("the `{driver}` driver cannot {what}")]

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 fn registry() -> PathBuf {
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("vocc-{uid}")).join("mcast")
+    std::env::temp_dir()
+        .join(format!("vocc-{uid}"))
+        .join("mcast")
 }
 
 fn env_u32(name: &str, default: u32) -> u32 {

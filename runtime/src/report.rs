@@ -10,8 +10,7 @@ use std::fmt::Write;
 
 /// The phases in the order the table shows them.
 pub const PHASES: &[&str] = &[
-    "staging", "config", "define", "boot", "ready", "pause", "unpause", "stop", "unload",
-    "reclaim",
+    "staging", "config", "define", "boot", "ready", "pause", "unpause", "stop", "unload", "reclaim",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +76,11 @@ impl Report {
         for n in &self.nodes {
             let mut row = vec![n.node.clone(), n.host.clone()];
             for p in &phases {
-                row.push(n.phases.get(*p).map_or_else(|| "-".to_owned(), |ms| time(*ms)));
+                row.push(
+                    n.phases
+                        .get(*p)
+                        .map_or_else(|| "-".to_owned(), |ms| time(*ms)),
+                );
             }
             row.push(if n.error.is_some() {
                 format!("{} (failed)", state_name(n.state))

@@ -28,12 +28,12 @@ pub fn stage(layout: &Layout, layer: &PlanLayer, known: Option<&Staged>) -> Resu
             layer.id
         ))
     })?;
-    let dst = layout.staged_layer(&layer.id, "img");
-    let src = artifacts::layer_file(layout, layer, "img");
+    let dst = artifacts::staged(layout, layer, "img");
+    let src = artifacts::built(layout, layer, "img");
     for ext in ["vmlinuz", "initrd"] {
-        let from = artifacts::layer_file(layout, layer, ext);
+        let from = artifacts::built(layout, layer, ext);
         if from.exists() {
-            place(&from, &layout.staged_layer(&layer.id, ext))?;
+            place(&from, &artifacts::staged(layout, layer, ext))?;
         }
     }
     if let Ok(meta) = fs::metadata(&dst) {
@@ -95,6 +95,9 @@ fn record(path: &Path, sha: &str, how: &str, meta: &fs::Metadata) -> Staged {
 /// Puts `src` at `dst` (read-only) the cheapest way: the same file, a hard link, a
 /// reflink, or a copy. Returns how.
 fn place(src: &Path, dst: &Path) -> Result<&'static str> {
+    // The build links its layers into its content store: stage the file itself, not
+    // the (possibly relative) link.
+    let src = &fs::canonicalize(src).map_err(|e| Error::io("read", src, e))?;
     if let (Ok(a), Ok(b)) = (fs::metadata(src), fs::metadata(dst)) {
         if a.dev() == b.dev() && a.ino() == b.ino() {
             return Ok("in place");
@@ -150,12 +153,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Removes a staged layer (and its kernel and initramfs) from the store.
-pub fn unstage(layout: &Layout, layer_id: &str) {
+pub fn unstage(layout: &Layout, layer: &PlanLayer) {
     for ext in ["img", "vmlinuz", "initrd"] {
-        let _ = fs::remove_file(layout.staged_layer(layer_id, ext));
+        let _ = fs::remove_file(artifacts::staged(layout, layer, ext));
     }
 }

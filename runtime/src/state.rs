@@ -89,11 +89,6 @@ impl Layout {
     pub fn node_store(&self, dir: &str) -> PathBuf {
         self.store.join(dir.trim_matches('/'))
     }
-
-    /// A staged layer `<cluster>/<name>` on the host, with `ext` (`img`, `vmlinuz`).
-    pub fn staged_layer(&self, layer_id: &str, ext: &str) -> PathBuf {
-        self.store.join("layers").join(format!("{layer_id}.{ext}"))
-    }
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -117,7 +112,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io("write", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| Error::io("replace", path, e))
 }

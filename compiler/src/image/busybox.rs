@@ -7,9 +7,13 @@
 //! mounts data disks and swap from fstab, serves `/etc/exports` when the NFS server
 //! tools are in the layer, mounts NFS shares in the background until their server
 //! answers, and prints `vocc: ready NODE` on the console.
+//!
+//! Busybox has no NFS server. When the host has the kernel NFS server's tools
+//! (`nfs-kernel-server`: rpc.nfsd, rpc.mountd, exportfs), the layer carries them with
+//! the libraries they load, so that a busybox head can export directories (NFSv4).
 
 use super::store::Store;
-use super::tools::{self, BUSYBOX};
+use super::tools::{self, BUSYBOX, LDD};
 use super::ImageError;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -66,8 +70,56 @@ fn has_interpreter(elf: &[u8]) -> bool {
     (0..count).any(|i| u32_at(phoff + i * size) == Some(3))
 }
 
+/// The NFS server's programs the layer takes from the host, if the host has them all.
+pub const NFS_TOOLS: &[&str] = &["/usr/sbin/rpc.nfsd", "/usr/sbin/rpc.mountd", "/usr/sbin/exportfs"];
+
+/// A host file the layer carries: where it goes in the root, where it is, its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFile {
+    pub dest: String,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The NFS server's programs and every library they load (by `ldd`), or nothing when
+/// the host lacks one of the programs.
+pub fn nfs_tools(store: &Store, source: &str) -> Result<Vec<HostFile>, ImageError> {
+    if !NFS_TOOLS.iter().all(|t| Path::new(t).is_file()) {
+        return Ok(Vec::new());
+    }
+    let text = tools::Run::new(LDD, source).args(NFS_TOOLS).output()?;
+    let mut names: Vec<String> = NFS_TOOLS.iter().map(|t| (*t).to_owned()).collect();
+    names.extend(libraries(&String::from_utf8_lossy(&text)));
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|dest| {
+            let path = PathBuf::from(&dest);
+            let sha256 = store.hash_host_file(&path)?;
+            Ok(HostFile { dest, path, sha256 })
+        })
+        .collect()
+}
+
+/// The absolute library paths in `ldd` output (`libc.so.6 => /lib/.../libc.so.6 (0x…)`,
+/// `/lib64/ld-linux-x86-64.so.2 (0x…)`).
+fn libraries(ldd: &str) -> Vec<String> {
+    ldd.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .filter(|p| !p.ends_with(':'))
+        .collect()
+}
+
 /// Writes the busybox root into `root` (an empty directory).
-pub fn stage(root: &Path, busybox: &HostBusybox) -> Result<(), ImageError> {
+pub fn stage(root: &Path, busybox: &HostBusybox, extra: &[HostFile]) -> Result<(), ImageError> {
     let io = |what: &Path| {
         let what = what.display().to_string();
         move |e: std::io::Error| ImageError::io(format!("cannot write `{what}`"), e)
@@ -80,6 +132,8 @@ pub fn stage(root: &Path, busybox: &HostBusybox) -> Result<(), ImageError> {
         ("usr/sbin", 0o755),
         ("usr/lib", 0o755),
         ("usr/lib/vocc", 0o755),
+        ("lib", 0o755),
+        ("lib/vocc", 0o755),
         ("usr/share", 0o755),
         ("usr/share/udhcpc", 0o755),
         ("etc", 0o755),
@@ -140,6 +194,7 @@ pub fn stage(root: &Path, busybox: &HostBusybox) -> Result<(), ImageError> {
         ("etc/init.d/rcS", super::BOOT_RCS, 0o755),
         ("usr/share/udhcpc/default.script", super::BOOT_UDHCPC, 0o755),
         ("usr/lib/vocc/hook.sh", super::BOOT_HOOK, 0o755),
+        ("lib/vocc/vocc-agent", super::GUEST_AGENT, 0o755),
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644),
         ("etc/shadow", "root:*:0:0:99999:7:::\nnobody:*:0:0:99999:7:::\n", 0o600),
@@ -154,6 +209,14 @@ pub fn stage(root: &Path, busybox: &HostBusybox) -> Result<(), ImageError> {
         let p = root.join(rel);
         fs::write(&p, text).map_err(io(&p))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(io(&p))?;
+    }
+    for f in extra {
+        let p = root.join(f.dest.trim_start_matches('/'));
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        fs::copy(&f.path, &p).map_err(io(&p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(io(&p))?;
     }
     Ok(())
 }
@@ -170,6 +233,14 @@ local      tpi_cots_ord  -     loopback -       -       -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldd_output_gives_library_paths() {
+        let text = "/usr/sbin/rpc.nfsd:\n\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(libraries(text), ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+    }
 
     #[test]
     fn interpreter_is_found_in_program_headers() {

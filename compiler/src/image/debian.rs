@@ -112,12 +112,16 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io(&p))
     };
     put("usr/lib/vocc/hook.sh", super::BOOT_HOOK, 0o755)?;
+    put("lib/vocc/vocc-agent", super::GUEST_AGENT, 0o755)?;
     put("lib/systemd/system/vocc-ready.service", super::BOOT_READY_UNIT, 0o644)?;
+    put("lib/systemd/system/vocc-agent.service", super::BOOT_AGENT_UNIT, 0o644)?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(io(&wants))?;
-    let link = wants.join("vocc-ready.service");
-    let _ = fs::remove_file(&link);
-    symlink("/lib/systemd/system/vocc-ready.service", &link).map_err(io(&link))?;
+    for unit in ["vocc-ready.service", "vocc-agent.service"] {
+        let link = wants.join(unit);
+        let _ = fs::remove_file(&link);
+        symlink(format!("/lib/systemd/system/{unit}"), &link).map_err(io(&link))?;
+    }
 
     // Machine identity: every node makes its own at first boot.
     put("etc/machine-id", "", 0o444)?;

@@ -198,9 +198,10 @@ fn used_inodes(dumpe2fs: &str) -> Option<Vec<u32>> {
     used[0] = false;
     let mut groups = 0;
     for line in dumpe2fs.lines() {
-        let Some(ranges) = line.trim_start().strip_prefix("Free inodes: ") else { continue };
+        // Group lines are indented; the summary line `Free inodes: N` is not.
+        let Some(ranges) = line.strip_prefix("  Free inodes:") else { continue };
         groups += 1;
-        for r in ranges.split(", ").filter(|r| !r.trim().is_empty()) {
+        for r in ranges.split(',').filter(|r| !r.trim().is_empty()) {
             let (a, b) = r.trim().split_once('-').unwrap_or((r.trim(), r.trim()));
             let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
             for slot in used.get_mut(a..=b)? {
@@ -225,10 +226,11 @@ mod tests {
 
     #[test]
     fn used_inodes_are_the_complement_of_the_free_ranges() {
-        let text = "Inode count:              8\nInodes per group:         4\n\
+        let text = "Inode count:              12\nFree inodes:              5\nInodes per group:         4\n\
                     Group 0: (Blocks 1-8192)\n  Free inodes: 3-4\n\
-                    Group 1: (Blocks 8193-16383)\n  Free inodes: 5, 7-8\n";
-        assert_eq!(used_inodes(text), Some(vec![1, 2, 6]));
+                    Group 1: (Blocks 8193-16383)\n  Free inodes: 5, 7-8\n\
+                    Group 2: (Blocks 16384-24575)\n  Free inodes:\n";
+        assert_eq!(used_inodes(text), Some(vec![1, 2, 6, 9, 10, 11, 12]));
         assert_eq!(used_inodes("Inode count: 8\nInodes per group: 4\n"), None);
     }
 }

@@ -80,6 +80,11 @@ impl KernelPackage {
         format!("{}={}", self.package, self.version)
     }
 
+    /// The store's name for its cache entry (kept by `vocc gc` while used).
+    pub fn cache_ref(&self) -> String {
+        format!("kernel/{}", self.cache_name())
+    }
+
     fn cache_name(&self) -> String {
         format!("{}_{}", self.package, self.version.replace([':', '/'], "+"))
     }
@@ -88,7 +93,6 @@ impl KernelPackage {
 /// An unpacked kernel package in the cache.
 #[derive(Debug, Clone)]
 pub struct KernelTree {
-    pub package: KernelPackage,
     /// The unpacked package (`boot/`, `lib/modules/<release>/`).
     pub dir: PathBuf,
     /// The kernel release, `6.1.0-56-amd64`.
@@ -104,10 +108,6 @@ impl KernelTree {
         self.dir.join("lib/modules").join(&self.release)
     }
 
-    /// The store's name for this cache entry (for `vocc gc`).
-    pub fn cache_ref(&self) -> String {
-        format!("kernel/{}", self.package.cache_name())
-    }
 }
 
 /// Which kernel package `apt` would install now, remembered until the host's package
@@ -186,7 +186,7 @@ pub fn fetch(store: &Store, package: &KernelPackage, source: &str) -> Result<Ker
         fs::rename(&unpacked, &dir).map_err(|e| ImageError::io(format!("cannot fill `{}`", dir.display()), e))?;
     }
     let release = release_of(&dir, package, source)?;
-    Ok(KernelTree { package: package.clone(), dir, release })
+    Ok(KernelTree { dir, release })
 }
 
 fn kernel_error(e: ImageError, package: &KernelPackage, source: &str) -> ImageError {
@@ -306,25 +306,27 @@ pub fn initramfs(tree: &KernelTree, busybox: &[u8]) -> Result<Vec<u8>, ImageErro
     Ok(cpio::archive(entries, tools::EPOCH as u32))
 }
 
-/// The kernel and initramfs of every layer built with `tree` and this busybox, from the
-/// store or built now. Outputs `kernel` and `initrd`.
-pub fn boot_files(b: &mut Builder, tree: &KernelTree, source: &str) -> Result<Entry, ImageError> {
+/// The kernel and initramfs of every root built with `package` and this busybox, from
+/// the store or built now (fetching the kernel package if the cache lacks it).
+/// Outputs `kernel` and `initrd`.
+pub fn boot_files(b: &mut Builder, package: &KernelPackage, source: &str) -> Result<Entry, ImageError> {
     let busybox = super::busybox::host_busybox(b.store, source)?;
     let recipe = serde_json::json!({
         "builder": super::BOOT_BUILDER,
-        "kernel": tree.package.id(),
+        "kernel": package.id(),
         "busybox": busybox.sha256,
         "scripts": super::scripts_hash(),
         "modules": MODULES,
     });
-    let what = format!("kernel and initramfs ({})", tree.release);
-    b.cached(&what, recipe, vec![tree.cache_ref()], source, |b, work| {
+    let what = format!("kernel and initramfs ({})", package.package);
+    b.cached(&what, recipe, vec![package.cache_ref()], source, |b, work, _| {
+        let tree = fetch(b.store, package, source)?;
         let kernel = work.join("vmlinuz");
         fs::copy(tree.vmlinuz(), &kernel).map_err(|e| ImageError::io("cannot copy the kernel".into(), e))?;
         let bytes = fs::read(&busybox.path)
             .map_err(|e| ImageError::io(format!("cannot read `{}`", busybox.path.display()), e))?;
         let initrd = work.join("initrd");
-        fs::write(&initrd, initramfs(tree, &bytes)?)
+        fs::write(&initrd, initramfs(&tree, &bytes)?)
             .map_err(|e| ImageError::io("cannot write the initramfs".into(), e))?;
         let mut outputs = BTreeMap::new();
         outputs.insert("kernel".to_owned(), b.store.insert(&kernel, 0o444)?);
@@ -394,7 +396,6 @@ mod tests {
         )
         .unwrap();
         let tree = KernelTree {
-            package: KernelPackage { package: "p".into(), version: "1".into() },
             dir: dir.path().to_path_buf(),
             release: "6.1.0-1-amd64".into(),
         };

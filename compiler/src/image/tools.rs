@@ -26,6 +26,7 @@ pub const APT_CACHE: Tool = Tool { program: "apt-cache", package: "apt" };
 pub const DPKG_DEB: Tool = Tool { program: "dpkg-deb", package: "dpkg" };
 pub const DEPMOD: Tool = Tool { program: "depmod", package: "kmod" };
 pub const BUSYBOX: Tool = Tool { program: "busybox", package: "busybox-static" };
+pub const LDD: Tool = Tool { program: "ldd", package: "libc-bin" };
 
 /// The fixed time every image carries (2025-01-01T00:00:00Z): file times, file system
 /// times, ISO volume dates. Images are a function of their recipe, not of the clock.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use vocc_runtime::plan::PlanNode;
+use vocc_runtime::plan::{PlanLayer, PlanNode};
 
 /// `serde_json::to_value` of types that always convert (plain structs, string keys).
 pub(super) fn value(t: impl Serialize) -> Value {
@@ -353,10 +353,61 @@ pub(super) struct DiskVars<'a> {
     pub access: Option<&'static str>,
 }
 
+/// The built images of the plan's layers, by layer id (`<cluster>/<layer>`): where
+/// the image step put them, when it has run.
+pub(super) type PlanLayers<'a> = HashMap<&'a str, &'a PlanLayer>;
+
+/// The image of layer `layer` of `cluster` under `store`, and its format: the plan's
+/// when the image step recorded one, else the layout's.
+fn layer_image(
+    layers: &PlanLayers<'_>,
+    store: &str,
+    cluster: &str,
+    layer: &str,
+) -> (String, &'static str) {
+    let built = layers.get(format!("{cluster}/{layer}").as_str());
+    match built.and_then(|l| l.image.as_deref()) {
+        Some(image) => {
+            let format = match built.and_then(|l| l.format.as_deref()) {
+                Some("qcow2") => "qcow2",
+                _ => "raw",
+            };
+            (layout::in_store(store, image), format)
+        }
+        None => (layout::layer_image(store, cluster, layer), "raw"),
+    }
+}
+
+/// The kernel and initramfs a node boots: those the plan records for the layer its
+/// root is backed by (`root_image`, else its bottom root layer), else the layout's.
+pub(super) fn kernel(
+    layers: &PlanLayers<'_>,
+    store: &str,
+    cluster: &str,
+    placed: &PlanNode,
+    role: &Role,
+) -> (String, String) {
+    let id = placed
+        .root_image
+        .as_deref()
+        .or(placed.root.first().map(String::as_str));
+    let built = id.and_then(|id| layers.get(id));
+    if let Some(l) = built {
+        if let (Some(k), Some(i)) = (&l.kernel, &l.initrd) {
+            return (layout::in_store(store, k), layout::in_store(store, i));
+        }
+    }
+    match role.root.first() {
+        Some(l) => layout::kernel(store, cluster, l),
+        None => Default::default(),
+    }
+}
+
 /// The disks of a node of `role` whose files are in `dir` (`None`: without paths).
 pub(super) fn disks<'a>(
     cluster: &Cluster,
     role: &'a Role,
+    layers: &PlanLayers<'_>,
     store: &str,
     dir: Option<&str>,
 ) -> Vec<DiskVars<'a>> {
@@ -378,14 +429,16 @@ pub(super) fn disks<'a>(
     });
     for d in &role.disks {
         let shared = d.access == Access::Ro;
+        let (path, format) = match (shared, dir) {
+            (true, Some(_)) => layer_image(layers, store, &cluster.name, &d.layer),
+            (true, None) => (String::new(), "raw"),
+            (false, _) => (path(&format!("{}.qcow2", d.layer)), "qcow2"),
+        };
         out.push(DiskVars {
             kind: "data",
             dev: layout::disk_device(hv, out.len()),
-            path: match (shared, dir) {
-                (true, Some(_)) => layout::layer_image(store, &cluster.name, &d.layer),
-                _ => path(&format!("{}.qcow2", d.layer)),
-            },
-            format: if shared { "raw" } else { "qcow2" },
+            path,
+            format,
             readonly: shared,
             layer: Some(&d.layer),
             at: Some(&d.at),

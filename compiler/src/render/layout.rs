@@ -6,7 +6,8 @@
 //! the root overlay first, then the role's data disks in the order the role lists
 //! them, then the swap disk, and the config drive last.
 //!
-//! On a host, under the plan's store:
+//! On a host, under the plan's store (the image step may record other image paths in
+//! the plan's layers; those win):
 //! - `layers/<cluster>/<layer>.img` — a layer's read-only image (shared by every node
 //!   of the host that uses it); the bottom root layer also provides the kernel and
 //!   initramfs as `layers/<cluster>/<layer>.vmlinuz` and `.initrd`;
@@ -26,6 +27,11 @@ pub fn layer_image(store: &str, cluster: &str, layer: &str) -> String {
 pub fn kernel(store: &str, cluster: &str, layer: &str) -> (String, String) {
     let base = format!("{}/layers/{cluster}/{layer}", trim(store));
     (format!("{base}.vmlinuz"), format!("{base}.initrd"))
+}
+
+/// A path relative to the store (as the plan records built images), under `store`.
+pub fn in_store(store: &str, path: &str) -> String {
+    format!("{}/{}", trim(store), path.trim_start_matches('/'))
 }
 
 /// A file of the node's own directory on its host.

@@ -3,7 +3,7 @@
 //! XML assume: the root overlay, the role's data disks in order, the swap disk, the
 //! config drive.
 //!
-//! - root: `STORE/nodes/<id>/root.qcow2`, a qcow2 overlay over the top root layer;
+//! - root: `STORE/nodes/<id>/root.qcow2`, a qcow2 overlay over the root image layer;
 //! - a read-only data disk: the staged layer itself, attached read-only;
 //! - a writable data disk: `STORE/nodes/<id>/<layer>.qcow2`, an overlay;
 //! - swap: `STORE/nodes/<id>/swap.img`, sparse and blank (the boot hook formats it);
@@ -13,9 +13,12 @@
 //! + rename), so an existing file is a finished one and loading again skips it.
 
 use super::NodeCtx;
+use crate::artifacts;
 use crate::error::{Error, Result};
+use crate::plan::PlanLayer;
 use crate::proc;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,26 +47,35 @@ fn layer_name(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
 }
 
+fn missing_layer(node: &str, id: &str) -> Error {
+    Error::Other(format!(
+        "node `{node}` uses layer `{id}`, which the plan does not list"
+    ))
+}
+
 /// The paths of a node's boot, without touching anything.
 pub fn boot(n: &NodeCtx) -> Result<Boot> {
     let layout = n.layout;
     let node = n.node;
-    let bottom = node.root.first().ok_or_else(|| {
-        Error::Other(format!("node `{}` has no root layer in the plan", node.id))
-    })?;
-    let top = node.root.last().unwrap_or(bottom);
+    let root = artifacts::root_layer(n.plan, node)
+        .ok_or_else(|| Error::Other(format!("node `{}` has no root layer in the plan", node.id)))?;
     let dir = n.store_dir();
     let mut disks = vec![Disk {
         path: dir.join("root.qcow2"),
         format: "qcow2",
         readonly: false,
     }];
-    let _ = top;
     for d in &node.disks {
+        let layer =
+            artifacts::layer(n.plan, &d.layer).ok_or_else(|| missing_layer(&node.id, &d.layer))?;
         if d.access == "ro" {
             disks.push(Disk {
-                path: layout.staged_layer(&d.layer, "img"),
-                format: "raw",
+                path: artifacts::staged(layout, layer, "img"),
+                format: if layer.format.as_deref() == Some("qcow2") {
+                    "qcow2"
+                } else {
+                    "raw"
+                },
                 readonly: true,
             });
         } else {
@@ -92,8 +104,8 @@ pub fn boot(n: &NodeCtx) -> Result<Boot> {
         .trim()
         .to_owned();
     Ok(Boot {
-        kernel: layout.staged_layer(bottom, "vmlinuz"),
-        initrd: layout.staged_layer(bottom, "initrd"),
+        kernel: artifacts::staged(layout, root, "vmlinuz"),
+        initrd: artifacts::staged(layout, root, "initrd"),
         cmdline,
         disks,
     })
@@ -106,20 +118,16 @@ pub fn prepare(n: &NodeCtx, fresh: bool) -> Result<String> {
     let dir = n.store_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     let mut made = Vec::new();
-    let top = node
-        .root
-        .last()
+    let root = artifacts::root_layer(n.plan, node)
         .ok_or_else(|| Error::Other(format!("node `{}` has no root layer", node.id)))?;
-    if overlay(
-        &n.layout.staged_layer(top, "img"),
-        &dir.join("root.qcow2"),
-        fresh,
-    )? {
+    if overlay(n, root, "root.qcow2", fresh)? {
         made.push("root overlay".to_owned());
     }
     for d in node.disks.iter().filter(|d| d.access != "ro") {
-        let path = dir.join(format!("{}.qcow2", layer_name(&d.layer)));
-        if overlay(&n.layout.staged_layer(&d.layer, "img"), &path, fresh)? {
+        let layer =
+            artifacts::layer(n.plan, &d.layer).ok_or_else(|| missing_layer(&node.id, &d.layer))?;
+        let file = format!("{}.qcow2", layer_name(&d.layer));
+        if overlay(n, layer, &file, fresh)? {
             made.push(format!("{} overlay", layer_name(&d.layer)));
         }
     }
@@ -142,44 +150,65 @@ pub fn prepare(n: &NodeCtx, fresh: bool) -> Result<String> {
             drive.display()
         )));
     }
-    let tmp = tmp_of(&target);
-    fs::copy(&drive, &tmp).map_err(|e| Error::io("copy", &drive, e))?;
-    fs::rename(&tmp, &target).map_err(|e| Error::io("create", &target, e))?;
+    copy(&drive, &target)?;
     made.push("config drive".to_owned());
     Ok(made.join(", "))
 }
 
-/// A qcow2 overlay at `path` over the raw image `base`; false when one was there.
-fn overlay(base: &Path, path: &Path, fresh: bool) -> Result<bool> {
+/// Copies `from` to `to` (writable, whole or not at all).
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let tmp = tmp_of(to);
+    let _ = fs::remove_file(&tmp);
+    fs::copy(from, &tmp).map_err(|e| Error::io("copy", from, e))?;
+    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644));
+    fs::rename(&tmp, to).map_err(|e| Error::io("create", to, e))
+}
+
+/// The overlay `file` of the node over `layer`; false when one was there. The build's
+/// template (`OUT/nodes/<id>/<file>`, backed by a path relative to its directory that
+/// resolves in the store too) is copied; without one, qemu-img makes the overlay.
+fn overlay(n: &NodeCtx, layer: &PlanLayer, file: &str, fresh: bool) -> Result<bool> {
+    let path = n.store_dir().join(file);
     if path.exists() && !fresh {
         return Ok(false);
     }
+    let base = artifacts::staged(n.layout, layer, "img");
     if !base.exists() {
         return Err(Error::Other(format!(
             "the staged layer `{}` is missing: stage it first (`vocc up --until staged`)",
             base.display()
         )));
     }
-    let tmp = tmp_of(path);
+    let template = n.out_dir().join(file);
+    if template.exists() {
+        copy(&template, &path)?;
+        return Ok(true);
+    }
+    let tmp = tmp_of(&path);
     let _ = fs::remove_file(&tmp);
+    let format = if layer.format.as_deref() == Some("qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
     let args = [
         "create".as_ref(),
         "-q".as_ref(),
         "-f".as_ref(),
         "qcow2".as_ref(),
         "-F".as_ref(),
-        "raw".as_ref(),
+        format.as_ref(),
         "-b".as_ref(),
         base.as_os_str(),
         tmp.as_os_str(),
     ];
-    proc::run_ok(
+    proc::run_ok::<&std::ffi::OsStr>(
         &qemu_img(),
         &args,
         Duration::from_secs(60),
         "install qemu-utils",
     )?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("create", path, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io("create", &path, e))?;
     Ok(true)
 }
 

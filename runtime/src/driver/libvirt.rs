@@ -18,10 +18,11 @@ use super::{disks, Driver, LoadTimes, NodeCtx, Observed};
 use crate::console::{self, Seen};
 use crate::error::{Error, Result};
 use crate::proc;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const HINT: &str = "install libvirt-clients";
@@ -31,7 +32,13 @@ pub struct Libvirt {
     uri: String,
     virsh: String,
     console_dir: Option<PathBuf>,
-    session: Mutex<Option<Session>>,
+}
+
+/// The interactive sessions of this process, by URI: every operation of the process
+/// (and every driver value) sees the same test hypervisor.
+fn sessions() -> &'static Mutex<HashMap<String, Session>> {
+    static SESSIONS: OnceLock<Mutex<HashMap<String, Session>>> = OnceLock::new();
+    SESSIONS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 impl Libvirt {
@@ -46,19 +53,20 @@ impl Libvirt {
             uri: uri.to_owned(),
             virsh: std::env::var("VOCC_VIRSH").unwrap_or_else(|_| "virsh".to_owned()),
             console_dir: std::env::var_os("VOCC_LIBVIRT_CONSOLE_DIR").map(PathBuf::from),
-            session: Mutex::new(None),
         }
     }
 
     /// Runs one virsh command; `Ok(stdout)` or an error with virsh's own message.
     fn virsh(&self, args: &[&str]) -> Result<String> {
         if self.uri.starts_with("test:") {
-            let mut guard = self.session.lock().unwrap_or_else(|e| e.into_inner());
-            if guard.is_none() {
-                *guard = Some(Session::open(&self.virsh, &self.uri)?);
+            let mut all = sessions().lock().unwrap_or_else(|e| e.into_inner());
+            if !all.contains_key(&self.uri) {
+                all.insert(self.uri.clone(), Session::open(&self.virsh, &self.uri)?);
             }
-            let session = guard.as_mut().expect("opened above");
-            return session.run(args);
+            return match all.get_mut(&self.uri) {
+                Some(session) => session.run(args),
+                None => Err(Error::Other("no virsh session".to_owned())),
+            };
         }
         let mut argv = vec!["-q", "-c", self.uri.as_str()];
         argv.extend_from_slice(args);
@@ -91,9 +99,16 @@ impl Driver for Libvirt {
                 xml.display()
             )));
         }
-        self.virsh(&["define", &xml.to_string_lossy()])?;
+        // The generated XML has no <uuid>, so libvirt refuses to define a domain of
+        // the same name again: a defined domain stays as it is.
+        let how = if self.domstate(n).is_some() {
+            "already defined"
+        } else {
+            self.virsh(&["define", &xml.to_string_lossy()])?;
+            "defined"
+        };
         times.define_ms = t.elapsed().as_secs_f64() * 1e3;
-        Ok(format!("{made}; defined"))
+        Ok(format!("{made}; {how}"))
     }
 
     fn start(&self, n: &NodeCtx) -> Result<String> {
@@ -121,7 +136,11 @@ impl Driver for Libvirt {
         loop {
             if !matches!(self.domstate(n).as_deref(), Some("running")) {
                 return Err(Error::Died {
-                    tail: log.as_deref().map(|l| console::tail(l, 15)).unwrap_or_default(),
+                    what: "its domain is not running".to_owned(),
+                    tail: log
+                        .as_deref()
+                        .map(|l| console::tail(l, 15))
+                        .unwrap_or_default(),
                 });
             }
             let Some(log) = log.as_deref().filter(|l| l.exists()) else {
@@ -249,8 +268,18 @@ impl Session {
             }
             buf
         };
-        let out = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let err = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let out = collect(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = collect(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         Ok(Session {
             child,
             stdin,
@@ -279,13 +308,14 @@ impl Session {
             .write_all(text.as_bytes())
             .and_then(|()| self.stdin.flush())
             .map_err(|e| Error::Other(format!("virsh session: {e}")))?;
+        // The echoed command lines hold the mark too, after `echo `: the answer is
+        // the mark at the start of a line.
+        let out_mark = format!("\n{mark}");
         let err_mark = format!("error: {mark}");
         let t = Instant::now();
         let (out, err) = loop {
-            let o = take_until(&self.out, &mark);
-            let e = o
-                .as_ref()
-                .and_then(|_| take_until(&self.err, &err_mark));
+            let o = take_until(&self.out, &out_mark);
+            let e = o.as_ref().and_then(|_| take_until(&self.err, &err_mark));
             if let (Some(o), Some(e)) = (o.clone(), e) {
                 break (o, e);
             }
@@ -293,7 +323,7 @@ impl Session {
                 // Put stdout back until stderr catches up.
                 let mut buf = self.out.lock().unwrap_or_else(|e| e.into_inner());
                 let mut restored = o.into_bytes();
-                restored.extend_from_slice(mark.as_bytes());
+                restored.extend_from_slice(out_mark.as_bytes());
                 restored.extend_from_slice(&buf);
                 *buf = restored;
             }
@@ -310,12 +340,17 @@ impl Session {
             .map(str::trim)
             .filter(|l| l.starts_with("error:"))
             .collect();
-        let out = out.replace("virsh # ", "");
+        // Without a terminal virsh echoes each command after its prompt: keep only
+        // what the command printed.
+        let out: String = out
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("virsh # "))
+            .collect();
         if errors.is_empty() {
             Ok(out)
         } else {
             Err(Error::Tool {
-                command: format!("virsh -c {} {}", "test", args.join(" ")),
+                command: format!("virsh {}", args.join(" ")),
                 status: None,
                 detail: errors.join("\n"),
             })
@@ -337,5 +372,23 @@ impl Drop for Session {
         let _ = self.stdin.write_all(b"quit\n");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_keeps_the_test_hypervisor_and_tells_errors_apart() {
+        let lv = Libvirt::new("test:///default");
+        // The test hypervisor starts with one running domain, `test`.
+        assert_eq!(lv.virsh(&["domstate", "test"]).unwrap().trim(), "running");
+        lv.virsh(&["suspend", "test"]).unwrap();
+        assert_eq!(lv.virsh(&["domstate", "test"]).unwrap().trim(), "paused");
+        let err = lv.virsh(&["domstate", "no-such-domain"]).unwrap_err();
+        assert!(err.to_string().contains("no-such-domain"), "{err}");
+        lv.virsh(&["resume", "test"]).unwrap();
+        assert_eq!(lv.virsh(&["domstate", "test"]).unwrap().trim(), "running");
     }
 }

@@ -97,16 +97,19 @@ impl Qemu {
             push(&["-accel", "tcg,tb-size=128", "-cpu", "max"]);
         }
         push(&["-smp", &cpu, "-m", &mib]);
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ]);
         push(&["-kernel", &path_arg(&boot.kernel)?]);
         push(&["-initrd", &path_arg(&boot.initrd)?]);
         push(&["-append", &boot.cmdline]);
         for d in &boot.disks {
-            let mut spec = format!(
-                "file={},format={},if=virtio",
-                path_arg(&d.path)?,
-                d.format
-            );
+            let mut spec = format!("file={},format={},if=virtio", path_arg(&d.path)?, d.format);
             if d.readonly {
                 spec.push_str(",readonly=on");
             }
@@ -116,7 +119,9 @@ impl Qemu {
             n.plan
                 .nodes
                 .iter()
-                .find(|m| m.cluster == n.cluster.name && m.nics.iter().any(|c| c.network == network))
+                .find(|m| {
+                    m.cluster == n.cluster.name && m.nics.iter().any(|c| c.network == network)
+                })
                 .is_some_and(|m| m.id == n.node.id)
         };
         for (i, nic) in n.node.nics.iter().enumerate() {
@@ -136,9 +141,15 @@ impl Qemu {
                     user.push_str(&format!(",host={g}"));
                 }
                 push(&["-netdev", &mcast]);
-                push(&["-netdev", &format!("hubport,id=hn{i},hubid={i},netdev=n{i}")]);
+                push(&[
+                    "-netdev",
+                    &format!("hubport,id=hn{i},hubid={i},netdev=n{i}"),
+                ]);
                 push(&["-netdev", &user]);
-                push(&["-netdev", &format!("hubport,id=hu{i},hubid={i},netdev=u{i}")]);
+                push(&[
+                    "-netdev",
+                    &format!("hubport,id=hu{i},hubid={i},netdev=u{i}"),
+                ]);
                 push(&["-netdev", &format!("hubport,id=hc{i},hubid={i}")]);
                 push(&[
                     "-device",
@@ -146,10 +157,16 @@ impl Qemu {
                 ]);
             } else {
                 push(&["-netdev", &mcast]);
-                push(&["-device", &format!("virtio-net-pci,netdev=n{i},mac={}", nic.mac)]);
+                push(&[
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n{i},mac={}", nic.mac),
+                ]);
             }
         }
-        let console = format!("file,id=console,path={}", path_arg(&run.join("console.log"))?);
+        let console = format!(
+            "file,id=console,path={}",
+            path_arg(&run.join("console.log"))?
+        );
         let agent = format!(
             "socket,id=agent,path={},server=on,wait=off",
             path_arg(&sock.join("agent.sock"))?
@@ -158,8 +175,18 @@ impl Qemu {
             "socket,id=qmp,path={},server=on,wait=off",
             path_arg(&sock.join("qmp.sock"))?
         );
-        push(&["-chardev", &console, "-device", "isa-serial,chardev=console,index=0"]);
-        push(&["-chardev", &agent, "-device", "isa-serial,chardev=agent,index=1"]);
+        push(&[
+            "-chardev",
+            &console,
+            "-device",
+            "isa-serial,chardev=console,index=0",
+        ]);
+        push(&[
+            "-chardev",
+            &agent,
+            "-device",
+            "isa-serial,chardev=agent,index=1",
+        ]);
         push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
         push(&["-pidfile", &path_arg(&Self::pidfile(n))?, "-daemonize"]);
         Ok(a)
@@ -169,9 +196,9 @@ impl Qemu {
 /// A path as a qemu option value: commas doubled (qemu's escape), and no path that
 /// could not be one (control characters).
 fn path_arg(p: &Path) -> Result<String> {
-    let s = p.to_str().ok_or_else(|| {
-        Error::Other(format!("the path `{}` is not valid UTF-8", p.display()))
-    })?;
+    let s = p
+        .to_str()
+        .ok_or_else(|| Error::Other(format!("the path `{}` is not valid UTF-8", p.display())))?;
     if s.chars().any(char::is_control) {
         return Err(Error::Other(format!(
             "the path `{}` has control characters",
@@ -250,7 +277,9 @@ impl Driver for Qemu {
         if !status.success() {
             if said.contains("lock") && said.contains("pid") {
                 if let Some(pid) = Self::pid(n) {
-                    return Ok(format!("already running (pid {pid}; a concurrent start won)"));
+                    return Ok(format!(
+                        "already running (pid {pid}; a concurrent start won)"
+                    ));
                 }
             }
             return Err(Error::Tool {
@@ -262,6 +291,7 @@ impl Driver for Qemu {
         match Self::pid(n) {
             Some(pid) => Ok(format!("started ({accel}, pid {pid})")),
             None => Err(Error::Died {
+                what: "its qemu process exited".to_owned(),
                 tail: console::tail(&run.join("console.log"), 15),
             }),
         }
@@ -284,6 +314,7 @@ impl Driver for Qemu {
             }
             if Self::pid(n).is_none() {
                 return Err(Error::Died {
+                    what: "its qemu process exited".to_owned(),
                     tail: console::tail(&log, 15),
                 });
             }
@@ -319,9 +350,7 @@ impl Driver for Qemu {
             let qmp = Self::qmp(n);
             // A paused guest cannot see the power button.
             let _ = qmp::execute(&qmp, "cont", None);
-            if qmp::execute(&qmp, "system_powerdown", None).is_ok()
-                && proc::wait_gone(pid, grace)
-            {
+            if qmp::execute(&qmp, "system_powerdown", None).is_ok() && proc::wait_gone(pid, grace) {
                 how = "shut down";
             }
         }
@@ -423,9 +452,24 @@ fn probe_kvm(binary: &str, boot: &disks::Boot, run: &Path) -> &'static str {
         return "tcg";
     };
     let args: Vec<String> = [
-        "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults",
-        "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-append",
-        "console=ttyS0 panic=-1 rdinit=/vocc-kvm-probe root=/dev/vocc-none", "-serial",
+        "-machine",
+        "q35",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        kernel,
+        "-append",
+        "console=ttyS0 panic=-1 rdinit=/vocc-kvm-probe root=/dev/vocc-none",
+        "-serial",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -442,7 +486,10 @@ fn probe_kvm(binary: &str, boot: &disks::Boot, run: &Path) -> &'static str {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(15) {
             let text = fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Kernel panic") || text.contains("Run /") || text.contains("Freeing unused") {
+            if text.contains("Kernel panic")
+                || text.contains("Run /")
+                || text.contains("Freeing unused")
+            {
                 accel = "kvm";
                 break;
             }

@@ -97,6 +97,7 @@ impl Driver for Xen {
         loop {
             if self.domain(n).is_none() {
                 return Err(Error::Died {
+                    what: "xl lists no such domain".to_owned(),
                     tail: console::tail(&log, 15),
                 });
             }

@@ -1,0 +1,200 @@
+//! Each node's own artifacts: its root overlay over the shared root layer, overlays of
+//! its writable data disks, its swap disk, and its config drive.
+//!
+//! An overlay depends only on its backing path, format and size, so all nodes of a
+//! role share one store object (placed in each node's directory). A swap disk is a
+//! blank sparse file of the role's swap size; the boot hook gives it a signature. A
+//! config drive holds the node's rendered files and `vocc/node.env`.
+
+use super::drive::{self, DriveFile};
+use super::store::Output;
+use super::tools::{Run, QEMU_IMG};
+use super::{BuiltLayer, Builder, ImageError, Placed, NODE_BUILDER};
+use crate::model::{Cluster, Model, Node, Role, SchedulerKind};
+use crate::output::ManifestImage;
+use crate::render::{hex, Rendered};
+use std::collections::{BTreeMap, HashMap};
+use vocc_runtime::Plan;
+
+/// Builds (or finds) every node's artifacts.
+pub(super) fn build(
+    b: &mut Builder,
+    model: &Model,
+    plan: &Plan,
+    rendered: &Rendered,
+    layers: &HashMap<(String, String), BuiltLayer>,
+) -> Result<Vec<Placed>, ImageError> {
+    let dirs: HashMap<&str, &vocc_runtime::plan::PlanNode> =
+        plan.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let mut placed = Vec::new();
+    for cluster in &model.clusters {
+        for node in &cluster.nodes {
+            let Some(pn) = dirs.get(node.id.as_str()) else { continue };
+            let Some(role) = cluster.role(&node.role) else { continue };
+            let source = role.origin.location.as_str();
+            let dir = pn.dir.trim_end_matches('/');
+            let mut place = |path: String, out: &Output, key: &str, kind: &str, format: &str, layer: Option<String>| {
+                placed.push(Placed {
+                    symlink: false,
+                    image: ManifestImage {
+                        path,
+                        sha256: out.sha256.clone(),
+                        size: out.size,
+                        kind: kind.into(),
+                        format: format.into(),
+                        cluster: cluster.name.clone(),
+                        node: Some(node.id.clone()),
+                        layer,
+                        source: source.to_owned(),
+                        recipe: key.to_owned(),
+                        cache: String::new(),
+                        reason: None,
+                    },
+                });
+            };
+
+            // The root overlay, over the role's root image.
+            let root_id = pn.root_image.clone().or_else(|| pn.root.first().cloned()).unwrap_or_default();
+            let root_name = root_id.rsplit('/').next().unwrap_or(&root_id).to_owned();
+            if let Some(layer) = layers.get(&(cluster.name.clone(), root_name.clone())) {
+                let (out, key) = overlay(b, &cluster.name, &root_name, layer, &node.id, source)?;
+                place(format!("{dir}/root.qcow2"), &out, &key, "overlay", "qcow2", Some(root_id.clone()));
+            }
+            // Writable data disks.
+            for d in role.disks.iter().filter(|d| d.access == crate::model::Access::Rw) {
+                if let Some(layer) = layers.get(&(cluster.name.clone(), d.layer.clone())) {
+                    let (out, key) = overlay(b, &cluster.name, &d.layer, layer, &node.id, &d.origin.location)?;
+                    let id = format!("{}/{}", cluster.name, d.layer);
+                    place(format!("{dir}/{}.qcow2", d.layer), &out, &key, "data-overlay", "qcow2", Some(id));
+                }
+            }
+            // Swap.
+            if let Some(size) = role.swap.filter(|s| *s > 0) {
+                let recipe = serde_json::json!({ "builder": NODE_BUILDER, "kind": "swap", "size": size });
+                let e = b.cached(&format!("swap {}", node.id), recipe, vec![], source, |b, work, _| {
+                    let path = work.join("swap.img");
+                    let f = std::fs::File::create(&path)
+                        .map_err(|e| ImageError::io("cannot create a swap disk".into(), e))?;
+                    f.set_len(size).map_err(|e| ImageError::io("cannot size a swap disk".into(), e))?;
+                    Ok([("swap".to_owned(), b.store.insert(&path, 0o444)?)].into())
+                })?;
+                place(format!("{dir}/swap.img"), &e.outputs["swap"], &e.key, "swap", "raw", None);
+            }
+            // The config drive.
+            let (out, key) = config_drive(b, cluster, role, node, rendered, source)?;
+            place(format!("{dir}/cidata.img"), &out, &key, "config-drive", "iso9660", None);
+        }
+    }
+    Ok(placed)
+}
+
+/// The qcow2 overlay over `layers/<cluster>/<name>.img`, named relative to the node's
+/// directory so that it resolves in OUT and in a host store of the same shape.
+fn overlay(
+    b: &mut Builder,
+    cluster: &str,
+    name: &str,
+    layer: &BuiltLayer,
+    node: &str,
+    source: &str,
+) -> Result<(Output, String), ImageError> {
+    let backing = format!("../../layers/{cluster}/{name}.img");
+    let recipe = serde_json::json!({
+        "builder": NODE_BUILDER, "kind": "overlay", "backing": backing,
+        "format": layer.format, "size": layer.virtual_size,
+    });
+    let e = b.cached(&format!("overlay {node}"), recipe, vec![], source, |b, work, _| {
+        let path = work.join("overlay.qcow2");
+        // `-u`: the backing file is named relative to where the overlay will be, not
+        // where it is made; give the size instead of letting qemu-img open it.
+        Run::new(QEMU_IMG, source)
+            .args(["create", "-q", "-f", "qcow2", "-F", layer.format, "-u", "-b", &backing])
+            .arg(&path)
+            .arg(layer.virtual_size.to_string())
+            .run()?;
+        Ok([("overlay".to_owned(), b.store.insert(&path, 0o444)?)].into())
+    })?;
+    Ok((e.outputs["overlay"].clone(), e.key))
+}
+
+/// The node's config drive: cloud-init's files at the root, vocc's under `vocc/`.
+fn config_drive(
+    b: &mut Builder,
+    cluster: &Cluster,
+    role: &Role,
+    node: &Node,
+    rendered: &Rendered,
+    source: &str,
+) -> Result<(Output, String), ImageError> {
+    let env = node_env(cluster, role, node);
+    let mut files: Vec<DriveFile> = vec![DriveFile { path: "vocc/node.env".into(), mode: 0o644, bytes: env.as_bytes() }];
+    if let Some(out) = rendered.node(&node.id) {
+        for f in out.files() {
+            let path = if let Some(p) = f.path.strip_prefix("cidata/") {
+                p.to_owned()
+            } else if let Some(p) = f.path.strip_prefix("files/") {
+                format!("vocc/files/{p}")
+            } else {
+                continue;
+            };
+            let Some(object) = rendered.objects.get(&f.digest) else { continue };
+            files.push(DriveFile { path, mode: object.mode, bytes: &object.bytes });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let listing: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path,
+                "mode": format!("{:04o}", f.mode),
+                "sha256": hex(&sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), f.bytes)).into()),
+            })
+        })
+        .collect();
+    let recipe = serde_json::json!({
+        "builder": NODE_BUILDER, "kind": "config-drive", "label": drive::LABEL, "files": listing,
+    });
+    let e = b.cached(&format!("config drive {}", node.id), recipe, vec![], source, |b, work, _| {
+        let image = work.join("cidata.img");
+        drive::make(&work.join("tree"), &image, &files, source)?;
+        Ok([("drive".to_owned(), b.store.insert(&image, 0o400)?)].into())
+    })?;
+    Ok((e.outputs["drive"].clone(), e.key))
+}
+
+/// `vocc/node.env`: shell assignments the hook and the layer's scripts read.
+pub(super) fn node_env(cluster: &Cluster, role: &Role, node: &Node) -> String {
+    let (enable, disable) = units(cluster, role);
+    let vars: BTreeMap<&str, String> = [
+        ("VOCC_NODE", node.id.clone()),
+        ("VOCC_HOSTNAME", node.hostname.clone()),
+        ("VOCC_FQDN", format!("{}.{}", node.hostname, cluster.domain)),
+        ("VOCC_CLUSTER", cluster.name.clone()),
+        ("VOCC_ROLE", role.name.clone()),
+        ("VOCC_ENABLE", enable.join(" ")),
+        ("VOCC_DISABLE", disable.join(" ")),
+    ]
+    .into();
+    let mut out = String::from("# vocc node environment: generated by vocc\n");
+    for (k, v) in vars {
+        out.push_str(&format!("{k}='{}'\n", v.replace('\'', "'\\''")));
+    }
+    out
+}
+
+/// The systemd units a node of `role` runs or does not run, among those a shared
+/// Debian layer may carry for other roles.
+fn units(cluster: &Cluster, role: &Role) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut enable = Vec::new();
+    let mut disable = Vec::new();
+    let mut set = |unit: &'static str, on: bool| if on { enable.push(unit) } else { disable.push(unit) };
+    if cluster.scheduler.as_ref().is_some_and(|s| s.kind == SchedulerKind::Slurm) {
+        let part = role.scheduler.as_ref().filter(|s| s.kind == SchedulerKind::Slurm);
+        set("munge", part.is_some());
+        set("slurmctld", part.is_some_and(|s| s.controller));
+        set("slurmd", part.is_some_and(|s| s.compute));
+    }
+    set("nfs-server", !role.exports.is_empty());
+    (enable, disable)
+}
