@@ -160,12 +160,14 @@ pub fn main() -> ExitCode {
         } => build(
             &file,
             &input,
-            &out,
-            config_only,
-            templates.as_deref(),
-            secrets.as_deref(),
-            json,
-            store,
+            &BuildFlags {
+                out: &out,
+                config_only,
+                templates: templates.as_deref(),
+                secrets: secrets.as_deref(),
+                json,
+                store,
+            },
         ),
         Command::Gc { store, json } => gc(store, json),
         Command::Explain { file, node, input } => explain(&file, &node, &input),
@@ -254,16 +256,25 @@ fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, I
     })
 }
 
-fn build(
-    file: &Path,
-    input: &InputArgs,
-    out: &Path,
+/// What `vocc build` was asked for besides its input.
+struct BuildFlags<'a> {
+    out: &'a Path,
     config_only: bool,
-    templates: Option<&Path>,
-    secrets: Option<&Path>,
+    templates: Option<&'a Path>,
+    secrets: Option<&'a Path>,
     json: bool,
     store: Option<PathBuf>,
-) -> Result<ExitCode, Internal> {
+}
+
+fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode, Internal> {
+    let BuildFlags {
+        out,
+        config_only,
+        templates,
+        secrets,
+        json,
+        ref store,
+    } = *flags;
     let (c, plan) = compile_and_plan(file, input)?;
     let (Some(model), Some(plan)) = (&c.model, plan) else {
         if json {
@@ -295,7 +306,7 @@ fn build(
             templates: templates.map(Path::to_path_buf),
             secrets: secrets_dir,
             config_only,
-            store,
+            store: store.clone(),
             json_events: json,
         },
     )

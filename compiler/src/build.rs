@@ -67,11 +67,18 @@ pub enum BuildError {
     #[error(transparent)]
     Images(#[from] crate::image::ImageError),
     #[error("cannot write `{path}`: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Builds everything for `model` placed by `plan` into `options.out`.
-pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildSummary, BuildError> {
+pub fn build(
+    model: &Model,
+    plan: Plan,
+    options: &BuildOptions,
+) -> Result<BuildSummary, BuildError> {
     let templates = Templates::load(options.templates.as_deref())?;
     let secrets = Secrets::load_or_create(&options.secrets, model)?;
     let rendered = render::render(model, &plan, &templates, &secrets)?;
@@ -82,7 +89,10 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
         None
     } else {
         let image_options = crate::image::ImageOptions {
-            store: options.store.clone().unwrap_or_else(crate::image::default_dir),
+            store: options
+                .store
+                .clone()
+                .unwrap_or_else(crate::image::default_dir),
             out: options.out.clone(),
             progress: if options.json_events {
                 crate::image::Progress::json_stderr()
@@ -90,7 +100,10 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
                 crate::image::Progress::terminal()
             },
         };
-        Some((crate::image::build(model, &mut plan, &rendered, &image_options)?, image_options.store))
+        Some((
+            crate::image::build(model, &mut plan, &rendered, &image_options)?,
+            image_options.store,
+        ))
     };
     let mut model_json = serde_json::to_vec_pretty(model).unwrap_or_default();
     model_json.push(b'\n');
@@ -99,13 +112,16 @@ pub fn build(model: &Model, plan: Plan, options: &BuildOptions) -> Result<BuildS
         bytes: model_json,
         kind: "model".into(),
         cluster: None,
-        source: model
-            .clusters
-            .first()
-            .map_or_else(|| model.site.origin.location.clone(), |c| c.origin.location.clone()),
+        source: model.clusters.first().map_or_else(
+            || model.site.origin.location.clone(),
+            |c| c.origin.location.clone(),
+        ),
     }];
     let mut manifest: Manifest = output::write_tree(&options.out, &rendered, &plan, &extra)
-        .map_err(|source| BuildError::Write { path: options.out.clone(), source })?;
+        .map_err(|source| BuildError::Write {
+            path: options.out.clone(),
+            source,
+        })?;
     // --- images: placed in the tree, listed in the manifest ---
     let images = match images {
         Some((images, store)) => {

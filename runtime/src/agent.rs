@@ -29,11 +29,12 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
             &e,
         )
     })?;
-    let id = format!(
-        "{}{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ crate::state::now_ms() as u128
-    );
+    // Unique enough to tell this request's answer from an abandoned one's.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let id = format!("{}x{}x{nanos}", std::process::id(), crate::state::now_ms());
     let mut request = format!("vocc-exec {id}");
     for a in argv {
         request.push(' ');

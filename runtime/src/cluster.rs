@@ -165,6 +165,7 @@ impl Runtime {
         let running = journal.filter(|j| {
             !j.driver.is_empty() && j.nodes.values().any(|n| n.state != State::Unstaged)
         });
+        let recorded = journal.map(|j| j.driver.as_str()).filter(|d| !d.is_empty());
         match (running, asked) {
             (Some(j), Some(a)) if j.driver != a => Err(Error::Other(format!(
                 "cluster `{}` runs under the `{}` driver: use `--driver {}`, or `vocc down` first",
@@ -172,7 +173,8 @@ impl Runtime {
             ))),
             (Some(j), _) => driver::by_name(&j.driver),
             (None, Some(a)) => driver::by_name(a),
-            (None, None) => driver::by_name("qemu"),
+            // A run killed before any node moved still chose its driver.
+            (None, None) => driver::by_name(recorded.unwrap_or("qemu")),
         }
     }
 
@@ -277,7 +279,7 @@ impl Runtime {
         // everything those wait for.
         let selected = self.select(cluster_name, sel)?;
         let all = steps_until(&self.plan, target);
-        let wanted = wanted_steps(&self.plan, &all, &selected);
+        let wanted = wanted_steps(&all, &selected);
         let steps: Vec<&Step> = all
             .into_iter()
             .filter(|s| wanted.contains(s.id.as_str()))
@@ -640,7 +642,7 @@ impl Runtime {
                     }
                 })
                 .collect(),
-            ok: results_ok(&journal, &selected, op),
+            ok: results_ok(&journal, &selected),
         };
         journal.last = Some(report.clone());
         journal.save(&journal_path)?;
@@ -859,7 +861,8 @@ impl Runtime {
     }
 }
 
-fn results_ok(journal: &Journal, selected: &[&PlanNode], _op: Op) -> bool {
+/// Whether every selected node is without a recorded failure.
+fn results_ok(journal: &Journal, selected: &[&PlanNode]) -> bool {
     selected
         .iter()
         .all(|n| journal.nodes.get(&n.id).is_none_or(|r| r.error.is_none()))
@@ -969,10 +972,9 @@ fn stage_needed(step: &Step, n: &PlanNode) -> bool {
 
 /// The steps a run performs for the selected nodes: their own, the staging their
 /// layers need on their hosts, and (closed over `after`) everything those wait for.
-fn wanted_steps<'a>(plan: &Plan, all: &[&'a Step], selected: &[&PlanNode]) -> HashSet<&'a str> {
+fn wanted_steps<'a>(all: &[&'a Step], selected: &[&PlanNode]) -> HashSet<&'a str> {
     let chosen: HashSet<&str> = selected.iter().map(|n| n.id.as_str()).collect();
     let by_id: HashMap<&str, &Step> = all.iter().map(|s| (s.id.as_str(), *s)).collect();
-    let _ = plan;
     let mut wanted = HashSet::new();
     let mut queue: Vec<&Step> = all
         .iter()

@@ -98,7 +98,12 @@ pub fn validate(plan: &Plan) -> Result<(), PlanError> {
         check(&clusters, &owner, "cluster", &node.cluster)?;
         check(&hosts, &owner, "host", &node.host)?;
         let root_image = node.root_image.iter();
-        for layer in node.root.iter().chain(root_image).chain(node.disks.iter().map(|d| &d.layer)) {
+        for layer in node
+            .root
+            .iter()
+            .chain(root_image)
+            .chain(node.disks.iter().map(|d| &d.layer))
+        {
             check(&layers, &owner, "layer", layer)?;
         }
         for after in &node.after {

@@ -109,7 +109,11 @@ fn place(src: &Path, dst: &Path) -> Result<&'static str> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.staging.{}", std::process::id()));
+    // Hosts that share this machine's store stage the same layer at once: each copy
+    // gets a name of its own, and the last rename wins with identical content.
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.staging.{}.{n}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let how = if fs::hard_link(src, &tmp).is_ok() {
         "hardlink"

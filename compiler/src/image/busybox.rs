@@ -30,7 +30,8 @@ pub struct HostBusybox {
 pub fn host_busybox(store: &Store, source: &str) -> Result<HostBusybox, ImageError> {
     let path = tools::locate(BUSYBOX)?;
     let path = fs::canonicalize(&path).unwrap_or(path);
-    let head = read_head(&path).map_err(|e| ImageError::io(format!("cannot read `{}`", path.display()), e))?;
+    let head = read_head(&path)
+        .map_err(|e| ImageError::io(format!("cannot read `{}`", path.display()), e))?;
     if has_interpreter(&head) {
         return Err(ImageError::Kernel {
             message: format!(
@@ -56,10 +57,17 @@ fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Whether an ELF64 executable names a program interpreter (is dynamically linked).
 fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let u64_at = |o: usize| {
-        elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
     };
     if !elf.starts_with(b"\x7fELF") || elf.get(4) != Some(&2) {
         return false;
@@ -71,7 +79,11 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 /// The NFS server's programs the layer takes from the host, if the host has them all.
-pub const NFS_TOOLS: &[&str] = &["/usr/sbin/rpc.nfsd", "/usr/sbin/rpc.mountd", "/usr/sbin/exportfs"];
+pub const NFS_TOOLS: &[&str] = &[
+    "/usr/sbin/rpc.nfsd",
+    "/usr/sbin/rpc.mountd",
+    "/usr/sbin/exportfs",
+];
 
 /// A host file the layer carries: where it goes in the root, where it is, its sha256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,8 +185,14 @@ pub fn stage(root: &Path, busybox: &HostBusybox, extra: &[HostFile]) -> Result<(
     symlink("../run", &var_run).map_err(io(&var_run))?;
 
     // One link per applet, where busybox says it belongs (`bin/sh`, `sbin/init`, ...).
-    let list = tools::Run::new(BUSYBOX, "busybox").arg("--list-full").output()?;
-    for applet in String::from_utf8_lossy(&list).lines().map(str::trim).filter(|l| !l.is_empty()) {
+    let list = tools::Run::new(BUSYBOX, "busybox")
+        .arg("--list-full")
+        .output()?;
+    for applet in String::from_utf8_lossy(&list)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         let rel = applet.trim_start_matches('/');
         if rel == "bin/busybox" || rel.contains("..") {
             continue;
@@ -195,13 +213,25 @@ pub fn stage(root: &Path, busybox: &HostBusybox, extra: &[HostFile]) -> Result<(
         ("usr/share/udhcpc/default.script", super::BOOT_UDHCPC, 0o755),
         ("usr/lib/vocc/hook.sh", super::BOOT_HOOK, 0o755),
         ("lib/vocc/vocc-agent", super::GUEST_AGENT, 0o755),
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+            0o644,
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644),
-        ("etc/shadow", "root:*:0:0:99999:7:::\nnobody:*:0:0:99999:7:::\n", 0o600),
+        (
+            "etc/shadow",
+            "root:*:0:0:99999:7:::\nnobody:*:0:0:99999:7:::\n",
+            0o600,
+        ),
         ("etc/hostname", "localhost\n", 0o644),
         ("etc/hosts", "127.0.0.1\tlocalhost\n", 0o644),
         ("etc/fstab", "# written at boot by the vocc hook\n", 0o644),
-        ("etc/network/interfaces", "auto lo\niface lo inet loopback\n", 0o644),
+        (
+            "etc/network/interfaces",
+            "auto lo\niface lo inet loopback\n",
+            0o644,
+        ),
         ("etc/netconfig", NETCONFIG, 0o644),
         ("etc/exports", "", 0o644),
     ];
@@ -239,7 +269,13 @@ mod tests {
         let text = "/usr/sbin/rpc.nfsd:\n\tlinux-vdso.so.1 (0x00007ffd)\n\
                     \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
                     \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
-        assert_eq!(libraries(text), ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            libraries(text),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
     }
 
     #[test]

@@ -4,11 +4,26 @@
 /// One entry of the archive.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
     /// A character device (such as `/dev/console`, which the kernel opens before /init).
-    CharDev { path: String, mode: u32, major: u32, minor: u32 },
+    CharDev {
+        path: String,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl Entry {
@@ -33,18 +48,27 @@ pub fn archive(mut entries: Vec<Entry>, mtime: u32) -> Vec<u8> {
             Entry::Dir { mode, .. } => (0o040000 | mode, &[], (0, 0)),
             Entry::File { mode, data, .. } => (0o100000 | mode, data, (0, 0)),
             Entry::Symlink { target, .. } => (0o120777, target.as_bytes(), (0, 0)),
-            Entry::CharDev { mode, major, minor, .. } => (0o020000 | mode, &[], (*major, *minor)),
+            Entry::CharDev {
+                mode, major, minor, ..
+            } => (0o020000 | mode, &[], (*major, *minor)),
         };
         let nlink = if matches!(e, Entry::Dir { .. }) { 2 } else { 1 };
-        header(&mut out, ino, mode, nlink, mtime, data.len() as u32, rdev, e.path().trim_start_matches('/'));
+        header(
+            &mut out,
+            ino,
+            mode,
+            nlink,
+            mtime,
+            data.len() as u32,
+            rdev,
+            e.path().trim_start_matches('/'),
+        );
         out.extend_from_slice(data);
         pad(&mut out);
     }
     header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
     // The kernel reads the archive in 512-byte blocks; pad like cpio does.
-    while out.len() % 512 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(512), 0);
     out
 }
 
@@ -59,7 +83,21 @@ fn header(
     rdev: (u32, u32),
     name: &str,
 ) {
-    let fields = [ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        mtime,
+        size,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
+    ];
     out.extend_from_slice(b"070701");
     for f in fields {
         out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -70,9 +108,7 @@ fn header(
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 #[cfg(test)]
@@ -83,9 +119,19 @@ mod tests {
     fn entries_are_aligned_and_sorted() {
         let a = archive(
             vec![
-                Entry::File { path: "/init".into(), mode: 0o755, data: b"#!/bin/sh\n".to_vec() },
-                Entry::Dir { path: "/bin".into(), mode: 0o755 },
-                Entry::Symlink { path: "/bin/sh".into(), target: "busybox".into() },
+                Entry::File {
+                    path: "/init".into(),
+                    mode: 0o755,
+                    data: b"#!/bin/sh\n".to_vec(),
+                },
+                Entry::Dir {
+                    path: "/bin".into(),
+                    mode: 0o755,
+                },
+                Entry::Symlink {
+                    path: "/bin/sh".into(),
+                    target: "busybox".into(),
+                },
             ],
             0,
         );
@@ -102,7 +148,12 @@ mod tests {
 
     #[test]
     fn the_same_entries_give_the_same_bytes() {
-        let e = || vec![Entry::Dir { path: "/a".into(), mode: 0o700 }];
+        let e = || {
+            vec![Entry::Dir {
+                path: "/a".into(),
+                mode: 0o700,
+            }]
+        };
         assert_eq!(archive(e(), 7), archive(e(), 7));
     }
 }

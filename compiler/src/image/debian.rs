@@ -65,11 +65,17 @@ pub fn stage(
     source: &str,
 ) -> Result<(), ImageError> {
     let mirror = work.join("mirror.sources");
-    fs::write(&mirror, sources).map_err(|e| ImageError::io("cannot write the apt sources".into(), e))?;
+    fs::write(&mirror, sources)
+        .map_err(|e| ImageError::io("cannot write the apt sources".into(), e))?;
     let mut include: Vec<&str> = BASE_PACKAGES.to_vec();
     include.extend(packages.iter().map(String::as_str));
     Run::new(MMDEBSTRAP, source)
-        .args(["--mode=root", "--variant=minbase", "--format=directory", "-q"])
+        .args([
+            "--mode=root",
+            "--variant=minbase",
+            "--format=directory",
+            "-q",
+        ])
         .arg(format!("--include={}", include.join(",")))
         .arg("--aptopt=Acquire::Languages \"none\"")
         .args([
@@ -86,10 +92,18 @@ pub fn stage(
         .arg(&mirror)
         .run()
         .map_err(|e| match e {
-            ImageError::ToolFailed { command, status, stderr, source_line } => ImageError::ToolFailed {
+            ImageError::ToolFailed {
                 command,
                 status,
-                stderr: format!("{stderr}\n(are the packages [{}] in `{suite}`?)", packages.join(" ")),
+                stderr,
+                source_line,
+            } => ImageError::ToolFailed {
+                command,
+                status,
+                stderr: format!(
+                    "{stderr}\n(are the packages [{}] in `{suite}`?)",
+                    packages.join(" ")
+                ),
                 source_line,
             },
             e => e,
@@ -113,8 +127,16 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
     };
     put("usr/lib/vocc/hook.sh", super::BOOT_HOOK, 0o755)?;
     put("lib/vocc/vocc-agent", super::GUEST_AGENT, 0o755)?;
-    put("lib/systemd/system/vocc-ready.service", super::BOOT_READY_UNIT, 0o644)?;
-    put("lib/systemd/system/vocc-agent.service", super::BOOT_AGENT_UNIT, 0o644)?;
+    put(
+        "lib/systemd/system/vocc-ready.service",
+        super::BOOT_READY_UNIT,
+        0o644,
+    )?;
+    put(
+        "lib/systemd/system/vocc-agent.service",
+        super::BOOT_AGENT_UNIT,
+        0o644,
+    )?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(io(&wants))?;
     for unit in ["vocc-ready.service", "vocc-agent.service"] {
@@ -125,7 +147,11 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
 
     // Machine identity: every node makes its own at first boot.
     put("etc/machine-id", "", 0o444)?;
-    for rel in ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed", "var/cache/ldconfig/aux-cache"] {
+    for rel in [
+        "var/lib/dbus/machine-id",
+        "var/lib/systemd/random-seed",
+        "var/cache/ldconfig/aux-cache",
+    ] {
         remove(&root.join(rel))?;
     }
     let ssh = root.join("etc/ssh");
@@ -136,8 +162,17 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
             }
         }
     }
+    // Secrets packages make at install (munge's key): each cluster brings its own.
+    remove(&root.join("etc/munge/munge.key"))?;
     // Caches and logs of the build.
-    for rel in ["var/lib/apt/lists", "var/cache/apt", "var/log", "var/cache/debconf", "tmp", "var/tmp"] {
+    for rel in [
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "var/log",
+        "var/cache/debconf",
+        "tmp",
+        "var/tmp",
+    ] {
         empty_dir(&root.join(rel), rel == "var/cache/debconf")?;
     }
     // The password and group backups (`passwd-`) carry the build's date.
@@ -153,9 +188,10 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
 
 fn remove(p: &Path) -> Result<(), ImageError> {
     match fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(ImageError::io(format!("cannot remove `{}`", p.display()), e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ImageError::io(
+            format!("cannot remove `{}`", p.display()),
+            e,
+        )),
         _ => Ok(()),
     }
 }
@@ -163,7 +199,11 @@ fn remove(p: &Path) -> Result<(), ImageError> {
 /// Removes the files below `dir` (keeping directories, which packages expect). With
 /// `old_only`, only debconf's `*-old` backups go.
 fn empty_dir(dir: &Path, old_only: bool) -> Result<(), ImageError> {
-    for e in walkdir::WalkDir::new(dir).min_depth(1).into_iter().flatten() {
+    for e in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
         if e.file_type().is_dir() {
             continue;
         }

@@ -28,9 +28,17 @@ pub struct DriveFile<'a> {
 }
 
 /// Writes the files into `tree`, then the ISO image to `image`.
-pub fn make(tree: &Path, image: &Path, files: &[DriveFile], source: &str) -> Result<(), ImageError> {
+pub fn make(
+    tree: &Path,
+    image: &Path,
+    files: &[DriveFile],
+    source: &str,
+) -> Result<(), ImageError> {
     for f in files {
-        if f.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if f.path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(ImageError::io(
                 format!("`{}` is not a path a config drive can hold", f.path),
                 std::io::ErrorKind::InvalidInput.into(),
@@ -47,7 +55,15 @@ pub fn make(tree: &Path, image: &Path, files: &[DriveFile], source: &str) -> Res
     super::ext4::normalise_times(tree)
         .map_err(|e| ImageError::io(format!("cannot set times in `{}`", tree.display()), e))?;
     Run::new(XORRISO, source)
-        .args(["-no_rc", "-report_about", "FAILURE", "-as", "mkisofs", "-quiet", "-no-pad"])
+        .args([
+            "-no_rc",
+            "-report_about",
+            "FAILURE",
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-no-pad",
+        ])
         .args(["-V", LABEL, "-J", "-R", "-input-charset", "utf-8", "-o"])
         .arg(image)
         .arg(tree)

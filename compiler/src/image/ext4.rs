@@ -76,13 +76,16 @@ pub fn make(spec: &Ext4) -> Result<(), ImageError> {
     };
     let uuid = uuid(spec.seed);
     let conf = spec.image.with_extension("mke2fs.conf");
-    fs::write(&conf, MKE2FS_CONF).map_err(|e| ImageError::io("cannot write mke2fs.conf".into(), e))?;
+    fs::write(&conf, MKE2FS_CONF)
+        .map_err(|e| ImageError::io("cannot write mke2fs.conf".into(), e))?;
     let _ = fs::remove_file(spec.image);
     let result = Run::new(MKFS_EXT4, spec.source)
         .env("MKE2FS_CONFIG", &conf)
         .args(["-q", "-F", "-t", "ext4", "-L", spec.label, "-U", &uuid])
         .arg("-E")
-        .arg(format!("hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,nodiscard"))
+        .arg(format!(
+            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,nodiscard"
+        ))
         .arg("-d")
         .arg(spec.tree)
         .arg(spec.image)
@@ -95,8 +98,20 @@ pub fn make(spec: &Ext4) -> Result<(), ImageError> {
 
 /// A UUID (8-4-4-4-12) from the first 32 hex digits of `seed`.
 pub fn uuid(seed: &str) -> String {
-    let h: String = seed.chars().filter(char::is_ascii_hexdigit).chain("0".repeat(32).chars()).take(32).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    let h: String = seed
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .chain("0".repeat(32).chars())
+        .take(32)
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn round_up(n: u64, to: u64) -> u64 {
@@ -108,20 +123,38 @@ pub fn tree_bytes(tree: &Path) -> u64 {
     walkdir::WalkDir::new(tree)
         .into_iter()
         .flatten()
-        .map(|e| e.metadata().map(|m| round_up(m.len().max(1), 4096)).unwrap_or(4096))
+        .map(|e| {
+            e.metadata()
+                .map(|m| round_up(m.len().max(1), 4096))
+                .unwrap_or(4096)
+        })
         .sum()
 }
 
 /// Sets access and modification times of everything in `tree` (symbolic links
 /// included, not followed) to [`EPOCH`].
 pub fn normalise_times(tree: &Path) -> io::Result<()> {
-    let times = [libc::timespec { tv_sec: EPOCH, tv_nsec: 0 }, libc::timespec { tv_sec: EPOCH, tv_nsec: 0 }];
+    let times = [
+        libc::timespec {
+            tv_sec: EPOCH,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: EPOCH,
+            tv_nsec: 0,
+        },
+    ];
     for entry in walkdir::WalkDir::new(tree).contents_first(true) {
         let entry = entry?;
         let path = CString::new(entry.path().as_os_str().as_bytes()).map_err(io::Error::other)?;
         // SAFETY: `path` is a valid NUL-terminated string and `times` has two entries.
         let rc = unsafe {
-            libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+            libc::utimensat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -171,12 +204,21 @@ fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageE
         }
     }
     let cmds = image.with_extension("debugfs");
-    fs::write(&cmds, script).map_err(|e| ImageError::io("cannot write debugfs commands".into(), e))?;
-    let out = Run::new(DEBUGFS, source).arg("-w").arg("-f").arg(&cmds).arg(image).output();
+    fs::write(&cmds, script)
+        .map_err(|e| ImageError::io("cannot write debugfs commands".into(), e))?;
+    let out = Run::new(DEBUGFS, source)
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(image)
+        .output();
     let _ = fs::remove_file(&cmds);
     // debugfs exits 0 even when a command fails: look for its complaints.
     let out = String::from_utf8_lossy(&out?).into_owned();
-    if let Some(bad) = out.lines().find(|l| !l.starts_with("debugfs:") && !l.trim().is_empty()) {
+    if let Some(bad) = out
+        .lines()
+        .find(|l| !l.starts_with("debugfs:") && !l.trim().is_empty())
+    {
         return Err(ImageError::ToolFailed {
             command: format!("debugfs -w -f <commands> {}", image.display()),
             status: "reported an error".into(),
@@ -190,7 +232,10 @@ fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageE
 /// The inodes in use: every inode of every group less the `Free inodes:` ranges.
 fn used_inodes(dumpe2fs: &str) -> Option<Vec<u32>> {
     let field = |name: &str| -> Option<u32> {
-        dumpe2fs.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+        dumpe2fs
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
     };
     let count = field("Inode count:")?;
     let per_group = field("Inodes per group:")?;
@@ -199,7 +244,9 @@ fn used_inodes(dumpe2fs: &str) -> Option<Vec<u32>> {
     let mut groups = 0;
     for line in dumpe2fs.lines() {
         // Group lines are indented; the summary line `Free inodes: N` is not.
-        let Some(ranges) = line.strip_prefix("  Free inodes:") else { continue };
+        let Some(ranges) = line.strip_prefix("  Free inodes:") else {
+            continue;
+        };
         groups += 1;
         for r in ranges.split(',').filter(|r| !r.trim().is_empty()) {
             let (a, b) = r.trim().split_once('-').unwrap_or((r.trim(), r.trim()));
@@ -221,7 +268,10 @@ mod tests {
 
     #[test]
     fn uuids_come_from_the_seed() {
-        assert_eq!(uuid("0123456789abcdef0123456789abcdefffff"), "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(
+            uuid("0123456789abcdef0123456789abcdefffff"),
+            "01234567-89ab-cdef-0123-456789abcdef"
+        );
     }
 
     #[test]

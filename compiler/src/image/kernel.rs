@@ -101,13 +101,14 @@ pub struct KernelTree {
 
 impl KernelTree {
     pub fn vmlinuz(&self) -> PathBuf {
-        self.dir.join("boot").join(format!("vmlinuz-{}", self.release))
+        self.dir
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
     }
 
     pub fn modules(&self) -> PathBuf {
         self.dir.join("lib/modules").join(&self.release)
     }
-
 }
 
 /// Which kernel package `apt` would install now, remembered until the host's package
@@ -118,9 +119,14 @@ pub fn resolve(store: &Store, source: &str) -> Result<KernelPackage, ImageError>
         lists: (i64, i64),
         package: KernelPackage,
     }
-    let lists = fs::metadata("/var/lib/apt/lists").map(|m| (m.mtime(), m.mtime_nsec())).unwrap_or((0, 0));
+    let lists = fs::metadata("/var/lib/apt/lists")
+        .map(|m| (m.mtime(), m.mtime_nsec()))
+        .unwrap_or((0, 0));
     let memo_path = store.kernel_cache().join("resolved.json");
-    if let Some(m) = fs::read(&memo_path).ok().and_then(|b| serde_json::from_slice::<Memo>(&b).ok()) {
+    if let Some(m) = fs::read(&memo_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+    {
         if m.lists == lists {
             return Ok(m.package);
         }
@@ -142,7 +148,10 @@ pub fn resolve(store: &Store, source: &str) -> Result<KernelPackage, ImageError>
         message: format!("cannot tell which kernel `{KERNEL_META}` depends on"),
         source_line: source.to_owned(),
     })?;
-    if let Ok(b) = serde_json::to_vec(&Memo { lists, package: package.clone() }) {
+    if let Ok(b) = serde_json::to_vec(&Memo {
+        lists,
+        package: package.clone(),
+    }) {
         let _ = super::store::write_atomic(&memo_path, &b, 0o644);
     }
     Ok(package)
@@ -156,13 +165,19 @@ fn parse_depends(text: &str) -> Option<KernelPackage> {
         let d = d.trim();
         let (name, rest) = d.split_once(' ')?;
         let version = rest.trim().strip_prefix("(=")?.strip_suffix(')')?.trim();
-        name.starts_with("linux-image-")
-            .then(|| KernelPackage { package: name.to_owned(), version: version.to_owned() })
+        name.starts_with("linux-image-").then(|| KernelPackage {
+            package: name.to_owned(),
+            version: version.to_owned(),
+        })
     })
 }
 
 /// The unpacked kernel package, fetching and unpacking it into the cache if needed.
-pub fn fetch(store: &Store, package: &KernelPackage, source: &str) -> Result<KernelTree, ImageError> {
+pub fn fetch(
+    store: &Store,
+    package: &KernelPackage,
+    source: &str,
+) -> Result<KernelTree, ImageError> {
     let dir = store.kernel_cache().join(package.cache_name());
     if !dir.join("lib/modules").is_dir() {
         let work = store.work_dir()?;
@@ -173,17 +188,37 @@ pub fn fetch(store: &Store, package: &KernelPackage, source: &str) -> Result<Ker
             .map_err(|e| kernel_error(e, package, source))?;
         let deb = fs::read_dir(work.path())
             .ok()
-            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")))
+            .and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            })
             .ok_or_else(|| ImageError::Kernel {
                 message: format!("`apt-get download {}` left no package", package.id()),
                 source_line: source.to_owned(),
             })?;
         let unpacked = work.path().join("x");
-        Run::new(DPKG_DEB, source).arg("-x").arg(&deb).arg(&unpacked).run()?;
+        Run::new(DPKG_DEB, source)
+            .arg("-x")
+            .arg(&deb)
+            .arg(&unpacked)
+            .run()?;
         let release = release_of(&unpacked, package, source)?;
-        Run::new(DEPMOD, source).arg("-b").arg(&unpacked).arg(&release).run()?;
+        Run::new(DEPMOD, source)
+            .arg("-b")
+            .arg(&unpacked)
+            .arg(&release)
+            .run()?;
         let _ = fs::remove_file(&deb);
-        fs::rename(&unpacked, &dir).map_err(|e| ImageError::io(format!("cannot fill `{}`", dir.display()), e))?;
+        // Another build may have filled the cache meanwhile: then theirs is as good.
+        if let Err(e) = fs::rename(&unpacked, &dir) {
+            if !dir.join("lib/modules").is_dir() {
+                return Err(ImageError::io(
+                    format!("cannot fill `{}`", dir.display()),
+                    e,
+                ));
+            }
+        }
     }
     let release = release_of(&dir, package, source)?;
     Ok(KernelTree { dir, release })
@@ -206,13 +241,20 @@ fn kernel_error(e: ImageError, package: &KernelPackage, source: &str) -> ImageEr
 fn release_of(dir: &Path, package: &KernelPackage, source: &str) -> Result<String, ImageError> {
     let modules = dir.join("lib/modules");
     let mut releases: Vec<String> = fs::read_dir(&modules)
-        .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     releases.sort();
     match releases.as_slice() {
         [one] if dir.join("boot").join(format!("vmlinuz-{one}")).is_file() => Ok(one.clone()),
         _ => Err(ImageError::Kernel {
-            message: format!("the package `{}` has no single kernel and module tree", package.id()),
+            message: format!(
+                "the package `{}` has no single kernel and module tree",
+                package.id()
+            ),
             source_line: source.to_owned(),
         }),
     }
@@ -228,7 +270,9 @@ pub fn module_closure(tree: &KernelTree, wanted: &[&str]) -> Result<Vec<String>,
     let mut deps: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut by_name: HashMap<String, &str> = HashMap::new();
     for line in text.lines() {
-        let Some((module, rest)) = line.split_once(':') else { continue };
+        let Some((module, rest)) = line.split_once(':') else {
+            continue;
+        };
         deps.insert(module, rest.split_whitespace().collect());
         by_name.insert(module_name(module), module);
     }
@@ -269,15 +313,45 @@ pub fn initramfs(tree: &KernelTree, busybox: &[u8]) -> Result<Vec<u8>, ImageErro
     use cpio::Entry as E;
     let mut entries = Vec::new();
     for d in [
-        "/bin", "/dev", "/etc", "/etc/vocc", "/lib", "/lib/vocc", "/lib/modules", "/proc", "/sys",
-        "/root", "/cfg", "/tmp", "/run",
+        "/bin",
+        "/dev",
+        "/etc",
+        "/etc/vocc",
+        "/lib",
+        "/lib/vocc",
+        "/lib/modules",
+        "/proc",
+        "/sys",
+        "/root",
+        "/cfg",
+        "/tmp",
+        "/run",
     ] {
-        entries.push(E::Dir { path: d.into(), mode: 0o755 });
+        entries.push(E::Dir {
+            path: d.into(),
+            mode: 0o755,
+        });
     }
-    entries.push(E::File { path: "/bin/busybox".into(), mode: 0o755, data: busybox.to_vec() });
-    entries.push(E::Symlink { path: "/bin/sh".into(), target: "busybox".into() });
-    entries.push(E::CharDev { path: "/dev/console".into(), mode: 0o600, major: 5, minor: 1 });
-    entries.push(E::File { path: "/init".into(), mode: 0o755, data: super::BOOT_INIT.as_bytes().to_vec() });
+    entries.push(E::File {
+        path: "/bin/busybox".into(),
+        mode: 0o755,
+        data: busybox.to_vec(),
+    });
+    entries.push(E::Symlink {
+        path: "/bin/sh".into(),
+        target: "busybox".into(),
+    });
+    entries.push(E::CharDev {
+        path: "/dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    entries.push(E::File {
+        path: "/init".into(),
+        mode: 0o755,
+        data: super::BOOT_INIT.as_bytes().to_vec(),
+    });
     entries.push(E::File {
         path: "/lib/vocc/hook.sh".into(),
         mode: 0o755,
@@ -294,22 +368,38 @@ pub fn initramfs(tree: &KernelTree, busybox: &[u8]) -> Result<Vec<u8>, ImageErro
             p = d.parent();
         }
         let src = tree.modules().join(m);
-        let data = fs::read(&src).map_err(|e| ImageError::io(format!("cannot read `{}`", src.display()), e))?;
-        entries.push(E::File { path: format!("/lib/modules/{rel}"), mode: 0o644, data });
+        let data = fs::read(&src)
+            .map_err(|e| ImageError::io(format!("cannot read `{}`", src.display()), e))?;
+        entries.push(E::File {
+            path: format!("/lib/modules/{rel}"),
+            mode: 0o644,
+            data,
+        });
         list.push_str(&rel);
         list.push('\n');
     }
     for d in dirs {
-        entries.push(E::Dir { path: d, mode: 0o755 });
+        entries.push(E::Dir {
+            path: d,
+            mode: 0o755,
+        });
     }
-    entries.push(E::File { path: "/etc/vocc/modules".into(), mode: 0o644, data: list.into_bytes() });
+    entries.push(E::File {
+        path: "/etc/vocc/modules".into(),
+        mode: 0o644,
+        data: list.into_bytes(),
+    });
     Ok(cpio::archive(entries, tools::EPOCH as u32))
 }
 
 /// The kernel and initramfs of every root built with `package` and this busybox, from
 /// the store or built now (fetching the kernel package if the cache lacks it).
 /// Outputs `kernel` and `initrd`.
-pub fn boot_files(b: &mut Builder, package: &KernelPackage, source: &str) -> Result<Entry, ImageError> {
+pub fn boot_files(
+    b: &mut Builder,
+    package: &KernelPackage,
+    source: &str,
+) -> Result<Entry, ImageError> {
     let busybox = super::busybox::host_busybox(b.store, source)?;
     let recipe = serde_json::json!({
         "builder": super::BOOT_BUILDER,
@@ -319,20 +409,28 @@ pub fn boot_files(b: &mut Builder, package: &KernelPackage, source: &str) -> Res
         "modules": MODULES,
     });
     let what = format!("kernel and initramfs ({})", package.package);
-    b.cached(&what, recipe, vec![package.cache_ref()], source, |b, work, _| {
-        let tree = fetch(b.store, package, source)?;
-        let kernel = work.join("vmlinuz");
-        fs::copy(tree.vmlinuz(), &kernel).map_err(|e| ImageError::io("cannot copy the kernel".into(), e))?;
-        let bytes = fs::read(&busybox.path)
-            .map_err(|e| ImageError::io(format!("cannot read `{}`", busybox.path.display()), e))?;
-        let initrd = work.join("initrd");
-        fs::write(&initrd, initramfs(&tree, &bytes)?)
-            .map_err(|e| ImageError::io("cannot write the initramfs".into(), e))?;
-        let mut outputs = BTreeMap::new();
-        outputs.insert("kernel".to_owned(), b.store.insert(&kernel, 0o444)?);
-        outputs.insert("initrd".to_owned(), b.store.insert(&initrd, 0o444)?);
-        Ok(outputs)
-    })
+    b.cached(
+        &what,
+        recipe,
+        vec![package.cache_ref()],
+        source,
+        |b, work, _| {
+            let tree = fetch(b.store, package, source)?;
+            let kernel = work.join("vmlinuz");
+            fs::copy(tree.vmlinuz(), &kernel)
+                .map_err(|e| ImageError::io("cannot copy the kernel".into(), e))?;
+            let bytes = fs::read(&busybox.path).map_err(|e| {
+                ImageError::io(format!("cannot read `{}`", busybox.path.display()), e)
+            })?;
+            let initrd = work.join("initrd");
+            fs::write(&initrd, initramfs(&tree, &bytes)?)
+                .map_err(|e| ImageError::io("cannot write the initramfs".into(), e))?;
+            let mut outputs = BTreeMap::new();
+            outputs.insert("kernel".to_owned(), b.store.insert(&kernel, 0o444)?);
+            outputs.insert("initrd".to_owned(), b.store.insert(&initrd, 0o444)?);
+            Ok(outputs)
+        },
+    )
 }
 
 /// Copies the module tree of `tree` into `root` (a Debian staging tree), less the
@@ -341,21 +439,30 @@ pub fn install_modules(tree: &KernelTree, root: &Path, source: &str) -> Result<(
     let from = tree.modules();
     let to = root.join("lib/modules").join(&tree.release);
     for entry in walkdir::WalkDir::new(&from).sort_by_file_name() {
-        let entry = entry.map_err(|e| ImageError::io("cannot read the kernel modules".into(), e.into()))?;
+        let entry =
+            entry.map_err(|e| ImageError::io("cannot read the kernel modules".into(), e.into()))?;
         let rel = entry.path().strip_prefix(&from).unwrap_or(entry.path());
         let rel_s = rel.to_string_lossy();
-        if DROPPED_MODULE_DIRS.iter().any(|d| rel_s == *d || rel_s.starts_with(&format!("{d}/"))) {
+        if DROPPED_MODULE_DIRS
+            .iter()
+            .any(|d| rel_s == *d || rel_s.starts_with(&format!("{d}/")))
+        {
             continue;
         }
         let dest = to.join(rel);
-        let io = |e: std::io::Error| ImageError::io(format!("cannot write `{}`", dest.display()), e);
+        let io =
+            |e: std::io::Error| ImageError::io(format!("cannot write `{}`", dest.display()), e);
         if entry.file_type().is_dir() {
             fs::create_dir_all(&dest).map_err(io)?;
         } else if entry.file_type().is_file() {
             fs::copy(entry.path(), &dest).map_err(io)?;
         }
     }
-    Run::new(DEPMOD, source).arg("-b").arg(root).arg(&tree.release).run()
+    Run::new(DEPMOD, source)
+        .arg("-b")
+        .arg(root)
+        .arg(&tree.release)
+        .run()
 }
 
 /// What a built kernel entry gives the plan.
@@ -373,14 +480,20 @@ mod tests {
                     Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\n";
         assert_eq!(
             parse_depends(text),
-            Some(KernelPackage { package: "linux-image-6.1.0-56-amd64".into(), version: "6.1.192-2".into() })
+            Some(KernelPackage {
+                package: "linux-image-6.1.0-56-amd64".into(),
+                version: "6.1.192-2".into()
+            })
         );
         assert_eq!(parse_depends("Depends: foo\n"), None);
     }
 
     #[test]
     fn module_names_are_normalised() {
-        assert_eq!(module_name("kernel/drivers/block/xen-blkfront.ko"), "xen_blkfront");
+        assert_eq!(
+            module_name("kernel/drivers/block/xen-blkfront.ko"),
+            "xen_blkfront"
+        );
         assert_eq!(module_name("kernel/fs/ext4/ext4.ko.xz"), "ext4");
     }
 
@@ -402,7 +515,12 @@ mod tests {
         let order = module_closure(&tree, &["ext4", "absent"]).unwrap();
         assert_eq!(
             order,
-            ["kernel/fs/jbd2/jbd2.ko", "kernel/fs/mbcache.ko", "kernel/lib/crc16.ko", "kernel/fs/ext4/ext4.ko"]
+            [
+                "kernel/fs/jbd2/jbd2.ko",
+                "kernel/fs/mbcache.ko",
+                "kernel/lib/crc16.ko",
+                "kernel/fs/ext4/ext4.ko"
+            ]
         );
     }
 }

@@ -94,7 +94,7 @@ use vocc_runtime::Plan;
 
 /// Versions of the builders; a change of what a builder makes bumps its version, so
 /// that old cache entries are not taken for new ones.
-pub const LAYER_BUILDER: &str = "vocc-layer/1";
+pub const LAYER_BUILDER: &str = "vocc-layer/2";
 pub const BOOT_BUILDER: &str = "vocc-boot/1";
 pub const NODE_BUILDER: &str = "vocc-node/1";
 
@@ -133,25 +133,52 @@ pub fn scripts_hash() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("`{program}` is not installed: apt-get install {package} (or run scripts/setup)")]
-    MissingTool { program: &'static str, package: &'static str },
+    MissingTool {
+        program: &'static str,
+        package: &'static str,
+    },
     #[error("{source_line}: `{command}` failed ({status}):\n{stderr}")]
-    ToolFailed { command: String, status: String, stderr: String, source_line: String },
+    ToolFailed {
+        command: String,
+        status: String,
+        stderr: String,
+        source_line: String,
+    },
     #[error("{source_line}: {message}")]
-    Kernel { message: String, source_line: String },
+    Kernel {
+        message: String,
+        source_line: String,
+    },
     #[error("{source_line}: {message}")]
-    Debian { message: String, source_line: String },
+    Debian {
+        message: String,
+        source_line: String,
+    },
     #[error("{source_line}: {message}")]
-    Layer { message: String, source_line: String },
+    Layer {
+        message: String,
+        source_line: String,
+    },
     #[error(
         "{source_line}: layer `{layer}` needs about {needed} bytes but its size is {size}: raise \
          its `size`"
     )]
-    TooSmall { layer: String, size: u64, needed: u64, source_line: String },
+    TooSmall {
+        layer: String,
+        size: u64,
+        needed: u64,
+        source_line: String,
+    },
     #[error(
         "{source_line}: `{path}` has sha256 {actual}, but the layer pins {expected}: update the \
          `sha256` or use the right image"
     )]
-    HashMismatch { path: String, expected: String, actual: String, source_line: String },
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+        source_line: String,
+    },
     #[error("{what}: {err}")]
     Io { what: String, err: io::Error },
 }
@@ -162,7 +189,10 @@ impl ImageError {
     }
 
     fn layer(message: impl Into<String>, source: &str) -> ImageError {
-        ImageError::Layer { message: message.into(), source_line: source.to_owned() }
+        ImageError::Layer {
+            message: message.into(),
+            source_line: source.to_owned(),
+        }
     }
 }
 
@@ -222,7 +252,12 @@ impl Builder<'_> {
         let result = build(self, work.path(), &key);
         task.done(result.is_ok());
         let _ = source;
-        let entry = Entry { key: key.clone(), recipe, outputs: result?, caches };
+        let entry = Entry {
+            key: key.clone(),
+            recipe,
+            outputs: result?,
+            caches,
+        };
         self.store.record(&entry)?;
         self.status.insert(key, "built");
         Ok(entry)
@@ -278,7 +313,12 @@ pub fn build(
 ) -> Result<Images, ImageError> {
     let store = Store::open(&options.store)?;
     let previous = previous_keys(&options.out);
-    let mut b = Builder { store: &store, progress: &options.progress, status: HashMap::new(), kernel: None };
+    let mut b = Builder {
+        store: &store,
+        progress: &options.progress,
+        status: HashMap::new(),
+        kernel: None,
+    };
     let mut placed: Vec<Placed> = Vec::new();
     let mut built: HashMap<(String, String), BuiltLayer> = HashMap::new();
 
@@ -306,7 +346,13 @@ pub fn build(
                     },
                 });
             };
-            add(format!("{stem}.img"), &layer.image, &layer.image_key, "layer", layer.format);
+            add(
+                format!("{stem}.img"),
+                &layer.image,
+                &layer.image_key,
+                "layer",
+                layer.format,
+            );
             if let Some((k, i, key)) = &layer.boot {
                 add(format!("{stem}.vmlinuz"), k, key, "kernel", "bzimage");
                 add(format!("{stem}.initrd"), i, key, "initrd", "cpio");
@@ -318,13 +364,22 @@ pub fn build(
 
     placed.extend(nodes::build(&mut b, model, plan, rendered, &built)?);
 
-    let mut images = Images { store: store.root().to_path_buf(), placed, built: 0, hits: 0 };
+    let mut images = Images {
+        store: store.root().to_path_buf(),
+        placed,
+        built: 0,
+        hits: 0,
+    };
     for p in &mut images.placed {
         let status = b.status.get(&p.image.recipe).copied().unwrap_or("hit");
         p.image.cache = status.to_owned();
         p.image.reason = reason(&store, previous.get(&p.image.path), &p.image.recipe, status);
     }
-    images.built = images.placed.iter().filter(|p| p.image.cache == "built").count();
+    images.built = images
+        .placed
+        .iter()
+        .filter(|p| p.image.cache == "built")
+        .count();
     images.hits = images.placed.len() - images.built;
     Ok(images)
 }
@@ -347,41 +402,60 @@ fn layer_jobs(cluster: &crate::model::Cluster) -> Result<Vec<LayerJob<'_>>, Imag
     }
     for role in &cluster.roles {
         let source = role.origin.location.clone();
-        let Some(bottom) = role.root.first() else { continue };
+        let Some(bottom) = role.root.first() else {
+            continue;
+        };
         let base = find(bottom, &source)?;
-        let stacked = role.root[1..].iter().map(|l| find(l, &source)).collect::<Result<Vec<_>, _>>()?;
+        let stacked = role.root[1..]
+            .iter()
+            .map(|l| find(l, &source))
+            .collect::<Result<Vec<_>, _>>()?;
         let derived = !stacked.is_empty() || !role.packages.is_empty();
         let mut packages = role.packages.clone();
         packages.sort();
         packages.dedup();
-        add(&mut jobs, LayerJob {
-            cluster: &cluster.name,
-            name: if derived { format!("{bottom}+{}", role.name) } else { bottom.clone() },
-            base,
-            stacked,
-            derived: derived.then(|| {
-                let mut text = role.root.join(" + ");
-                if !packages.is_empty() {
-                    text.push_str(&format!(" + [{}]", packages.join(" ")));
-                }
-                text
-            }),
-            packages,
-            source: if derived { source.clone() } else { base.origin.location.clone() },
-            boots: true,
-        })?;
+        add(
+            &mut jobs,
+            LayerJob {
+                cluster: &cluster.name,
+                name: if derived {
+                    format!("{bottom}+{}", role.name)
+                } else {
+                    bottom.clone()
+                },
+                base,
+                stacked,
+                derived: derived.then(|| {
+                    let mut text = role.root.join(" + ");
+                    if !packages.is_empty() {
+                        text.push_str(&format!(" + [{}]", packages.join(" ")));
+                    }
+                    text
+                }),
+                packages,
+                source: if derived {
+                    source.clone()
+                } else {
+                    base.origin.location.clone()
+                },
+                boots: true,
+            },
+        )?;
         for d in &role.disks {
             let layer = find(&d.layer, &d.origin.location)?;
-            add(&mut jobs, LayerJob {
-                cluster: &cluster.name,
-                name: d.layer.clone(),
-                base: layer,
-                stacked: Vec::new(),
-                packages: Vec::new(),
-                source: layer.origin.location.clone(),
-                boots: false,
-                derived: None,
-            })?;
+            add(
+                &mut jobs,
+                LayerJob {
+                    cluster: &cluster.name,
+                    name: d.layer.clone(),
+                    base: layer,
+                    stacked: Vec::new(),
+                    packages: Vec::new(),
+                    source: layer.origin.location.clone(),
+                    boots: false,
+                    derived: None,
+                },
+            )?;
         }
     }
     Ok(jobs)
@@ -392,7 +466,10 @@ fn base_dir(layer: &Layer) -> PathBuf {
     // `file:line:col`: the file is what precedes the last two fields.
     let loc = &layer.origin.location;
     let file = loc.rsplitn(3, ':').nth(2).unwrap_or("");
-    Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn dir_of(layer: &Layer, path: &str) -> PathBuf {
@@ -410,15 +487,22 @@ fn tree_hash(dir: &Path, source: &str) -> Result<String, ImageError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::PermissionsExt;
     if !dir.is_dir() {
-        return Err(ImageError::layer(format!("`{}` is not a directory", dir.display()), source));
+        return Err(ImageError::layer(
+            format!("`{}` is not a directory", dir.display()),
+            source,
+        ));
     }
     let mut h = Sha256::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1) {
-        let e = e.map_err(|e| ImageError::io(format!("cannot read `{}`", dir.display()), e.into()))?;
+        let e =
+            e.map_err(|e| ImageError::io(format!("cannot read `{}`", dir.display()), e.into()))?;
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
         h.update(rel.as_os_str().as_encoded_bytes());
         h.update([0]);
-        let meta = e.path().symlink_metadata().map_err(|err| ImageError::io(format!("cannot read `{}`", e.path().display()), err))?;
+        let meta = e
+            .path()
+            .symlink_metadata()
+            .map_err(|err| ImageError::io(format!("cannot read `{}`", e.path().display()), err))?;
         if meta.is_dir() {
             h.update(b"d");
         } else if meta.is_symlink() {
@@ -426,8 +510,14 @@ fn tree_hash(dir: &Path, source: &str) -> Result<String, ImageError> {
             let t = fs::read_link(e.path()).unwrap_or_default();
             h.update(t.as_os_str().as_encoded_bytes());
         } else {
-            h.update(if meta.permissions().mode() & 0o111 != 0 { b"x" } else { b"f" });
-            h.update(store::hash_file(e.path()).map_err(|err| ImageError::io(format!("cannot read `{}`", e.path().display()), err))?);
+            h.update(if meta.permissions().mode() & 0o111 != 0 {
+                b"x"
+            } else {
+                b"f"
+            });
+            h.update(store::hash_file(e.path()).map_err(|err| {
+                ImageError::io(format!("cannot read `{}`", e.path().display()), err)
+            })?);
         }
         h.update([0]);
     }
@@ -457,7 +547,10 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
             }
         }
         if !l.packages.is_empty() && !matches!(job.base.source, LayerSource::Debian { .. }) {
-            return Err(ImageError::layer(format!("layer `{}` has packages but the root is not Debian", l.name), source));
+            return Err(ImageError::layer(
+                format!("layer `{}` has packages but the root is not Debian", l.name),
+                source,
+            ));
         }
     }
     let mut packages: Vec<String> = job.base.packages.clone();
@@ -472,13 +565,19 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
         LayerSource::Busybox => {
             if !packages.is_empty() {
                 return Err(ImageError::layer(
-                    format!("a busybox layer takes no packages ({}): use a `debian` layer", packages.join(" ")),
+                    format!(
+                        "a busybox layer takes no packages ({}): use a `debian` layer",
+                        packages.join(" ")
+                    ),
                     source,
                 ));
             }
             let bb = busybox::host_busybox(b.store, source)?;
             let extra = busybox::nfs_tools(b.store, source)?;
-            let host_files: Vec<[&str; 2]> = extra.iter().map(|f| [f.dest.as_str(), f.sha256.as_str()]).collect();
+            let host_files: Vec<[&str; 2]> = extra
+                .iter()
+                .map(|f| [f.dest.as_str(), f.sha256.as_str()])
+                .collect();
             let recipe = serde_json::json!({
                 "builder": LAYER_BUILDER, "kind": "busybox", "busybox": bb.sha256,
                 "host_files": host_files,
@@ -490,7 +589,18 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 let root = work.join("root");
                 busybox::stage(&root, &bb, &extra)?;
                 overlay_dirs(&root, &stacked_dirs)?;
-                ext4_layer(b, work, key, &root, &name, Some(size.unwrap_or(crate::plan::DEFAULT_BUSYBOX_SIZE)), true, source)
+                ext4_layer(
+                    b,
+                    work,
+                    key,
+                    &root,
+                    FsParams {
+                        name: &name,
+                        size: Some(size.unwrap_or(crate::plan::DEFAULT_BUSYBOX_SIZE)),
+                        root_owned: true,
+                    },
+                    source,
+                )
             })?;
             (e, "raw")
         }
@@ -505,15 +615,32 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
             });
             let name = job.name.clone();
             let suite = suite.clone();
-            let e = b.cached(&what, recipe, vec![kernel.cache_ref()], source, |b, work, key| {
-                let tree = kernel::fetch(b.store, &kernel, source)?;
-                let root = work.join("root");
-                debian::stage(&root, work, &suite, &packages, &sources, source)?;
-                kernel::install_modules(&tree, &root, source)?;
-                debian::finish(&root)?;
-                overlay_dirs(&root, &stacked_dirs)?;
-                ext4_layer(b, work, key, &root, &name, size, false, source)
-            })?;
+            let e = b.cached(
+                &what,
+                recipe,
+                vec![kernel.cache_ref()],
+                source,
+                |b, work, key| {
+                    let tree = kernel::fetch(b.store, &kernel, source)?;
+                    let root = work.join("root");
+                    debian::stage(&root, work, &suite, &packages, &sources, source)?;
+                    kernel::install_modules(&tree, &root, source)?;
+                    debian::finish(&root)?;
+                    overlay_dirs(&root, &stacked_dirs)?;
+                    ext4_layer(
+                        b,
+                        work,
+                        key,
+                        &root,
+                        FsParams {
+                            name: &name,
+                            size,
+                            root_owned: false,
+                        },
+                        source,
+                    )
+                },
+            )?;
             (e, "raw")
         }
         LayerSource::Dir { path } => {
@@ -532,18 +659,36 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 let root = work.join("root");
                 copy_tree(&dir, &root)?;
                 overlay_dirs(&root, &stacked_dirs)?;
-                ext4::normalise_modes(&root).map_err(|e| ImageError::io(format!("cannot prepare `{}`", root.display()), e))?;
+                ext4::normalise_modes(&root).map_err(|e| {
+                    ImageError::io(format!("cannot prepare `{}`", root.display()), e)
+                })?;
                 if boots {
                     let p = root.join("usr/lib/vocc");
-                    fs::create_dir_all(&p).and_then(|_| fs::write(p.join("hook.sh"), BOOT_HOOK)).map_err(|e| ImageError::io("cannot add the hook".into(), e))?;
+                    fs::create_dir_all(&p)
+                        .and_then(|_| fs::write(p.join("hook.sh"), BOOT_HOOK))
+                        .map_err(|e| ImageError::io("cannot add the hook".into(), e))?;
                 }
-                ext4_layer(b, work, key, &root, &name, size, true, source)
+                ext4_layer(
+                    b,
+                    work,
+                    key,
+                    &root,
+                    FsParams {
+                        name: &name,
+                        size,
+                        root_owned: true,
+                    },
+                    source,
+                )
             })?;
             (e, "raw")
         }
         LayerSource::Image { path, sha256 } => {
             if !packages.is_empty() || !dirs.is_empty() {
-                return Err(ImageError::layer("an `image` layer takes no packages and nothing stacked on it", source));
+                return Err(ImageError::layer(
+                    "an `image` layer takes no packages and nothing stacked on it",
+                    source,
+                ));
             }
             let file = dir_of(job.base, path);
             let actual = b.store.hash_host_file(&file)?;
@@ -555,27 +700,56 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     source_line: source.to_owned(),
                 });
             }
-            let recipe = serde_json::json!({ "builder": LAYER_BUILDER, "kind": "image", "sha256": actual });
+            let recipe =
+                serde_json::json!({ "builder": LAYER_BUILDER, "kind": "image", "sha256": actual });
             let e = b.cached(&what, recipe, vec![], source, |b, work, _| {
                 let copy = work.join("image");
-                fs::copy(&file, &copy).map_err(|e| ImageError::io(format!("cannot copy `{}`", file.display()), e))?;
+                fs::copy(&file, &copy)
+                    .map_err(|e| ImageError::io(format!("cannot copy `{}`", file.display()), e))?;
                 Ok([("image".to_owned(), b.store.insert(&copy, 0o444)?)].into())
             })?;
-            let fmt = if read_magic(&b.store.object(&e.outputs["image"].sha256)) == *b"QFI\xfb" { "qcow2" } else { "raw" };
+            let fmt = if read_magic(&b.store.object(&e.outputs["image"].sha256)) == *b"QFI\xfb" {
+                "qcow2"
+            } else {
+                "raw"
+            };
             (e, fmt)
         }
     };
-    let image = entry.outputs.get("image").cloned().ok_or_else(|| ImageError::layer("the store entry has no image", source))?;
-    let virtual_size = if format == "qcow2" { qcow2_size(&b.store.object(&image.sha256)).unwrap_or(image.size) } else { image.size };
+    let image = entry
+        .outputs
+        .get("image")
+        .cloned()
+        .ok_or_else(|| ImageError::layer("the store entry has no image", source))?;
+    let virtual_size = if format == "qcow2" {
+        qcow2_size(&b.store.object(&image.sha256)).unwrap_or(image.size)
+    } else {
+        image.size
+    };
     let boot = if job.boots && !matches!(job.base.source, LayerSource::Image { .. }) {
         let k = b.kernel_package(source)?;
         let e = kernel::boot_files(b, &k, source)?;
-        let (kern, initrd) = kernel::outputs(&e).ok_or_else(|| ImageError::layer("the store entry has no kernel", source))?;
+        let (kern, initrd) = kernel::outputs(&e)
+            .ok_or_else(|| ImageError::layer("the store entry has no kernel", source))?;
         Some((kern.clone(), initrd.clone(), e.key.clone()))
     } else {
         None
     };
-    Ok(BuiltLayer { image, image_key: entry.key, format, virtual_size, boot })
+    Ok(BuiltLayer {
+        image,
+        image_key: entry.key,
+        format,
+        virtual_size,
+        boot,
+    })
+}
+
+/// How a layer's file system is made: its label (the layer's name), size, and whether
+/// every file belongs to root.
+struct FsParams<'a> {
+    name: &'a str,
+    size: Option<u64>,
+    root_owned: bool,
 }
 
 fn ext4_layer(
@@ -583,19 +757,17 @@ fn ext4_layer(
     work: &Path,
     key: &str,
     root: &Path,
-    name: &str,
-    size: Option<u64>,
-    root_owned: bool,
+    fs: FsParams,
     source: &str,
 ) -> Result<BTreeMap<String, Output>, ImageError> {
     let image = work.join("layer.img");
     ext4::make(&ext4::Ext4 {
         tree: root,
         image: &image,
-        size,
+        size: fs.size,
         seed: key,
-        label: &name.chars().take(16).collect::<String>(),
-        root_owned,
+        label: &fs.name.chars().take(16).collect::<String>(),
+        root_owned: fs.root_owned,
         source,
     })?;
     Ok([("image".to_owned(), b.store.insert(&image, 0o444)?)].into())
@@ -612,10 +784,12 @@ fn overlay_dirs(root: &Path, dirs: &[(String, PathBuf)]) -> Result<(), ImageErro
 /// Copies the tree `from` into `to` (files, directories, symbolic links).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
     for e in walkdir::WalkDir::new(from).sort_by_file_name() {
-        let e = e.map_err(|e| ImageError::io(format!("cannot read `{}`", from.display()), e.into()))?;
+        let e =
+            e.map_err(|e| ImageError::io(format!("cannot read `{}`", from.display()), e.into()))?;
         let rel = e.path().strip_prefix(from).unwrap_or(e.path());
         let dest = to.join(rel);
-        let io = |err: io::Error| ImageError::io(format!("cannot copy to `{}`", dest.display()), err);
+        let io =
+            |err: io::Error| ImageError::io(format!("cannot copy to `{}`", dest.display()), err);
         let ft = e.file_type();
         if ft.is_dir() {
             fs::create_dir_all(&dest).map_err(io)?;
@@ -683,7 +857,11 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
     if !job.boots {
         return;
     }
-    let role_of = |name: &str| job.derived.as_ref().map(|_| name.rsplit('+').next().unwrap_or(name).to_owned());
+    let role_of = |name: &str| {
+        job.derived
+            .as_ref()
+            .map(|_| name.rsplit('+').next().unwrap_or(name).to_owned())
+    };
     let role = role_of(&job.name);
     let mut hosts: Vec<(String, String)> = Vec::new();
     for n in plan.nodes.iter_mut().filter(|n| n.cluster == job.cluster) {
@@ -701,19 +879,33 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
     for (host, node) in hosts {
         let stage = format!("stage:{host}:{id}");
         if !plan.staging.iter().any(|s| s.host == host && s.layer == id) {
-            plan.staging.push(StageItem { host: host.clone(), layer: id.clone() });
-            let at = plan.steps.iter().rposition(|s| matches!(s.action, Action::Stage { .. })).map_or(0, |i| i + 1);
+            plan.staging.push(StageItem {
+                host: host.clone(),
+                layer: id.clone(),
+            });
+            let at = plan
+                .steps
+                .iter()
+                .rposition(|s| matches!(s.action, Action::Stage { .. }))
+                .map_or(0, |i| i + 1);
             plan.steps.insert(
                 at,
                 Step {
                     id: stage.clone(),
-                    action: Action::Stage { host: host.clone(), layer: id.clone() },
+                    action: Action::Stage {
+                        host: host.clone(),
+                        layer: id.clone(),
+                    },
                     after: Vec::new(),
                     reaches: State::Staged,
                 },
             );
         }
-        if let Some(load) = plan.steps.iter_mut().find(|s| s.id == format!("load:{node}")) {
+        if let Some(load) = plan
+            .steps
+            .iter_mut()
+            .find(|s| s.id == format!("load:{node}"))
+        {
             if !load.after.contains(&stage) {
                 load.after.push(stage);
             }
@@ -723,8 +915,12 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
 
 /// The recipe keys of the previous build of `out`, by path (from its manifest).
 fn previous_keys(out: &Path) -> HashMap<String, String> {
-    let Ok(bytes) = fs::read(out.join("manifest.json")) else { return HashMap::new() };
-    let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else { return HashMap::new() };
+    let Ok(bytes) = fs::read(out.join("manifest.json")) else {
+        return HashMap::new();
+    };
+    let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+        return HashMap::new();
+    };
     m.images.into_iter().map(|i| (i.path, i.recipe)).collect()
 }
 
@@ -746,21 +942,43 @@ fn reason(store: &Store, previous: Option<&String>, key: &str, status: &str) -> 
 /// What differs between two recipes, briefly: `packages +slurmctld`, `files etc/hosts`.
 fn explain(old: &serde_json::Value, new: &serde_json::Value) -> String {
     use serde_json::Value;
-    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else { return "the recipe".into() };
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return "the recipe".into();
+    };
     let mut parts = Vec::new();
     let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
     keys.sort();
     keys.dedup();
     for k in keys {
-        let (a, b) = (o.get(k).unwrap_or(&Value::Null), n.get(k).unwrap_or(&Value::Null));
+        let (a, b) = (
+            o.get(k).unwrap_or(&Value::Null),
+            n.get(k).unwrap_or(&Value::Null),
+        );
         if a == b {
             continue;
         }
         match (a, b) {
             (Value::Array(x), Value::Array(y)) => {
-                let name = |v: &Value| v.get("path").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
-                let mut changed: Vec<String> = y.iter().filter(|v| !x.contains(v)).map(|v| format!("+{}", name(v))).collect();
-                changed.extend(x.iter().filter(|v| !y.contains(v)).map(|v| format!("-{}", name(v))));
+                let name = |v: &Value| {
+                    v.get("path")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| {
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                };
+                let mut changed: Vec<String> = y
+                    .iter()
+                    .filter(|v| !x.contains(v))
+                    .map(|v| format!("+{}", name(v)))
+                    .collect();
+                changed.extend(
+                    x.iter()
+                        .filter(|v| !y.contains(v))
+                        .map(|v| format!("-{}", name(v))),
+                );
                 parts.push(format!("{k} {}", changed.join(" ")));
             }
             _ => parts.push(k.to_string()),
@@ -787,7 +1005,9 @@ pub fn install(images: &Images, out: &Path, manifest: &mut Manifest) -> Result<(
         }
         let tmp = dest.with_file_name(format!(
             ".{}.{}.tmp",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             std::process::id()
         ));
         let _ = fs::remove_file(&tmp);

@@ -9,7 +9,7 @@
 use super::drive::{self, DriveFile};
 use super::store::Output;
 use super::tools::{Run, QEMU_IMG};
-use super::{BuiltLayer, Builder, ImageError, Placed, NODE_BUILDER};
+use super::{Builder, BuiltLayer, ImageError, Placed, NODE_BUILDER};
 use crate::model::{Cluster, Model, Node, Role, SchedulerKind};
 use crate::output::ManifestImage;
 use crate::render::{hex, Rendered};
@@ -29,11 +29,20 @@ pub(super) fn build(
     let mut placed = Vec::new();
     for cluster in &model.clusters {
         for node in &cluster.nodes {
-            let Some(pn) = dirs.get(node.id.as_str()) else { continue };
-            let Some(role) = cluster.role(&node.role) else { continue };
+            let Some(pn) = dirs.get(node.id.as_str()) else {
+                continue;
+            };
+            let Some(role) = cluster.role(&node.role) else {
+                continue;
+            };
             let source = role.origin.location.as_str();
             let dir = pn.dir.trim_end_matches('/');
-            let mut place = |path: String, out: &Output, key: &str, kind: &str, format: &str, layer: Option<String>| {
+            let mut place = |path: String,
+                             out: &Output,
+                             key: &str,
+                             kind: &str,
+                             format: &str,
+                             layer: Option<String>| {
                 placed.push(Placed {
                     symlink: false,
                     image: ManifestImage {
@@ -54,35 +63,86 @@ pub(super) fn build(
             };
 
             // The root overlay, over the role's root image.
-            let root_id = pn.root_image.clone().or_else(|| pn.root.first().cloned()).unwrap_or_default();
+            let root_id = pn
+                .root_image
+                .clone()
+                .or_else(|| pn.root.first().cloned())
+                .unwrap_or_default();
             let root_name = root_id.rsplit('/').next().unwrap_or(&root_id).to_owned();
             if let Some(layer) = layers.get(&(cluster.name.clone(), root_name.clone())) {
                 let (out, key) = overlay(b, &cluster.name, &root_name, layer, &node.id, source)?;
-                place(format!("{dir}/root.qcow2"), &out, &key, "overlay", "qcow2", Some(root_id.clone()));
+                place(
+                    format!("{dir}/root.qcow2"),
+                    &out,
+                    &key,
+                    "overlay",
+                    "qcow2",
+                    Some(root_id.clone()),
+                );
             }
             // Writable data disks.
-            for d in role.disks.iter().filter(|d| d.access == crate::model::Access::Rw) {
+            for d in role
+                .disks
+                .iter()
+                .filter(|d| d.access == crate::model::Access::Rw)
+            {
                 if let Some(layer) = layers.get(&(cluster.name.clone(), d.layer.clone())) {
-                    let (out, key) = overlay(b, &cluster.name, &d.layer, layer, &node.id, &d.origin.location)?;
+                    let (out, key) = overlay(
+                        b,
+                        &cluster.name,
+                        &d.layer,
+                        layer,
+                        &node.id,
+                        &d.origin.location,
+                    )?;
                     let id = format!("{}/{}", cluster.name, d.layer);
-                    place(format!("{dir}/{}.qcow2", d.layer), &out, &key, "data-overlay", "qcow2", Some(id));
+                    place(
+                        format!("{dir}/{}.qcow2", d.layer),
+                        &out,
+                        &key,
+                        "data-overlay",
+                        "qcow2",
+                        Some(id),
+                    );
                 }
             }
             // Swap.
             if let Some(size) = role.swap.filter(|s| *s > 0) {
-                let recipe = serde_json::json!({ "builder": NODE_BUILDER, "kind": "swap", "size": size });
-                let e = b.cached(&format!("swap {}", node.id), recipe, vec![], source, |b, work, _| {
-                    let path = work.join("swap.img");
-                    let f = std::fs::File::create(&path)
-                        .map_err(|e| ImageError::io("cannot create a swap disk".into(), e))?;
-                    f.set_len(size).map_err(|e| ImageError::io("cannot size a swap disk".into(), e))?;
-                    Ok([("swap".to_owned(), b.store.insert(&path, 0o444)?)].into())
-                })?;
-                place(format!("{dir}/swap.img"), &e.outputs["swap"], &e.key, "swap", "raw", None);
+                let recipe =
+                    serde_json::json!({ "builder": NODE_BUILDER, "kind": "swap", "size": size });
+                let e = b.cached(
+                    &format!("swap {}", node.id),
+                    recipe,
+                    vec![],
+                    source,
+                    |b, work, _| {
+                        let path = work.join("swap.img");
+                        let f = std::fs::File::create(&path)
+                            .map_err(|e| ImageError::io("cannot create a swap disk".into(), e))?;
+                        f.set_len(size)
+                            .map_err(|e| ImageError::io("cannot size a swap disk".into(), e))?;
+                        Ok([("swap".to_owned(), b.store.insert(&path, 0o444)?)].into())
+                    },
+                )?;
+                place(
+                    format!("{dir}/swap.img"),
+                    &e.outputs["swap"],
+                    &e.key,
+                    "swap",
+                    "raw",
+                    None,
+                );
             }
             // The config drive.
             let (out, key) = config_drive(b, cluster, role, node, rendered, source)?;
-            place(format!("{dir}/cidata.img"), &out, &key, "config-drive", "iso9660", None);
+            place(
+                format!("{dir}/cidata.img"),
+                &out,
+                &key,
+                "config-drive",
+                "iso9660",
+                None,
+            );
         }
     }
     Ok(placed)
@@ -103,17 +163,33 @@ fn overlay(
         "builder": NODE_BUILDER, "kind": "overlay", "backing": backing,
         "format": layer.format, "size": layer.virtual_size,
     });
-    let e = b.cached(&format!("overlay {node}"), recipe, vec![], source, |b, work, _| {
-        let path = work.join("overlay.qcow2");
-        // `-u`: the backing file is named relative to where the overlay will be, not
-        // where it is made; give the size instead of letting qemu-img open it.
-        Run::new(QEMU_IMG, source)
-            .args(["create", "-q", "-f", "qcow2", "-F", layer.format, "-u", "-b", &backing])
-            .arg(&path)
-            .arg(layer.virtual_size.to_string())
-            .run()?;
-        Ok([("overlay".to_owned(), b.store.insert(&path, 0o444)?)].into())
-    })?;
+    let e = b.cached(
+        &format!("overlay {node}"),
+        recipe,
+        vec![],
+        source,
+        |b, work, _| {
+            let path = work.join("overlay.qcow2");
+            // `-u`: the backing file is named relative to where the overlay will be, not
+            // where it is made; give the size instead of letting qemu-img open it.
+            Run::new(QEMU_IMG, source)
+                .args([
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    layer.format,
+                    "-u",
+                    "-b",
+                    &backing,
+                ])
+                .arg(&path)
+                .arg(layer.virtual_size.to_string())
+                .run()?;
+            Ok([("overlay".to_owned(), b.store.insert(&path, 0o444)?)].into())
+        },
+    )?;
     Ok((e.outputs["overlay"].clone(), e.key))
 }
 
@@ -127,7 +203,11 @@ fn config_drive(
     source: &str,
 ) -> Result<(Output, String), ImageError> {
     let env = node_env(cluster, role, node);
-    let mut files: Vec<DriveFile> = vec![DriveFile { path: "vocc/node.env".into(), mode: 0o644, bytes: env.as_bytes() }];
+    let mut files: Vec<DriveFile> = vec![DriveFile {
+        path: "vocc/node.env".into(),
+        mode: 0o644,
+        bytes: env.as_bytes(),
+    }];
     if let Some(out) = rendered.node(&node.id) {
         for f in out.files() {
             let path = if let Some(p) = f.path.strip_prefix("cidata/") {
@@ -137,8 +217,14 @@ fn config_drive(
             } else {
                 continue;
             };
-            let Some(object) = rendered.objects.get(&f.digest) else { continue };
-            files.push(DriveFile { path, mode: object.mode, bytes: &object.bytes });
+            let Some(object) = rendered.objects.get(&f.digest) else {
+                continue;
+            };
+            files.push(DriveFile {
+                path,
+                mode: object.mode,
+                bytes: &object.bytes,
+            });
         }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -155,11 +241,17 @@ fn config_drive(
     let recipe = serde_json::json!({
         "builder": NODE_BUILDER, "kind": "config-drive", "label": drive::LABEL, "files": listing,
     });
-    let e = b.cached(&format!("config drive {}", node.id), recipe, vec![], source, |b, work, _| {
-        let image = work.join("cidata.img");
-        drive::make(&work.join("tree"), &image, &files, source)?;
-        Ok([("drive".to_owned(), b.store.insert(&image, 0o400)?)].into())
-    })?;
+    let e = b.cached(
+        &format!("config drive {}", node.id),
+        recipe,
+        vec![],
+        source,
+        |b, work, _| {
+            let image = work.join("cidata.img");
+            drive::make(&work.join("tree"), &image, &files, source)?;
+            Ok([("drive".to_owned(), b.store.insert(&image, 0o400)?)].into())
+        },
+    )?;
     Ok((e.outputs["drive"].clone(), e.key))
 }
 
@@ -188,9 +280,22 @@ pub(super) fn node_env(cluster: &Cluster, role: &Role, node: &Node) -> String {
 fn units(cluster: &Cluster, role: &Role) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut enable = Vec::new();
     let mut disable = Vec::new();
-    let mut set = |unit: &'static str, on: bool| if on { enable.push(unit) } else { disable.push(unit) };
-    if cluster.scheduler.as_ref().is_some_and(|s| s.kind == SchedulerKind::Slurm) {
-        let part = role.scheduler.as_ref().filter(|s| s.kind == SchedulerKind::Slurm);
+    let mut set = |unit: &'static str, on: bool| {
+        if on {
+            enable.push(unit)
+        } else {
+            disable.push(unit)
+        }
+    };
+    if cluster
+        .scheduler
+        .as_ref()
+        .is_some_and(|s| s.kind == SchedulerKind::Slurm)
+    {
+        let part = role
+            .scheduler
+            .as_ref()
+            .filter(|s| s.kind == SchedulerKind::Slurm);
         set("munge", part.is_some());
         set("slurmctld", part.is_some_and(|s| s.controller));
         set("slurmd", part.is_some_and(|s| s.compute));

@@ -56,13 +56,20 @@ impl Progress {
                 Some(bar)
             }
         };
-        Task { progress: self, what: what.to_owned(), started: Instant::now(), bar }
+        Task {
+            progress: self,
+            what: what.to_owned(),
+            started: Instant::now(),
+            bar,
+        }
     }
 
     /// A step that was a cache hit (no spinner, one event).
     pub fn hit(&self, what: &str) {
         if let Progress::Json(_) = self {
-            self.emit(&serde_json::json!({"event": "done", "what": what, "cache": "hit", "seconds": 0.0}));
+            self.emit(
+                &serde_json::json!({"event": "done", "what": what, "cache": "hit", "seconds": 0.0}),
+            );
         }
     }
 

@@ -82,8 +82,16 @@ impl Store {
     }
 
     fn open_with(dir: &Path, how: libc::c_int) -> Result<Store, ImageError> {
-        let io = |e: io::Error| ImageError::io(format!("cannot open the store `{}`", dir.display()), e);
-        for sub in ["objects", "index", "cache/kernel", "cache/hash", "roots", "tmp"] {
+        let io =
+            |e: io::Error| ImageError::io(format!("cannot open the store `{}`", dir.display()), e);
+        for sub in [
+            "objects",
+            "index",
+            "cache/kernel",
+            "cache/hash",
+            "roots",
+            "tmp",
+        ] {
             fs::create_dir_all(dir.join(sub)).map_err(io)?;
         }
         let root = fs::canonicalize(dir).map_err(io)?;
@@ -118,7 +126,10 @@ impl Store {
     /// A fresh work directory under `tmp/`, removed when dropped.
     pub fn work_dir(&self) -> Result<WorkDir, ImageError> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self.root.join("tmp").join(format!("{}.{n}", std::process::id()));
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path)
             .map_err(|e| ImageError::io(format!("cannot create `{}`", path.display()), e))?;
@@ -131,7 +142,9 @@ impl Store {
         let entry: Entry = serde_json::from_slice(&text).ok()?;
         let complete = entry.key == key
             && entry.outputs.values().all(|o| {
-                fs::symlink_metadata(self.object(&o.sha256)).map(|m| m.len() == o.size).unwrap_or(false)
+                fs::symlink_metadata(self.object(&o.sha256))
+                    .map(|m| m.len() == o.size)
+                    .unwrap_or(false)
             });
         complete.then_some(entry)
     }
@@ -195,7 +208,10 @@ impl Store {
                 && m.mtime_nsec == meta.mtime_nsec()
                 && m.ino == meta.ino()
         };
-        if let Some(m) = fs::read(&memo_path).ok().and_then(|b| serde_json::from_slice::<Memo>(&b).ok()) {
+        if let Some(m) = fs::read(&memo_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+        {
             if fresh(&m) {
                 return Ok(m.sha256);
             }
@@ -327,7 +343,9 @@ pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
     let mut caches: BTreeSet<String> = BTreeSet::new();
     let index = root.join("index");
     for e in fs::read_dir(&index).map_err(io(&index))?.flatten() {
-        let entry = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+        let entry = fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
         match entry {
             Some(entry) if entry.outputs.values().all(|o| live.contains(&o.sha256)) => {
                 caches.extend(entry.caches);
@@ -395,7 +413,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.set_permissions(fs::Permissions::from_mode(mode))?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -419,8 +441,14 @@ mod tests {
         let f = work.path().join("a");
         fs::write(&f, b"abc").unwrap();
         let out = store.insert(&f, 0o444).unwrap();
-        assert_eq!(out.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        let mode = fs::metadata(store.object(&out.sha256)).unwrap().permissions().mode();
+        assert_eq!(
+            out.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let mode = fs::metadata(store.object(&out.sha256))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o444);
         let entry = Entry {
             key: "k".into(),

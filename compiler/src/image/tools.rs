@@ -15,18 +15,54 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-pub const QEMU_IMG: Tool = Tool { program: "qemu-img", package: "qemu-utils" };
-pub const MKFS_EXT4: Tool = Tool { program: "mkfs.ext4", package: "e2fsprogs" };
-pub const DEBUGFS: Tool = Tool { program: "debugfs", package: "e2fsprogs" };
-pub const DUMPE2FS: Tool = Tool { program: "dumpe2fs", package: "e2fsprogs" };
-pub const XORRISO: Tool = Tool { program: "xorriso", package: "xorriso" };
-pub const MMDEBSTRAP: Tool = Tool { program: "mmdebstrap", package: "mmdebstrap" };
-pub const APT_GET: Tool = Tool { program: "apt-get", package: "apt" };
-pub const APT_CACHE: Tool = Tool { program: "apt-cache", package: "apt" };
-pub const DPKG_DEB: Tool = Tool { program: "dpkg-deb", package: "dpkg" };
-pub const DEPMOD: Tool = Tool { program: "depmod", package: "kmod" };
-pub const BUSYBOX: Tool = Tool { program: "busybox", package: "busybox-static" };
-pub const LDD: Tool = Tool { program: "ldd", package: "libc-bin" };
+pub const QEMU_IMG: Tool = Tool {
+    program: "qemu-img",
+    package: "qemu-utils",
+};
+pub const MKFS_EXT4: Tool = Tool {
+    program: "mkfs.ext4",
+    package: "e2fsprogs",
+};
+pub const DEBUGFS: Tool = Tool {
+    program: "debugfs",
+    package: "e2fsprogs",
+};
+pub const DUMPE2FS: Tool = Tool {
+    program: "dumpe2fs",
+    package: "e2fsprogs",
+};
+pub const XORRISO: Tool = Tool {
+    program: "xorriso",
+    package: "xorriso",
+};
+pub const MMDEBSTRAP: Tool = Tool {
+    program: "mmdebstrap",
+    package: "mmdebstrap",
+};
+pub const APT_GET: Tool = Tool {
+    program: "apt-get",
+    package: "apt",
+};
+pub const APT_CACHE: Tool = Tool {
+    program: "apt-cache",
+    package: "apt",
+};
+pub const DPKG_DEB: Tool = Tool {
+    program: "dpkg-deb",
+    package: "dpkg",
+};
+pub const DEPMOD: Tool = Tool {
+    program: "depmod",
+    package: "kmod",
+};
+pub const BUSYBOX: Tool = Tool {
+    program: "busybox",
+    package: "busybox-static",
+};
+pub const LDD: Tool = Tool {
+    program: "ldd",
+    package: "libc-bin",
+};
 
 /// The fixed time every image carries (2025-01-01T00:00:00Z): file times, file system
 /// times, ISO volume dates. Images are a function of their recipe, not of the clock.
@@ -44,12 +80,17 @@ pub fn locate(tool: Tool) -> Result<PathBuf, ImageError> {
             return Ok(candidate);
         }
     }
-    Err(ImageError::MissingTool { program: tool.program, package: tool.package })
+    Err(ImageError::MissingTool {
+        program: tool.program,
+        package: tool.package,
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// One run of a tool: its arguments, environment and working directory.
@@ -64,7 +105,13 @@ pub struct Run {
 
 impl Run {
     pub fn new(tool: Tool, source: &str) -> Run {
-        Run { tool, args: Vec::new(), env: Vec::new(), dir: None, source: source.to_owned() }
+        Run {
+            tool,
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+            source: source.to_owned(),
+        }
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Run {
@@ -77,7 +124,8 @@ impl Run {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -173,9 +221,15 @@ mod tests {
 
     #[test]
     fn a_missing_tool_names_its_package() {
-        let t = Tool { program: "vocc-no-such-program", package: "vocc-pkg" };
+        let t = Tool {
+            program: "vocc-no-such-program",
+            package: "vocc-pkg",
+        };
         let e = locate(t).unwrap_err().to_string();
-        assert!(e.contains("vocc-no-such-program") && e.contains("apt-get install vocc-pkg"), "{e}");
+        assert!(
+            e.contains("vocc-no-such-program") && e.contains("apt-get install vocc-pkg"),
+            "{e}"
+        );
     }
 
     #[test]

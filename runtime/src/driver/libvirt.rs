@@ -12,7 +12,9 @@
 //! separate `vocc` commands each see a fresh test hypervisor.
 //!
 //! Readiness: the marker in `VOCC_LIBVIRT_CONSOLE_DIR/<id>.log` when that log exists
-//! (a serial `<log file=.../>`), else a running domain counts as ready.
+//! (a serial console of `type='file'`, or `<log file=.../>`), else a running domain
+//! counts as ready. Tested on `test:///default` and on a real `qemu:///session` as an
+//! unprivileged user (`tests/runtime_libvirt_session.rs`).
 
 use super::{disks, Driver, LoadTimes, NodeCtx, Observed};
 use crate::console::{self, Seen};

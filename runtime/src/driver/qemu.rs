@@ -132,10 +132,14 @@ impl Qemu {
                 "socket,id=n{i},mcast={}:{},localaddr=127.0.0.1",
                 seg.group, seg.port
             );
-            let net = n.cluster.networks.iter().find(|w| w.name == nic.network);
-            if net.is_some_and(|w| w.uplink) && uplink_node(&nic.network) {
+            let uplink = n
+                .cluster
+                .networks
+                .iter()
+                .find(|w| w.name == nic.network && w.uplink)
+                .filter(|_| uplink_node(&nic.network));
+            if let Some(w) = uplink {
                 // NIC, segment and NAT meet on hub i.
-                let w = net.expect("checked above");
                 let mut user = format!("user,id=u{i},net={}", w.subnet);
                 if let Some(g) = &w.gateway {
                     user.push_str(&format!(",host={g}"));
@@ -405,7 +409,12 @@ impl Driver for Qemu {
         let roots = [layout.cluster(cluster), layout.short_socket_root(cluster)];
         for root in roots {
             let needle = format!("{}/", root.display());
-            for pid in proc::find(&needle) {
+            // Only qemus of ours (their pid file lies under the root), not, say, a
+            // user's `tail -f` of a console log.
+            let qemus = proc::find(&needle).into_iter().filter(|&pid| {
+                proc::cmdline(pid).is_some_and(|a| a.iter().any(|x| x == "-pidfile"))
+            });
+            for pid in qemus {
                 if proc::kill_and_wait(pid, Duration::from_secs(10)) {
                     killed.push(format!("pid {pid}"));
                 }

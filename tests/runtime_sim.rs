@@ -1,0 +1,270 @@
+//! The executor through the real binary on the sim driver (no VMs): reports and exit
+//! codes, one node's failure not stopping the others, resuming after a failure or a
+//! SIGKILL, propagate-only runs, node selection, the cluster lock, driver mismatches,
+//! and plans refused before anything runs.
+
+mod runtime_fixture;
+
+use runtime_fixture::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Sim {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn sim() -> Sim {
+    let t = tempfile::Builder::new()
+        .prefix("vocc-sim-")
+        .tempdir()
+        .unwrap();
+    let dir = t.path().to_path_buf();
+    let plan = plan("s", &demo_nodes(), "kvm", &"0".repeat(64));
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(
+        dir.join("out/plan.json"),
+        serde_json::to_string_pretty(&plan).unwrap(),
+    )
+    .unwrap();
+    Sim { _dir: t, dir }
+}
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, String)]) -> (Option<i32>, Value, String) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let o = vocc(dir, &args, env);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code(), v, text(&o.stderr))
+}
+
+fn nodes(report: &Value) -> Vec<(String, String, Option<String>)> {
+    report["reports"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+                n["error"]["step"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn states(dir: &Path) -> Vec<String> {
+    let (_, v, _) = run(dir, &["status"], &[]);
+    v["clusters"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn up_reports_every_phase_and_a_table_on_a_terminal() {
+    let s = sim();
+    let (code, v, err) = run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let r = &v["reports"][0];
+    assert_eq!(r["operation"], "up");
+    assert!(r["processing_ms"].is_number() && r["total_ms"].is_number());
+    for n in r["nodes"].as_array().unwrap() {
+        for phase in ["staging", "config", "define", "boot", "ready"] {
+            assert!(n["phases"][phase].is_number(), "{phase}: {n}");
+        }
+    }
+    let o = vocc(&s.dir, &["pause", "--node", "worker1"], &[]);
+    let table = text(&o.stdout);
+    assert!(
+        table.starts_with("pause of cluster `s` (sim driver)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("s-worker1") && !table.contains("s-worker2"),
+        "{table}"
+    );
+    assert_eq!(states(&s.dir), ["running", "paused", "running"]);
+    // The journal is JSON and says the same.
+    let journal: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.join("out/.vocc-run/s/journal.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal["driver"], "sim");
+    assert_eq!(journal["nodes"]["s-worker1"]["state"], "paused");
+    assert_eq!(journal["last"]["operation"], "pause");
+}
+
+#[test]
+fn a_failing_node_does_not_stop_the_others_and_up_again_resumes() {
+    let s = sim();
+    let fail = [("VOCC_SIM_FAIL", "start:s-worker1".to_owned())];
+    let (code, v, _) = run(&s.dir, &["up", "out", "--driver", "sim"], &fail);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        nodes(&v),
+        [
+            ("s-head".into(), "running".into(), None),
+            (
+                "s-worker1".into(),
+                "loaded".into(),
+                Some("start:s-worker1".into())
+            ),
+            ("s-worker2".into(), "running".into(), None),
+        ]
+    );
+    let msg = v["reports"][0]["nodes"][1]["error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("simulated failure of `start`"), "{msg}");
+    let (code, v, _) = run(&s.dir, &["up", "out"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(nodes(&v).iter().all(|n| n.1 == "running" && n.2.is_none()));
+}
+
+#[test]
+fn when_the_head_is_not_ready_its_workers_are_not_started() {
+    let s = sim();
+    let fail = [("VOCC_SIM_FAIL", "ready:s-head".to_owned())];
+    let (code, v, _) = run(&s.dir, &["up", "out", "--driver", "sim"], &fail);
+    assert_eq!(code, Some(1));
+    let r = &v["reports"][0]["nodes"];
+    assert_eq!(r[0]["error"]["step"], "ready:s-head");
+    for w in [1, 2] {
+        assert_eq!(
+            r[w]["error"]["step"],
+            format!("start:{}", r[w]["node"].as_str().unwrap())
+        );
+        let msg = r[w]["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("`ready:s-head`, which failed"), "{msg}");
+        assert_eq!(r[w]["state"], "loaded");
+    }
+}
+
+#[test]
+fn propagate_only_stops_at_the_state_asked_for() {
+    let s = sim();
+    let (code, _, _) = run(
+        &s.dir,
+        &["up", "out", "--driver", "sim", "--until", "staged"],
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(states(&s.dir), ["staged", "staged", "staged"]);
+    run(&s.dir, &["up", "out", "--until", "loaded"], &[]);
+    assert_eq!(states(&s.dir), ["loaded", "loaded", "loaded"]);
+    // A worker alone brings up the head it waits for.
+    let (code, v, _) = run(&s.dir, &["up", "out", "--node", "worker2"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(nodes(&v).len(), 2);
+    assert_eq!(states(&s.dir), ["running", "loaded", "running"]);
+    let (code, _, _) = run(&s.dir, &["stop", "--role", "worker"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(states(&s.dir), ["running", "loaded", "stopped"]);
+    let (code, _, _) = run(&s.dir, &["start"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(states(&s.dir), ["running", "running", "running"]);
+    let (code, _, _) = run(&s.dir, &["unstage"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(states(&s.dir), ["unstaged", "unstaged", "unstaged"]);
+}
+
+#[test]
+fn unknown_roles_nodes_and_clusters_are_usage_errors() {
+    let s = sim();
+    run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+    let (code, _, err) = run(&s.dir, &["pause", "--role", "wroker"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no role `wroker`") && err.contains("`worker`"),
+        "{err}"
+    );
+    let (code, _, err) = run(&s.dir, &["pause", "--node", "worker9"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no node `worker9`"), "{err}");
+    let (code, _, err) = run(&s.dir, &["pause", "--cluster", "other"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no cluster `other`"), "{err}");
+    // A cluster that runs under one driver is not taken over by another.
+    let (code, _, err) = run(&s.dir, &["up", "out", "--driver", "qemu"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("runs under the `sim` driver"), "{err}");
+    // Lifecycle operations need a cluster that is up.
+    run(&s.dir, &["down"], &[]);
+    let (code, _, err) = run(&s.dir, &["pause"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not up"), "{err}");
+}
+
+#[test]
+fn a_plan_is_refused_before_anything_runs() {
+    let s = sim();
+    let path = s.dir.join("out/plan.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (bad, says) in [
+        (
+            good.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1),
+            "schema version 99",
+        ),
+        (
+            good.replacen("\"site\":", "\"sight\": 1, \"site\":", 1),
+            "unknown field `sight`",
+        ),
+        (
+            good.replacen(
+                "\"after\": [\n        \"load:s-head\"",
+                "\"after\": [\n        \"load:s-nobody\"",
+                1,
+            ),
+            "load:s-nobody",
+        ),
+    ] {
+        assert_ne!(bad, good);
+        std::fs::write(&path, &bad).unwrap();
+        let (code, _, err) = run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(!s.dir.join("out/.vocc-run").exists(), "something ran");
+    }
+}
+
+#[test]
+fn a_second_vocc_is_refused_while_one_runs_and_a_killed_up_resumes() {
+    let s = sim();
+    let slow = [("VOCC_SIM_DELAY_MS", "300".to_owned())];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vocc"))
+        .args(["up", "out", "--driver", "sim"])
+        .current_dir(&s.dir)
+        .envs(slow.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The journal appears once `up` holds the lock; its actions take 300 ms each.
+    let journal = s.dir.join("out/.vocc-run/s/journal.json");
+    for _ in 0..200 {
+        if journal.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, _, err) = run(&s.dir, &["pause"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("another vocc is working on cluster `s`"),
+        "{err}"
+    );
+    // SIGKILL mid-run: the lock goes with the process, the journal stays readable.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, v, err) = run(&s.dir, &["up", "out"], &[]);
+    assert_eq!(code, Some(0), "{err}{v:#}");
+    assert!(nodes(&v).iter().all(|n| n.1 == "running"));
+    let (code, _, _) = run(&s.dir, &["down"], &[]);
+    assert_eq!(code, Some(0));
+    let (code, _, _) = run(&s.dir, &["down"], &[]);
+    assert_eq!(code, Some(0));
+}
