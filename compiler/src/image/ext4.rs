@@ -185,8 +185,9 @@ pub fn normalise_modes(tree: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets the change time (and for root-owned trees, owner and group) of every inode
-/// in use, found from the free-inode ranges dumpe2fs prints per group.
+/// Sets the change, access and modification times (and for root-owned trees, owner
+/// and group) of every inode in use, found from the free-inode ranges dumpe2fs prints
+/// per group.
 fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageError> {
     let text = Run::new(DUMPE2FS, source).arg(image).output()?;
     let text = String::from_utf8_lossy(&text);
@@ -198,7 +199,13 @@ fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageE
     })?;
     let mut script = String::with_capacity(used.len() * 40);
     for ino in used {
-        script.push_str(&format!("sif <{ino}> ctime {EPOCH}\n"));
+        // Reading the staging tree moved access times; change times are the copy's.
+        // The `_extra` fields hold nanoseconds and the high bits of the seconds.
+        for field in ["ctime", "atime", "mtime"] {
+            script.push_str(&format!(
+                "sif <{ino}> {field} @{EPOCH}\nsif <{ino}> {field}_extra 0\n"
+            ));
+        }
         if root_owned && ino > 11 {
             script.push_str(&format!("sif <{ino}> uid 0\nsif <{ino}> gid 0\n"));
         }

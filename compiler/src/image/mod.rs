@@ -94,7 +94,7 @@ use vocc_runtime::Plan;
 
 /// Versions of the builders; a change of what a builder makes bumps its version, so
 /// that old cache entries are not taken for new ones.
-pub const LAYER_BUILDER: &str = "vocc-layer/2";
+pub const LAYER_BUILDER: &str = "vocc-layer/4";
 pub const BOOT_BUILDER: &str = "vocc-boot/1";
 pub const NODE_BUILDER: &str = "vocc-node/1";
 
@@ -112,7 +112,7 @@ pub const BOOT_UDHCPC: &str = include_str!("../../../templates/boot/udhcpc.scrip
 pub const BOOT_READY_UNIT: &str = include_str!("../../../templates/boot/vocc-ready.service");
 pub const BOOT_AGENT_UNIT: &str = include_str!("../../../templates/boot/vocc-agent.service");
 /// The guest side of `vocc exec` (the runtime's), installed as `/lib/vocc/vocc-agent`.
-pub const GUEST_AGENT: &str = include_str!("../../../runtime/guest/vocc-agent");
+pub const GUEST_AGENT: &str = vocc_runtime::agent::GUEST_SCRIPT;
 
 /// The sha256 of every script a layer or initramfs carries (part of their recipes).
 pub fn scripts_hash() -> String {
@@ -584,7 +584,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 "scripts": scripts_hash(), "size": size.unwrap_or(crate::plan::DEFAULT_BUSYBOX_SIZE),
                 "dirs": dirs,
             });
-            let name = job.name.clone();
             let e = b.cached(&what, recipe, vec![], source, |b, work, key| {
                 let root = work.join("root");
                 busybox::stage(&root, &bb, &extra)?;
@@ -595,7 +594,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     key,
                     &root,
                     FsParams {
-                        name: &name,
                         size: Some(size.unwrap_or(crate::plan::DEFAULT_BUSYBOX_SIZE)),
                         root_owned: true,
                     },
@@ -613,7 +611,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 "base": debian::BASE_PACKAGES, "kernel": kernel.id(), "scripts": scripts_hash(),
                 "size": size, "dirs": dirs,
             });
-            let name = job.name.clone();
             let suite = suite.clone();
             let e = b.cached(
                 &what,
@@ -633,7 +630,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                         key,
                         &root,
                         FsParams {
-                            name: &name,
                             size,
                             root_owned: false,
                         },
@@ -653,7 +649,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 "size": size, "dirs": dirs, "boots": job.boots,
                 "scripts": if job.boots { Some(scripts_hash()) } else { None },
             });
-            let name = job.name.clone();
             let boots = job.boots;
             let e = b.cached(&what, recipe, vec![], source, |b, work, key| {
                 let root = work.join("root");
@@ -674,7 +669,6 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     key,
                     &root,
                     FsParams {
-                        name: &name,
                         size,
                         root_owned: true,
                     },
@@ -744,10 +738,8 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
     })
 }
 
-/// How a layer's file system is made: its label (the layer's name), size, and whether
-/// every file belongs to root.
-struct FsParams<'a> {
-    name: &'a str,
+/// How a layer's file system is made: its size, and whether every file belongs to root.
+struct FsParams {
     size: Option<u64>,
     root_owned: bool,
 }
@@ -766,7 +758,9 @@ fn ext4_layer(
         image: &image,
         size: fs.size,
         seed: key,
-        label: &fs.name.chars().take(16).collect::<String>(),
+        // From the recipe, not the layer's name: one recipe may serve layers of
+        // several names (`os` in one appliance, `os+head` in another).
+        label: &format!("vocc-{}", &key[..key.len().min(11)]),
         root_owned: fs.root_owned,
         source,
     })?;
@@ -959,25 +953,25 @@ fn explain(old: &serde_json::Value, new: &serde_json::Value) -> String {
         }
         match (a, b) {
             (Value::Array(x), Value::Array(y)) => {
-                let name = |v: &Value| {
-                    v.get("path")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| {
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string())
-                        })
+                let name = |v: &Value| match v.get("path").and_then(Value::as_str) {
+                    Some(p) => p.to_owned(),
+                    None => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
                 };
-                let mut changed: Vec<String> = y
-                    .iter()
-                    .filter(|v| !x.contains(v))
-                    .map(|v| format!("+{}", name(v)))
-                    .collect();
+                let added: Vec<String> = y.iter().filter(|v| !x.contains(v)).map(name).collect();
+                let removed: Vec<String> = x.iter().filter(|v| !y.contains(v)).map(name).collect();
+                let mut changed: Vec<String> = Vec::new();
+                for a in &added {
+                    changed.push(if removed.contains(a) {
+                        format!("~{a}")
+                    } else {
+                        format!("+{a}")
+                    });
+                }
                 changed.extend(
-                    x.iter()
-                        .filter(|v| !y.contains(v))
-                        .map(|v| format!("-{}", name(v))),
+                    removed
+                        .iter()
+                        .filter(|r| !added.contains(r))
+                        .map(|r| format!("-{r}")),
                 );
                 parts.push(format!("{k} {}", changed.join(" ")));
             }

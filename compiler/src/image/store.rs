@@ -371,6 +371,9 @@ pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
 
     let kernels = store.kernel_cache();
     for e in fs::read_dir(&kernels).map_err(io(&kernels))?.flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
         let name = format!("kernel/{}", e.file_name().to_string_lossy());
         if !caches.contains(&name) {
             report.caches_removed += 1;
