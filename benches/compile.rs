@@ -34,15 +34,20 @@ fn children_max_rss_kib() -> i64 {
 }
 
 fn main() {
-    let mut sizes: Vec<u32> =
-        std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let mut sizes: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     if sizes.is_empty() {
         sizes = vec![10, 100, 1_000, 10_000];
     }
     let bin = vocc();
     let appliance = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/synthetic.voc");
     let tmp = tempfile::tempdir().expect("tempdir");
-    println!("{:>7} {:>10} {:>12} {:>10} {:>9}", "nodes", "wall ms", "µs per node", "peak MB", "files");
+    println!(
+        "{:>7} {:>10} {:>12} {:>10} {:>9}",
+        "nodes", "wall ms", "µs per node", "peak MB", "files"
+    );
     for &n in &sizes {
         let workers = n - 1;
         let mut best = f64::MAX;
@@ -71,7 +76,11 @@ fn main() {
             best = best.min(ms);
             rss = rss.max(children_max_rss_kib());
             if run == 0 {
-                files = walkdir::WalkDir::new(&out).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
+                files = walkdir::WalkDir::new(&out)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_file())
+                    .count();
             }
             let _ = std::fs::remove_dir_all(&out);
         }

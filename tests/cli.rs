@@ -45,7 +45,15 @@ fn check_accepts_every_shipped_appliance() {
 
 #[test]
 fn osg_fits_chiba() {
-    let out = vocc(&["check", "--site", "appliances/chiba.voc", "appliances/osg.voc"], &root());
+    let out = vocc(
+        &[
+            "check",
+            "--site",
+            "appliances/chiba.voc",
+            "appliances/osg.voc",
+        ],
+        &root(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -62,7 +70,10 @@ fn errors_exit_1_with_rustc_style_diagnostics() {
     let err = text(&out.stderr);
     // Not a terminal: no colour codes.
     assert!(!err.contains('\u{1b}'), "{err}");
-    assert!(err.contains("error: unknown key `memroy` in a role"), "{err}");
+    assert!(
+        err.contains("error: unknown key `memroy` in a role"),
+        "{err}"
+    );
     assert!(err.contains("bad.voc:4:5"), "{err}");
     assert!(err.contains("did you mean `memory`?"), "{err}");
     // Every error in the file at once: the unknown layer too.
@@ -109,8 +120,16 @@ fn fmt_leaves_shipped_appliances_unchanged_and_is_idempotent() {
         let check = vocc(&["fmt", "--check", "x.voc"], dir.path());
         assert!(check.status.success(), "{f} is not stable under fmt");
         // Comments survive.
-        let comments = |s: &str| s.lines().filter(|l| l.trim_start().starts_with('#')).count();
-        assert_eq!(comments(&src), comments(&text(&once.stdout)), "{f} lost comments");
+        let comments = |s: &str| {
+            s.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .count()
+        };
+        assert_eq!(
+            comments(&src),
+            comments(&text(&once.stdout)),
+            "{f} lost comments"
+        );
     }
 }
 
@@ -118,7 +137,11 @@ fn fmt_leaves_shipped_appliances_unchanged_and_is_idempotent() {
 fn fmt_rewrites_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.voc");
-    std::fs::write(&p, "cluster a {   # the cluster\nvo \"a\"     hypervisor kvm\n}\n").unwrap();
+    std::fs::write(
+        &p,
+        "cluster a {   # the cluster\nvo \"a\"     hypervisor kvm\n}\n",
+    )
+    .unwrap();
     let out = vocc(&["fmt", "--check", "a.voc"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let out = vocc(&["fmt", "a.voc"], dir.path());
@@ -143,9 +166,18 @@ fn graph_is_valid_dot() {
         .spawn()
         .expect("graphviz `dot` is installed (Debian package graphviz)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dot.as_bytes())
+        .unwrap();
     let res = child.wait_with_output().unwrap();
-    assert!(res.status.success(), "dot rejected the graph: {}", text(&res.stderr));
+    assert!(
+        res.status.success(),
+        "dot rejected the graph: {}",
+        text(&res.stderr)
+    );
     assert!(res.stderr.is_empty(), "dot warned: {}", text(&res.stderr));
 }
 
@@ -156,12 +188,21 @@ fn model_dump_keeps_source_locations() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let role = &v["clusters"][0]["roles"][0];
     assert_eq!(role["name"], "head");
-    assert!(role["origin"].as_str().unwrap().starts_with("appliances/demo.voc:"), "{role}");
+    assert!(
+        role["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("appliances/demo.voc:"),
+        "{role}"
+    );
 }
 
 #[test]
 fn var_overrides_let() {
-    let out = vocc(&["model", "--var", "workers=2", "appliances/osg.voc"], &root());
+    let out = vocc(
+        &["model", "--var", "workers=2", "appliances/osg.voc"],
+        &root(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clusters"][0]["nodes"].as_array().unwrap().len(), 3);
@@ -169,12 +210,25 @@ fn var_overrides_let() {
 
 #[test]
 fn explain_says_where_and_why() {
-    let out = vocc(&["explain", "--site", "appliances/chiba.voc", "appliances/osg.voc", "worker3"], &root());
+    let out = vocc(
+        &[
+            "explain",
+            "--site",
+            "appliances/chiba.voc",
+            "appliances/osg.voc",
+            "worker3",
+        ],
+        &root(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(s.contains("osg-worker3"), "{s}");
     assert!(s.contains("c0"), "{s}");
     let out = vocc(&["explain", "appliances/osg.voc", "wroker3"], &root());
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("worker3"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("worker3"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -22,7 +22,9 @@ fn test_secrets(dir: &Path, clusters: &[&str]) {
         let d = dir.join(c);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key: Vec<u8> = (0..1024u32).map(|i| (i * 7 + c.len() as u32) as u8).collect();
+        let key: Vec<u8> = (0..1024u32)
+            .map(|i| (i * 7 + c.len() as u32) as u8)
+            .collect();
         let p = d.join("munge.key");
         std::fs::write(&p, key).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -56,7 +58,12 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .map(Result::unwrap)
         .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (rel, std::fs::read(e.path()).unwrap())
         })
         .collect()
@@ -88,7 +95,10 @@ fn snapshot(dir: &Path) -> String {
             _ => out.push_str(&format!(
                 "(binary, {} bytes, sha256 {})\n",
                 bytes.len(),
-                digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
             )),
         }
     }
@@ -102,7 +112,11 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "demo", args: &["appliances/demo.voc"], clusters: &["demo"] },
+    Case {
+        name: "demo",
+        args: &["appliances/demo.voc"],
+        clusters: &["demo"],
+    },
     Case {
         name: "osg",
         args: &["appliances/osg.voc", "--site", "appliances/chiba.voc"],
@@ -113,9 +127,21 @@ const CASES: &[Case] = &[
         args: &["appliances/grid3.voc", "--site", "appliances/chiba.voc"],
         clusters: &["grid3"],
     },
-    Case { name: "gridway-sge", args: &["appliances/gridway-sge.voc"], clusters: &["gridway"] },
-    Case { name: "voc-condor", args: &["appliances/voc-condor.voc"], clusters: &["voc"] },
-    Case { name: "two-vo", args: &["appliances/two-vo.voc"], clusters: &["vo-a", "vo-b"] },
+    Case {
+        name: "gridway-sge",
+        args: &["appliances/gridway-sge.voc"],
+        clusters: &["gridway"],
+    },
+    Case {
+        name: "voc-condor",
+        args: &["appliances/voc-condor.voc"],
+        clusters: &["voc"],
+    },
+    Case {
+        name: "two-vo",
+        args: &["appliances/two-vo.voc"],
+        clusters: &["vo-a", "vo-b"],
+    },
 ];
 
 #[test]
@@ -129,7 +155,9 @@ fn every_appliance_matches_its_golden_output() {
         let out = tmp.path().join(format!("out-{}", case.name));
         build(case.args, &out, &secrets);
         let actual = snapshot(&out);
-        let golden = root().join("tests/golden").join(format!("{}.txt", case.name));
+        let golden = root()
+            .join("tests/golden")
+            .join(format!("{}.txt", case.name));
         if bless {
             std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
             std::fs::write(&golden, &actual).unwrap();
@@ -188,7 +216,13 @@ fn adding_a_worker_renumbers_nobody() {
         let out = tmp.path().join(format!("w{workers}"));
         let var = format!("workers={workers}");
         build(
-            &["appliances/osg.voc", "--site", "appliances/chiba.voc", "--var", &var],
+            &[
+                "appliances/osg.voc",
+                "--site",
+                "appliances/chiba.voc",
+                "--var",
+                &var,
+            ],
             &out,
             &secrets,
         );
@@ -198,7 +232,10 @@ fn adding_a_worker_renumbers_nobody() {
         for n in plan["nodes"].as_array().unwrap() {
             for nic in n["nics"].as_array().unwrap() {
                 map.insert(
-                    (n["id"].as_str().unwrap().to_string(), nic["name"].as_str().unwrap().to_string()),
+                    (
+                        n["id"].as_str().unwrap().to_string(),
+                        nic["name"].as_str().unwrap().to_string(),
+                    ),
                     (
                         nic["address"].as_str().unwrap_or("").to_string(),
                         nic["mac"].as_str().unwrap().to_string(),
@@ -212,8 +249,15 @@ fn adding_a_worker_renumbers_nobody() {
     let after = nics(9);
     assert_eq!(after.len(), before.len() + 1);
     for (k, v) in &before {
-        assert_eq!(after.get(k), Some(v), "{k:?} changed when a worker was added");
+        assert_eq!(
+            after.get(k),
+            Some(v),
+            "{k:?} changed when a worker was added"
+        );
     }
     let new = &after[&("osg-worker9".to_string(), "eth0".to_string())];
-    assert!(!before.values().any(|v| v.0 == new.0 || v.1 == new.1), "new node reuses {new:?}");
+    assert!(
+        !before.values().any(|v| v.0 == new.0 || v.1 == new.1),
+        "new node reuses {new:?}"
+    );
 }

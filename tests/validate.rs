@@ -32,9 +32,11 @@ fn appliance(name: &str) -> (&'static str, Option<&'static str>, Vec<(String, St
         "condor" => ("appliances/voc-condor.voc", None, vec![]),
         "demo" => ("appliances/demo.voc", None, vec![]),
         // A larger Slurm cluster than the seeds': 40 workers, for hostlist ranges.
-        "synthetic-40" => {
-            ("benches/synthetic.voc", None, vec![("workers".into(), "40".into())])
-        }
+        "synthetic-40" => (
+            "benches/synthetic.voc",
+            None,
+            vec![("workers".into(), "40".into())],
+        ),
         other => panic!("no appliance for `{other}`"),
     }
 }
@@ -49,10 +51,14 @@ fn generate(names: &[&str]) -> (TempDir, PathBuf) {
     fs::create_dir_all(&nodes).unwrap();
     for name in names {
         let (file, site, vars) = appliance(name);
-        let options = Options { site: site.map(|s| root.join(s)), vars };
+        let options = Options {
+            site: site.map(|s| root.join(s)),
+            vars,
+        };
         let c = compile(&FsWorld, &root.join(file), &options).unwrap();
         let model = c.model.unwrap_or_else(|| panic!("{file} does not compile"));
-        let plan = vocc_compiler::plan::plan(&model).unwrap_or_else(|_| panic!("{file} does not place"));
+        let plan =
+            vocc_compiler::plan::plan(&model).unwrap_or_else(|_| panic!("{file} does not place"));
         let out = tmp.path().join(format!("out-{name}"));
         let options = BuildOptions {
             out: out.clone(),
@@ -73,7 +79,11 @@ fn generate(names: &[&str]) -> (TempDir, PathBuf) {
 
 /// The Slurm controller's files in a generated tree.
 fn slurm_head(nodes: &Path, fixture: &str) -> PathBuf {
-    let cluster = if fixture == "synthetic-40" { "synth" } else { "osg" };
+    let cluster = if fixture == "synthetic-40" {
+        "synth"
+    } else {
+        "osg"
+    };
     nodes.join(format!("{cluster}-head/files/etc"))
 }
 
@@ -288,7 +298,13 @@ fn libvirt_validates_and_defines_the_domains() {
     let _serial = serial();
     // Only KVM clusters get a libvirt domain (Xen ones get xl.cfg).
     let (_tmp, nodes) = generate(&["condor", "demo"]);
-    for node in ["voc-head", "voc-compute1", "voc-compute28", "demo-head", "demo-worker2"] {
+    for node in [
+        "voc-head",
+        "voc-compute1",
+        "voc-compute28",
+        "demo-head",
+        "demo-worker2",
+    ] {
         let xml = nodes.join(node).join("libvirt.xml");
         libvirt_accepts(&xml).unwrap_or_else(|e| panic!("{node}: {e}"));
     }

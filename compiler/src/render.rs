@@ -20,8 +20,8 @@
 //!   `libvirt.xml` (kvm clusters);
 //! - roles that export: `files/etc/exports`;
 //! - the node serving DHCP on a network with `dhcp` NICs: `files/etc/dnsmasq.conf`;
-//! - roles in a Slurm cluster's batch system: `files/etc/slurm/slurm.conf` and
-//!   `files/etc/munge/munge.key` (0600);
+//! - roles in a Slurm cluster's batch system: `files/etc/slurm/slurm.conf`,
+//!   `files/etc/slurm/cgroup.conf` and `files/etc/munge/munge.key` (0600);
 //! - PBS/Torque: `server_name` for every role of the batch system, the server's
 //!   `server_priv/nodes` and a `qmgr` script for the controller role, the MOM config
 //!   for compute roles;
@@ -389,6 +389,8 @@ fn cluster_files<'a>(
                     ("partitions", value(data::queue_vars(facts, false))),
                 ];
                 let m = file("slurm.conf", vars, "/etc/slurm/slurm.conf", &csrc)?;
+                give(out, m, &sched_roles);
+                let m = file("cgroup.conf", vec![], "/etc/slurm/cgroup.conf", &csrc)?;
                 give(out, m, &sched_roles);
                 let Some(key) = secrets.munge_key(&cluster.name) else {
                     return Err(RenderError::MissingSecret {

@@ -69,7 +69,10 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         let mut by_role: std::collections::HashMap<&str, Vec<&str>> =
             std::collections::HashMap::new();
         for n in &cluster.nodes {
-            by_role.entry(n.role.as_str()).or_default().push(n.id.as_str());
+            by_role
+                .entry(n.role.as_str())
+                .or_default()
+                .push(n.id.as_str());
         }
         for role in &cluster.roles {
             let need = demand(cluster, role);

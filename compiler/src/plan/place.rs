@@ -299,7 +299,10 @@ fn decide_with(model: &Model, record: bool) -> (Vec<Decision>, Vec<Diagnostic>) 
                     }
                 }
                 let candidates: Vec<Candidate> = if record || chosen.is_none() {
-                    hosts.iter().map(|h| h.assess(cluster.hypervisor, &demand)).collect()
+                    hosts
+                        .iter()
+                        .map(|h| h.assess(cluster.hypervisor, &demand))
+                        .collect()
                 } else {
                     Vec::new()
                 };

@@ -78,6 +78,7 @@ templates! {
     "fstab" => "/etc/fstab", Role, Config;
     "exports" => "/etc/exports", Role, Config;
     "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
+    "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
     "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
     "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
     "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;

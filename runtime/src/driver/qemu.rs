@@ -107,7 +107,20 @@ impl Qemu {
         ]);
         push(&["-kernel", &path_arg(&boot.kernel)?]);
         push(&["-initrd", &path_arg(&boot.initrd)?]);
-        push(&["-append", &boot.cmdline]);
+        // A Xen cluster's command line names Xen's console (`hvc0`); a qemu guest has
+        // serial ports only, and the runtime reads the first one.
+        let cmdline: Vec<&str> = boot
+            .cmdline
+            .split_whitespace()
+            .map(|t| {
+                if t == "console=hvc0" {
+                    "console=ttyS0"
+                } else {
+                    t
+                }
+            })
+            .collect();
+        push(&["-append", &cmdline.join(" ")]);
         for d in &boot.disks {
             let mut spec = format!("file={},format={},if=virtio", path_arg(&d.path)?, d.format);
             if d.readonly {
