@@ -8,6 +8,9 @@
 //! networkd, cloud-init meta-data and network-config, the kernel command line, the
 //! xen.cfg or libvirt.xml) once per node, the nodes of a cluster in parallel. Nothing
 //! done per node walks the cluster, so the time per node stays flat as clusters grow.
+//! The cluster-wide files, which do list every node, are rendered while the nodes
+//! are. Handlebars reads its variables from a JSON value, so each worker keeps one
+//! copy of its role's variables and replaces only the node's own ones per node.
 //!
 //! The result is a content store (sha256 → bytes and mode) plus, per node, the list of
 //! its files (path in the node's output directory → sha256). Files shared by many
@@ -48,6 +51,7 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use vocc_runtime::plan::PlanNode;
 use vocc_runtime::Plan;
@@ -55,15 +59,58 @@ use vocc_runtime::Plan;
 /// A sha256 digest.
 pub type Digest = [u8; 32];
 
+/// A hasher for keys that are hashes already: digests, and their hex forms. It
+/// reads a few words of the key instead of all of it, which is what makes it fast,
+/// so it is no good for keys that share long prefixes and suffixes (paths).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        // Every bit of the state reaches the low bits, which pick the bucket.
+        let h = self.0 ^ (self.0 >> 33);
+        let h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let n = bytes.len();
+        let x = if n >= 16 {
+            word(0) ^ word(8).rotate_left(21) ^ word(n - 8).rotate_left(42) ^ n as u64
+        } else {
+            bytes
+                .iter()
+                .fold(n as u64, |h, &b| h.rotate_left(8) ^ u64::from(b))
+        };
+        self.0 = (self.0.rotate_left(29) ^ x).wrapping_mul(K);
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The length prefix of a digest, always 32; `write` sees the length anyway.
+    }
+}
+
+/// The hasher of maps keyed by [`Digest`].
+pub type DigestState = BuildHasherDefault<DigestHasher>;
+
+/// A map keyed by [`Digest`].
+pub type DigestMap<K, V> = HashMap<K, V, DigestState>;
+
 /// The lowercase hex form of a digest (the object's file name).
 pub fn hex(d: &Digest) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
+    let mut s = Vec::with_capacity(64);
     for b in d {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
+        s.push(HEX[usize::from(b >> 4)]);
+        s.push(HEX[usize::from(b & 15)]);
     }
-    s
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// One distinct content.
@@ -113,8 +160,10 @@ impl NodeOutput {
 /// Everything rendered: the content store and each node's files, in model order.
 #[derive(Debug, Default)]
 pub struct Rendered {
-    pub objects: HashMap<Digest, Object>,
+    pub objects: DigestMap<Digest, Object>,
     pub nodes: Vec<NodeOutput>,
+    /// Indexes into `nodes`, sorted by node id, for [`Rendered::node`].
+    by_id: Vec<usize>,
 }
 
 impl Rendered {
@@ -123,9 +172,17 @@ impl Rendered {
         self.objects.get(&file.digest).map(|o| o.bytes.as_slice())
     }
 
-    /// The node with id `id`.
+    /// The node with id `id`, found in logarithmic time (the image step asks for
+    /// every node).
     pub fn node(&self, id: &str) -> Option<&NodeOutput> {
-        self.nodes.iter().find(|n| n.id == id)
+        let indexed = self
+            .by_id
+            .binary_search_by(|&i| self.nodes.get(i).map_or("", |n| n.id.as_str()).cmp(id))
+            .ok()
+            .and_then(|at| self.nodes.get(self.by_id[at]))
+            .filter(|n| n.id == id);
+        // Nodes pushed by hand after rendering are not indexed.
+        indexed.or_else(|| self.nodes.iter().find(|n| n.id == id))
     }
 
     fn add(&mut self, digest: Digest, object: Object) {
@@ -173,9 +230,11 @@ pub fn render(
 ) -> Result<Rendered, RenderError> {
     let placed: HashMap<&str, &PlanNode> = plan.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     let layers: data::PlanLayers<'_> = plan.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+    let nodes = model.clusters.iter().map(|c| c.nodes.len()).sum();
     let mut rendered = Rendered {
-        objects: HashMap::new(),
-        nodes: Vec::with_capacity(model.clusters.iter().map(|c| c.nodes.len()).sum()),
+        objects: DigestMap::with_capacity_and_hasher(nodes * 8, DigestState::default()),
+        nodes: Vec::with_capacity(nodes),
+        by_id: Vec::new(),
     };
     for cluster in &model.clusters {
         let env = Env {
@@ -187,6 +246,9 @@ pub fn render(
         };
         render_cluster(&mut rendered, cluster, &env)?;
     }
+    let mut by_id: Vec<usize> = (0..rendered.nodes.len()).collect();
+    by_id.par_sort_unstable_by(|&a, &b| rendered.nodes[a].id.cmp(&rendered.nodes[b].id));
+    rendered.by_id = by_id;
     Ok(rendered)
 }
 
@@ -222,18 +284,22 @@ struct Made {
     object: Object,
 }
 
-/// Renders `template` into a file at `path` of the node directories.
+/// Renders `template` into a file at `path` of the node directories. `buf` is scratch
+/// space that a caller rendering many files keeps from one to the next.
+#[allow(clippy::too_many_arguments)]
 fn make(
     templates: &Templates,
     template: &'static str,
     ctx: &Context,
+    buf: &mut Vec<u8>,
     path: String,
     scope: Scope,
     source: &Arc<str>,
     what: For<'_>,
 ) -> Result<Made, RenderError> {
-    let text = templates
-        .render(template, ctx)
+    buf.clear();
+    templates
+        .render_into(template, ctx, buf)
         .map_err(|e| RenderError::Template {
             template: template.to_owned(),
             target: what.describe(),
@@ -245,11 +311,9 @@ fn make(
     } else {
         MODE_FILE
     };
-    // The renderer's buffer has room to spare; a store of many small files should not
-    // keep it.
-    let mut bytes = text.into_bytes();
-    bytes.shrink_to_fit();
-    Ok(stored(bytes, mode, path, template, scope, source))
+    // A copy of exactly the rendered length: a store of many small files should not
+    // keep the scratch space's spare room.
+    Ok(stored(buf.to_vec(), mode, path, template, scope, source))
 }
 
 fn stored(
@@ -303,40 +367,96 @@ fn render_cluster(out: &mut Rendered, cluster: &Cluster, env: &Env<'_>) -> Resul
         ("cluster".to_owned(), value(facts.cluster_vars())),
         ("scheduler".to_owned(), value(facts.sched_vars_of())),
     ]));
-    let mut shared = cluster_files(out, &facts, &base, env.templates, env.secrets)?;
-    for role in &cluster.roles {
+    // The cluster-wide files (some of which list every node) and the nodes' own files
+    // do not depend on each other, so they are rendered at the same time; the nodes'
+    // shared files are filled in after.
+    let mut cluster_store = Rendered::default();
+    let (shared, nodes) = rayon::join(
+        || {
+            cluster_files(
+                &mut cluster_store,
+                &facts,
+                &base,
+                env.templates,
+                env.secrets,
+            )
+        },
+        || {
+            let mut role_store = Rendered::default();
+            let per_role = cluster
+                .roles
+                .iter()
+                .map(|role| {
+                    let files = role_files(&mut role_store, &facts, &base, role, env)?;
+                    Ok((files, node_files(&facts, &base, role, env)?))
+                })
+                .collect::<Result<Vec<_>, RenderError>>();
+            per_role.map(|r| (role_store, r))
+        },
+    );
+    let mut shared = shared?;
+    let (role_store, nodes) = nodes?;
+    for (digest, object) in cluster_store.objects.into_iter().chain(role_store.objects) {
+        out.add(digest, object);
+    }
+    for (role, (role_files, rendered)) in cluster.roles.iter().zip(nodes) {
         let mut files = shared.roles.remove(role.name.as_str()).unwrap_or_default();
-        files.extend(role_files(out, &facts, &base, role, env)?);
+        files.extend(role_files);
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let job = NodeJob {
-            cluster,
-            role,
-            env,
-            base: node_base(&facts, &base, role),
-            shared: Arc::new(files),
-        };
-        let nodes: Vec<&Node> = cluster.nodes_of(&role.name).collect();
-        let results: Vec<Result<(NodeOutput, Vec<Made>), RenderError>> = nodes
-            .par_iter()
-            .map(|node| {
+        let files = Arc::new(files);
+        for (mut node, objects) in rendered {
+            for (digest, object) in objects {
+                out.add(digest, object);
+            }
+            if let Some(extra) = shared.nodes.get(node.id.as_str()) {
+                node.own.extend(extra.iter().cloned());
+                node.own.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+            node.shared = Arc::clone(&files);
+            out.nodes.push(node);
+        }
+    }
+    Ok(())
+}
+
+/// A node's output (without its shared files yet) and the contents of its own files.
+type NodeRendered = (NodeOutput, Vec<(Digest, Object)>);
+
+/// Renders the own files of every node of `role`, in model order.
+fn node_files(
+    facts: &ClusterFacts<'_>,
+    base: &Value,
+    role: &Role,
+    env: &Env<'_>,
+) -> Result<Vec<NodeRendered>, RenderError> {
+    let cluster = facts.cluster;
+    let job = NodeJob {
+        cluster,
+        role,
+        env,
+        base: node_base(facts, base, role),
+    };
+    let nodes: Vec<&Node> = cluster.nodes_of(&role.name).collect();
+    // Each worker renders many nodes with one copy of the role's variables, in which
+    // only the node's own variables change.
+    nodes
+        .par_iter()
+        .map_init(
+            || Scratch {
+                ctx: Context::from(job.base.clone()),
+                buf: Vec::with_capacity(8 << 10),
+            },
+            |scratch, node| {
                 let Some(placed) = env.placed.get(node.id.as_str()) else {
                     return Err(RenderError::NotPlaced {
                         node: node.id.clone(),
                         location: node.origin.location.clone(),
                     });
                 };
-                job.node(node, placed, shared.nodes.get(node.id.as_str()))
-            })
-            .collect();
-        for r in results {
-            let (node, made) = r?;
-            for m in made {
-                out.add(m.file.digest, m.object);
-            }
-            out.nodes.push(node);
-        }
-    }
-    Ok(())
+                job.node(scratch, node, placed)
+            },
+        )
+        .collect()
 }
 
 /// Renders the cluster-wide files: /etc/hosts, the batch system's files and the
@@ -357,18 +477,21 @@ fn cluster_files<'a>(
         }
         out.add(made.file.digest, made.object);
     };
-    let file = |t: &'static str, vars: Vec<(&'static str, Value)>, path: &str, src: &Arc<str>| {
-        let ctx = Context::from(extend(base, vars));
-        make(
-            templates,
-            t,
-            &ctx,
-            guest(path),
-            Scope::Cluster,
-            src,
-            For::Cluster(cluster),
-        )
-    };
+    let mut buf = Vec::new();
+    let mut file =
+        |t: &'static str, vars: Vec<(&'static str, Value)>, path: &str, src: &Arc<str>| {
+            let ctx = Context::from(extend(base, vars));
+            make(
+                templates,
+                t,
+                &ctx,
+                &mut buf,
+                guest(path),
+                Scope::Cluster,
+                src,
+                For::Cluster(cluster),
+            )
+        };
 
     let all_roles: Vec<&'a str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
     let hosts = vec![("hosts", value(data::host_lines(facts)))];
@@ -471,6 +594,7 @@ fn cluster_files<'a>(
             templates,
             "dnsmasq.conf",
             &ctx,
+            &mut Vec::new(),
             path,
             Scope::Cluster,
             &src,
@@ -539,11 +663,13 @@ fn role_files(
         _ => {}
     }
     let mut files = Vec::with_capacity(wanted.len());
+    let mut buf = Vec::new();
     for (t, path) in wanted {
         let m = make(
             env.templates,
             t,
             &ctx,
+            &mut buf,
             path,
             Scope::Role,
             &rsrc,
@@ -575,49 +701,71 @@ struct NodeJob<'a> {
     role: &'a Role,
     env: &'a Env<'a>,
     base: Value,
-    shared: Arc<Vec<FileRef>>,
+}
+
+/// What a worker keeps from one node to the next: the role's variables, whose node
+/// entries each node replaces, and a render buffer.
+struct Scratch {
+    ctx: Context,
+    buf: Vec<u8>,
+}
+
+/// Sets `key` of the variables to `value`, reusing the key of the previous node.
+fn set(vars: &mut Context, key: &'static str, value: Value) {
+    if let Value::Object(m) = vars.data_mut() {
+        match m.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                m.insert(key.to_owned(), value);
+            }
+        }
+    }
 }
 
 impl NodeJob<'_> {
     fn node(
         &self,
+        scratch: &mut Scratch,
         node: &Node,
         placed: &PlanNode,
-        extra: Option<&Vec<FileRef>>,
-    ) -> Result<(NodeOutput, Vec<Made>), RenderError> {
+    ) -> Result<NodeRendered, RenderError> {
         let cluster = self.cluster;
         let src: Arc<str> = Arc::from(node.origin.location.as_str());
-        let mut v = self.base.clone();
-        let nics = value(data::nics(cluster, node, placed));
-        if let Value::Object(m) = &mut v {
-            m.insert(
-                "node".into(),
-                value(data::NodeVars {
-                    id: &node.id,
-                    hostname: &node.hostname,
-                    fqdn: format!("{}.{}", node.hostname, cluster.domain),
-                    index: node.index,
-                    host: &placed.host,
-                    dir: &placed.dir,
-                    source: &node.origin.location,
-                }),
-            );
-            m.insert("nics".into(), nics.clone());
-            let (layers, store) = (self.env.layers, &self.env.plan.store);
-            let disks = data::disks(cluster, self.role, layers, store, Some(&placed.dir));
-            m.insert("disks".into(), value(disks));
-            let (kernel, initrd) = data::kernel(layers, store, &cluster.name, placed, self.role);
-            m.insert("kernel".into(), kernel.into());
-            m.insert("initrd".into(), initrd.into());
-            m.insert("cmdline".into(), Value::Null);
+        let Scratch { ctx, buf } = scratch;
+        // Every variable of the previous node is replaced or removed here, so that no
+        // template ever sees another node's values.
+        set(
+            ctx,
+            "node",
+            value(data::NodeVars {
+                id: &node.id,
+                hostname: &node.hostname,
+                fqdn: format!("{}.{}", node.hostname, cluster.domain),
+                index: node.index,
+                host: &placed.host,
+                dir: &placed.dir,
+                source: &node.origin.location,
+            }),
+        );
+        let nics = data::nics(cluster, node, placed);
+        set(ctx, "nics", value(&nics));
+        let (layers, store) = (self.env.layers, &self.env.plan.store);
+        let disks = data::disks(cluster, self.role, layers, store, Some(&placed.dir));
+        set(ctx, "disks", value(disks));
+        let (kernel, initrd) = data::kernel(layers, store, &cluster.name, placed, self.role);
+        set(ctx, "kernel", kernel.into());
+        set(ctx, "initrd", initrd.into());
+        set(ctx, "cmdline", Value::Null);
+        if let Value::Object(m) = ctx.data_mut() {
+            m.remove("nic");
         }
-        let mut ctx = Context::from(v);
-        let mut made = Vec::with_capacity(8 + node.nics.len());
-        let file = |ctx: &Context, t: &'static str, path: String| {
+        let mut made = Vec::with_capacity(6 + nics.len());
+        let mut file = |ctx: &Context, t: &'static str, path: String| {
             make(
                 self.env.templates,
                 t,
                 ctx,
+                buf,
                 path,
                 Scope::Node,
                 &src,
@@ -625,46 +773,45 @@ impl NodeJob<'_> {
             )
         };
 
-        let cmdline = file(&ctx, "cmdline", "cmdline".into())?;
+        let cmdline = file(ctx, "cmdline", "cmdline".into())?;
         let line = String::from_utf8_lossy(&cmdline.object.bytes)
             .trim()
             .to_owned();
-        ctx.data_mut()["cmdline"] = line.into();
+        set(ctx, "cmdline", line.into());
         made.push(cmdline);
-        made.push(file(&ctx, "hostname", guest("/etc/hostname"))?);
-        made.push(file(&ctx, "interfaces", guest("/etc/network/interfaces"))?);
-        made.push(file(&ctx, "meta-data", "cidata/meta-data".into())?);
-        made.push(file(
-            &ctx,
-            "network-config",
-            "cidata/network-config".into(),
-        )?);
+        made.push(file(ctx, "hostname", guest("/etc/hostname"))?);
+        made.push(file(ctx, "interfaces", guest("/etc/network/interfaces"))?);
+        made.push(file(ctx, "meta-data", "cidata/meta-data".into())?);
+        made.push(file(ctx, "network-config", "cidata/network-config".into())?);
         match cluster.hypervisor {
-            crate::model::Hypervisor::Xen => made.push(file(&ctx, "xen.cfg", "xen.cfg".into())?),
+            crate::model::Hypervisor::Xen => made.push(file(ctx, "xen.cfg", "xen.cfg".into())?),
             crate::model::Hypervisor::Kvm => {
-                made.push(file(&ctx, "libvirt.xml", "libvirt.xml".into())?)
+                made.push(file(ctx, "libvirt.xml", "libvirt.xml".into())?)
             }
         }
-        if let Value::Array(nics) = nics {
-            for (nic, spec) in nics.into_iter().zip(&node.nics) {
-                ctx.data_mut()["nic"] = nic;
-                made.push(file(
-                    &ctx,
-                    "networkd.network",
-                    guest(&format!("/etc/systemd/network/10-{}.network", spec.name)),
-                )?);
-            }
+        for nic in &nics {
+            set(ctx, "nic", value(nic));
+            made.push(file(
+                ctx,
+                "networkd.network",
+                guest(&format!("/etc/systemd/network/10-{}.network", nic.name)),
+            )?);
         }
 
-        let mut own: Vec<FileRef> = made.iter().map(|m| m.file.clone()).collect();
-        own.extend(extra.into_iter().flatten().cloned());
+        let (mut own, objects): (Vec<FileRef>, Vec<(Digest, Object)>) = made
+            .into_iter()
+            .map(|m| {
+                let digest = m.file.digest;
+                (m.file, (digest, m.object))
+            })
+            .unzip();
         own.sort_by(|a, b| a.path.cmp(&b.path));
         let out = NodeOutput {
             id: node.id.clone(),
             cluster: cluster.name.clone(),
             own,
-            shared: Arc::clone(&self.shared),
+            shared: Arc::default(),
         };
-        Ok((out, made))
+        Ok((out, objects))
     }
 }

@@ -242,17 +242,18 @@ impl Templates {
         self.sources.get(name)
     }
 
-    /// Renders template `name` with `ctx`.
-    pub(crate) fn render(
+    /// Renders template `name` with `ctx`, appending to `out`.
+    pub(crate) fn render_into(
         &self,
         name: &str,
         ctx: &handlebars::Context,
-    ) -> Result<String, handlebars::RenderError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), handlebars::RenderError> {
         let reg = match info(name).map(|t| t.escape) {
             Some(Escape::Xml) => &self.xml,
             _ => &self.config,
         };
-        reg.render_with_context(name, ctx)
+        reg.render_with_context_to_write(name, ctx, out)
     }
 }
 
