@@ -68,9 +68,11 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
             .get_ref()
             .set_read_timeout(Some(left.min(Duration::from_millis(500))))
             .map_err(|e| fail("socket", &e))?;
-        line.clear();
+        // A timeout can come in the middle of a line (the guest's serial port is slow
+        // under emulation): what was read stays in `line` and the next read goes on.
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => return Err(fail("closed", &"the guest closed the connection")),
+            Ok(_) if line.last() != Some(&b'\n') => continue,
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -95,6 +97,7 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
             }
             _ => {} // Noise, or the answer to an earlier, abandoned request.
         }
+        line.clear();
     }
 }
 
@@ -165,5 +168,45 @@ mod tests {
         }
         assert_eq!(encode(b"hello"), "aGVsbG8=");
         assert_eq!(decode("aGVsbG8").unwrap(), b"hello");
+    }
+
+    /// The guest's answer arrives in pieces, with pauses longer than a read timeout in
+    /// the middle of lines (a slow serial port): nothing of it may be lost.
+    #[test]
+    fn an_answer_split_across_read_timeouts_is_read_whole() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let guest = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while !line.starts_with("vocc-exec ") {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+            }
+            let id = line.split(' ').nth(1).unwrap().to_owned();
+            let mut w = stream;
+            let answer = format!(
+                "noise\nvocc-begin {id}\nvocc-out {}\nvocc-exit {id} 3\n",
+                encode(b"hello")
+            );
+            // Cut inside the begin, out and exit lines; each pause outlasts the host's
+            // 500 ms read timeout.
+            let bytes = answer.as_bytes();
+            let cuts = [0, 13, 6 + 11 + id.len() + 5, bytes.len() - 6, bytes.len()];
+            for pair in cuts.windows(2) {
+                w.write_all(&bytes[pair[0]..pair[1]]).unwrap();
+                w.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            // Keep the connection open until the host has read everything.
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let out = exec(&socket, &["true".to_owned()], Duration::from_secs(30)).unwrap();
+        assert_eq!(out.stdout, b"hello");
+        assert_eq!(out.status, 3);
+        guest.join().unwrap();
     }
 }
