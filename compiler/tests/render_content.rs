@@ -121,8 +121,8 @@ fn fstab_and_exports() {
     assert_eq!(
         lines(&head),
         [
-            "/dev/xvdb\t/opt/vdt\text4\tro,nofail\t0\t2",
-            "/dev/xvdc\t/opt/apps\text4\trw,nofail\t0\t2",
+            "/dev/xvdb\t/opt/vdt\text4\tro,nofail\t0\t0",
+            "/dev/xvdc\t/opt/apps\text4\trw,nofail\t0\t0",
             "/dev/xvdd\tnone\tswap\tsw,nofail\t0\t0",
         ]
     );
@@ -131,8 +131,8 @@ fn fstab_and_exports() {
         lines(&worker),
         [
             "/dev/xvdb\tnone\tswap\tsw,nofail\t0\t0",
-            "10.20.0.1:/opt/vdt\t/opt/vdt\tnfs\tro,_netdev,bg,hard,nofail\t0\t0",
-            "10.20.0.1:/opt/apps\t/opt/apps\tnfs\trw,_netdev,bg,hard,nofail\t0\t0",
+            "10.20.0.1:/opt/vdt\t/opt/vdt\tnfs\tro,vers=4,_netdev,bg,hard,nofail\t0\t0",
+            "10.20.0.1:/opt/apps\t/opt/apps\tnfs\trw,vers=4,_netdev,bg,hard,nofail\t0\t0",
         ]
     );
     let exports = text(&r, "osg-head", "files/etc/exports");

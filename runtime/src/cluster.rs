@@ -387,6 +387,8 @@ impl Runtime {
         };
 
         let mut phases: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
+        // When each node's boot step ended (ms since the epoch).
+        let mut booted: HashMap<String, f64> = HashMap::new();
         let mut failures: HashMap<String, Failure> = HashMap::new();
         let mut staging = Vec::new();
         let mut records: Vec<(usize, StepRecord, Option<Done>)> = Vec::new();
@@ -488,16 +490,23 @@ impl Runtime {
                         p.insert("define".into(), t.define_ms);
                     }
                     Action::Start { node } => {
+                        booted.insert(node.clone(), d.at as f64 + d.ms);
                         phases
                             .entry(node.clone())
                             .or_default()
                             .insert("boot".into(), d.ms);
                     }
                     Action::WaitReady { node } => {
+                        // From the end of the node's boot (nodes boot together, and a
+                        // node's wait may start later, once those it mounts from are
+                        // ready), else from the start of the wait.
+                        let ms = booted
+                            .get(node)
+                            .map_or(d.ms, |&b| (d.at as f64 + d.ms - b).max(0.0));
                         phases
                             .entry(node.clone())
                             .or_default()
-                            .insert("ready".into(), d.ms);
+                            .insert("ready".into(), ms);
                     }
                 }
             }

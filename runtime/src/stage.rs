@@ -6,7 +6,10 @@
 //! Invariant: a staged image has the name it will be booted from only once its whole
 //! content is there (temp name + rename), and its hash is checked before the stage
 //! step succeeds; a verified file whose size, mtime and inode are unchanged is not
-//! hashed again.
+//! hashed again. What was verified is recorded twice: in the cluster's journal, and in
+//! the store (`STORE/.verified/<sha256>`: device, inode, size, mtime), so that another
+//! cluster or a fresh run staging the same file (a hard link shares the inode) trusts
+//! the check already made.
 
 use crate::artifacts;
 use crate::error::{Error, Result};
@@ -45,7 +48,11 @@ pub fn stage(layout: &Layout, layer: &PlanLayer, known: Option<&Staged>) -> Resu
                 });
             }
         }
+        if verified(layout, &expected, &meta) {
+            return Ok(record(&dst, &expected, "already staged", &meta));
+        }
         if sha256_file(&dst)? == expected {
+            remember(layout, &expected, &meta);
             return Ok(record(&dst, &expected, "already staged, verified", &meta));
         }
         // Something else sits under the layer's name: replace it.
@@ -59,6 +66,10 @@ pub fn stage(layout: &Layout, layer: &PlanLayer, known: Option<&Staged>) -> Resu
         )));
     }
     let how = place(&src, &dst)?;
+    let meta = fs::metadata(&dst).map_err(|e| Error::io("read", &dst, e))?;
+    if verified(layout, &expected, &meta) {
+        return Ok(record(&dst, &expected, how, &meta));
+    }
     let found = sha256_file(&dst)?;
     if found != expected {
         let _ = fs::remove_file(&dst);
@@ -69,8 +80,43 @@ pub fn stage(layout: &Layout, layer: &PlanLayer, known: Option<&Staged>) -> Resu
             found,
         });
     }
-    let meta = fs::metadata(&dst).map_err(|e| Error::io("read", &dst, e))?;
+    remember(layout, &expected, &meta);
     Ok(record(&dst, &expected, how, &meta))
+}
+
+/// The identity of a file as the store's record of a verification keeps it.
+fn identity(meta: &fs::Metadata) -> String {
+    format!(
+        "{} {} {} {}\n",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        mtime_ns(meta)
+    )
+}
+
+fn verified_path(layout: &Layout, sha: &str) -> std::path::PathBuf {
+    layout.store.join(".verified").join(sha)
+}
+
+/// Whether the store records that this very file (device, inode, size, mtime) was
+/// found to hash to `sha`.
+fn verified(layout: &Layout, sha: &str, meta: &fs::Metadata) -> bool {
+    fs::read_to_string(verified_path(layout, sha)).is_ok_and(|r| r == identity(meta))
+}
+
+/// Records a verification in the store (best effort: without it, the next staging
+/// hashes again).
+fn remember(layout: &Layout, sha: &str, meta: &fs::Metadata) {
+    let path = verified_path(layout, sha);
+    let Some(dir) = path.parent() else { return };
+    if fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".{sha}.{}", std::process::id()));
+    if fs::write(&tmp, identity(meta)).is_ok() && fs::rename(&tmp, &path).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
 }
 
 fn same_file(k: &Staged, meta: &fs::Metadata) -> bool {

@@ -1,6 +1,7 @@
 //! Staging a layer into a host's store: linked from the build (through the build's
 //! symbolic link into its content store), verified against the plan's sha256, skipped
-//! when already staged and unchanged, refused (and removed) when the hash is wrong.
+//! when already staged and unchanged (the journal or the store's record of the
+//! verification says so), refused (and removed) when the hash is wrong.
 
 use std::fs;
 use vocc_runtime::plan::PlanLayer;
@@ -40,8 +41,18 @@ fn a_layer_is_linked_verified_and_staged_once() {
 
     let again = stage(&layout, &layer(Some(sha.clone())), Some(&staged)).unwrap();
     assert_eq!(again.how, "already staged");
-    let fresh = stage(&layout, &layer(Some(sha)), None).unwrap();
-    assert_eq!(fresh.how, "already staged, verified");
+    // A fresh run (no journal) trusts the store's record of the verification.
+    let fresh = stage(&layout, &layer(Some(sha.clone())), None).unwrap();
+    assert_eq!(fresh.how, "already staged");
+    // The file changed since (its mtime): hashed again.
+    fs::File::options()
+        .write(true)
+        .open(&dst)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let touched = stage(&layout, &layer(Some(sha)), None).unwrap();
+    assert_eq!(touched.how, "already staged, verified");
 }
 
 #[test]

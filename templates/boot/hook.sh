@@ -7,7 +7,8 @@
 #
 # The drive holds:
 #   vocc/node.env      VOCC_NODE, VOCC_HOSTNAME, VOCC_FQDN, VOCC_ROLE, VOCC_CLUSTER,
-#                      VOCC_ENABLE and VOCC_DISABLE (systemd units), as shell assignments
+#                      VOCC_ENABLE and VOCC_DISABLE (systemd units), VOCC_NET (fixed
+#                      addresses, see below), as shell assignments
 #   vocc/files/...     the node's files, at their place in the guest (etc/hostname,
 #                      etc/hosts, etc/fstab, etc/network/interfaces, etc/exports,
 #                      etc/slurm/slurm.conf, etc/munge/munge.key, ...)
@@ -26,6 +27,7 @@ VOCC_NODE=
 VOCC_HOSTNAME=
 VOCC_ENABLE=
 VOCC_DISABLE=
+VOCC_NET=
 . "$drive/vocc/node.env" || exit 1
 
 # The files, over what the layer has.
@@ -71,6 +73,26 @@ if [ -f "$root/etc/fstab" ]; then
 		done
 fi
 
+# Local disks of fstab (data disks, swap) in place now: the root's init finds them
+# mounted and active instead of waiting for udev to announce each device, which under
+# emulation comes tens of seconds into boot.
+if [ -f "$root/etc/fstab" ]; then
+	while read -r dev dir type opts rest; do
+		case "$dev" in '' | '#'*) continue ;; esac
+		[ -b "$dev" ] || continue
+		case "$type" in
+		swap) swapon "$dev" 2>/dev/null ;;
+		ext4)
+			mode=rw
+			case ",$opts," in *,ro,*) mode=ro ;; esac
+			mkdir -p "$root$dir"
+			mount -t ext4 -o "$mode" "$dev" "$root$dir" 2>/dev/null ||
+				say "cannot mount $dev at $dir"
+			;;
+		esac
+	done <"$root/etc/fstab"
+fi
+
 # The munge key belongs to munge and nobody else may read it.
 key="$root/etc/munge/munge.key"
 if [ -f "$key" ]; then
@@ -95,6 +117,59 @@ if [ -d "$root/etc/systemd/system" ]; then
 			fi
 		done
 	done
+fi
+
+# Fixed addresses (VOCC_NET: NAME,MAC,ADDRESS/PREFIX,GATEWAY ...), set now, when the
+# layer has systemd-networkd: under emulation udev hands a NIC to networkd tens of
+# seconds into boot, and every service ordered after the network would wait for it.
+# With every address in place before PID 1 there is nothing left for networkd to do,
+# and it does not run; a node with a DHCP or external address runs it as usual.
+link_for() {
+	for d in /sys/class/net/*; do
+		[ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && {
+			echo "${d##*/}"
+			return 0
+		}
+	done
+	return 1
+}
+early() {
+	routed=
+	for spec in $VOCC_NET; do
+		IFS=,
+		set -- $spec
+		unset IFS
+		mac="$2" address="$3" gateway="$4"
+		i=0
+		until dev=$(link_for "$mac"); do
+			i=$((i + 1))
+			[ "$i" -gt 50 ] && return 1
+			sleep 0.1
+		done
+		ip link set "$dev" up || return 1
+		ip addr add "$address" dev "$dev" || return 1
+		if [ "$gateway" != - ] && [ -z "$routed" ]; then
+			ip route add default via "$gateway" dev "$dev" proto static || return 1
+			routed=1
+		fi
+	done
+}
+system="$root/etc/systemd/system"
+networkd="multi-user.target.wants/systemd-networkd.service
+sockets.target.wants/systemd-networkd.socket
+network-online.target.wants/systemd-networkd-wait-online.service"
+if [ -f "$root/lib/systemd/system/systemd-networkd.service" ]; then
+	if [ -n "$VOCC_NET" ] && early; then
+		for link in $networkd; do
+			rm -f "$system/$link"
+		done
+	else
+		[ -n "$VOCC_NET" ] && say "could not set the addresses early: systemd-networkd will"
+		for link in $networkd; do
+			mkdir -p "$system/${link%/*}"
+			ln -sf "/lib/systemd/system/${link#*/}" "$system/$link"
+		done
+	fi
 fi
 
 say "configured $VOCC_NODE"

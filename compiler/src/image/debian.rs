@@ -18,6 +18,30 @@ use std::path::Path;
 /// Packages every Debian layer has besides the recipe's.
 pub const BASE_PACKAGES: &[&str] = &["systemd-sysv", "udev", "kmod", "iproute2", "netbase"];
 
+/// Units masked in every Debian layer (see [`finish`]).
+pub const MASKED: &[&str] = &[
+    "getty-static.service",
+    "getty@tty1.service",
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "man-db.timer",
+    "modprobe@dm_mod.service",
+    "modprobe@drm.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+    "modprobe@loop.service",
+    "nfs-blkmap.service",
+    "systemd-binfmt.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+];
+
 /// The host's apt sources (deb822), whose mirrors the layers use.
 pub const HOST_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 
@@ -127,6 +151,7 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
     };
     put("usr/lib/vocc/hook.sh", super::BOOT_HOOK, 0o755)?;
     put("lib/vocc/vocc-agent", super::GUEST_AGENT, 0o755)?;
+    put("lib/vocc/vocc-ready", super::BOOT_READY_SCRIPT, 0o755)?;
     put(
         "lib/systemd/system/vocc-ready.service",
         super::BOOT_READY_UNIT,
@@ -143,6 +168,16 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
         let link = wants.join(unit);
         let _ = fs::remove_file(&link);
         symlink(format!("/lib/systemd/system/{unit}"), &link).map_err(io(&link))?;
+    }
+
+    // Units that do nothing for a virtual cluster node and cost seconds of an emulated
+    // boot: periodic maintenance, consoles without a screen, loading modules the node
+    // never uses, pNFS block layouts, login records, debug file systems.
+    let system = root.join("etc/systemd/system");
+    for unit in MASKED {
+        let link = system.join(unit);
+        let _ = fs::remove_file(&link);
+        symlink("/dev/null", &link).map_err(io(&link))?;
     }
 
     // Machine identity: every node makes its own at first boot.

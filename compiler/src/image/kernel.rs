@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 /// The metapackage whose dependency names the kernel package.
 pub const KERNEL_META: &str = "linux-image-amd64";
 
-/// The modules of the initramfs, loaded in order with their dependencies first: the
-/// virtio and Xen disk and network drivers, ext4 (root, data disks) and its checksum,
-/// ISO 9660 (the config drive), overlayfs, and the NFS client and server.
+/// The modules of the initramfs that every boot loads, in order with their dependencies
+/// first: the virtio and Xen disk and network drivers, ext4 (root, data disks) and its
+/// checksum, ISO 9660 (the config drive).
 pub const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -36,10 +36,13 @@ pub const MODULES: &[&str] = &[
     "crc32c-intel",
     "ext4",
     "isofs",
-    "overlay",
-    "nfsv4",
-    "nfsd",
 ];
+
+/// Modules the initramfs also carries for roots without a module tree of their own
+/// (busybox layers): overlayfs, and the NFS client and server. `/init` loads them only
+/// for such a root; a Debian root loads what it uses itself, when it uses it (under
+/// emulation, loading the NFS modules costs seconds of every boot).
+pub const EXTRA_MODULES: &[&str] = &["overlay", "nfsv4", "nfsd"];
 
 /// Module trees a Debian layer does without (hardware a virtual machine does not have).
 pub const DROPPED_MODULE_DIRS: &[&str] = &[
@@ -358,9 +361,18 @@ pub fn initramfs(tree: &KernelTree, busybox: &[u8]) -> Result<Vec<u8>, ImageErro
         data: super::BOOT_HOOK.as_bytes().to_vec(),
     });
     let modules = module_closure(tree, MODULES)?;
+    let extra: Vec<String> = module_closure(tree, &[MODULES, EXTRA_MODULES].concat())?
+        .into_iter()
+        .filter(|m| !modules.contains(m))
+        .collect();
     let mut dirs = std::collections::BTreeSet::new();
-    let mut list = String::new();
-    for m in &modules {
+    let mut lists = [String::new(), String::new()];
+    for (m, which) in modules
+        .iter()
+        .map(|m| (m, 0))
+        .chain(extra.iter().map(|m| (m, 1)))
+    {
+        let list = &mut lists[which];
         let rel = format!("{}/{m}", tree.release);
         let mut p = Path::new(&rel).parent();
         while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
@@ -387,7 +399,12 @@ pub fn initramfs(tree: &KernelTree, busybox: &[u8]) -> Result<Vec<u8>, ImageErro
     entries.push(E::File {
         path: "/etc/vocc/modules".into(),
         mode: 0o644,
-        data: list.into_bytes(),
+        data: std::mem::take(&mut lists[0]).into_bytes(),
+    });
+    entries.push(E::File {
+        path: "/etc/vocc/modules.extra".into(),
+        mode: 0o644,
+        data: std::mem::take(&mut lists[1]).into_bytes(),
     });
     Ok(cpio::archive(entries, tools::EPOCH as u32))
 }
@@ -407,6 +424,7 @@ pub fn boot_files(
         "busybox": busybox.sha256,
         "scripts": super::scripts_hash(),
         "modules": MODULES,
+        "extra_modules": EXTRA_MODULES,
     });
     let what = format!("kernel and initramfs ({})", package.package);
     b.cached(

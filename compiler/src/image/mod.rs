@@ -94,8 +94,8 @@ use vocc_runtime::Plan;
 
 /// Versions of the builders; a change of what a builder makes bumps its version, so
 /// that old cache entries are not taken for new ones.
-pub const LAYER_BUILDER: &str = "vocc-layer/4";
-pub const BOOT_BUILDER: &str = "vocc-boot/1";
+pub const LAYER_BUILDER: &str = "vocc-layer/5";
+pub const BOOT_BUILDER: &str = "vocc-boot/2";
 pub const NODE_BUILDER: &str = "vocc-node/1";
 
 /// The initramfs `/init`.
@@ -111,6 +111,8 @@ pub const BOOT_UDHCPC: &str = include_str!("../../../templates/boot/udhcpc.scrip
 /// runtime's command agent on the second serial port.
 pub const BOOT_READY_UNIT: &str = include_str!("../../../templates/boot/vocc-ready.service");
 pub const BOOT_AGENT_UNIT: &str = include_str!("../../../templates/boot/vocc-agent.service");
+/// What `vocc-ready.service` runs: waits for the node's NFS mounts, prints the marker.
+pub const BOOT_READY_SCRIPT: &str = include_str!("../../../templates/boot/vocc-ready");
 /// The guest side of `vocc exec` (the runtime's), installed as `/lib/vocc/vocc-agent`.
 pub const GUEST_AGENT: &str = vocc_runtime::agent::GUEST_SCRIPT;
 
@@ -124,6 +126,7 @@ pub fn scripts_hash() -> String {
         BOOT_UDHCPC,
         BOOT_READY_UNIT,
         BOOT_AGENT_UNIT,
+        BOOT_READY_SCRIPT,
         GUEST_AGENT,
     ];
     sha256_hex(all.join("\0").as_bytes())

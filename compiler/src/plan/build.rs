@@ -229,7 +229,9 @@ fn stage_id(host: &str, layer: &str) -> String {
 }
 
 /// Staging steps first, then per node `load` (after its layers are staged on its host),
-/// `start` (after its load and after every node it mounts from is ready) and `ready`.
+/// `start` (after its load) and `ready` (after its start and after every node it mounts
+/// from is ready). Nodes boot together: a node's readiness marker waits for its own
+/// mounts, so a worker boots while its head does and is ready once it has mounted.
 fn steps(staging: &[StageItem], nodes: &[PlanNode]) -> Vec<Step> {
     let mut steps: Vec<Step> = staging
         .iter()
@@ -257,30 +259,30 @@ fn steps(staging: &[StageItem], nodes: &[PlanNode]) -> Vec<Step> {
                 .collect(),
             reaches: State::Loaded,
         });
-        let mut after = vec![load];
-        after.extend(node.after.iter().map(|dep| format!("ready:{dep}")));
         steps.push(Step {
             id: start.clone(),
             action: Action::Start {
                 node: node.id.clone(),
             },
-            after,
+            after: vec![load],
             reaches: State::Running,
         });
+        let mut after = vec![start];
+        after.extend(node.after.iter().map(|dep| format!("ready:{dep}")));
         steps.push(Step {
             id: format!("ready:{}", node.id),
             action: Action::WaitReady {
                 node: node.id.clone(),
             },
-            after: vec![start],
+            after,
             reaches: State::Running,
         });
     }
     steps
 }
 
-/// A node starts only when the nodes it mounts from are ready, so roles that mount from
-/// each other (or a role from itself) could never start. One diagnostic per cycle, at
+/// A node is ready only once the nodes it mounts from are ready, so roles that mount
+/// from each other (or a role from itself) could never be. One diagnostic per cycle, at
 /// the mount that closes it.
 pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
@@ -337,7 +339,7 @@ pub(super) fn check_mounts(model: &Model) -> Vec<Diagnostic> {
                                     roles[role].name, mount.role
                                 ))
                                 .with_hint(
-                                    "a node starts only once the nodes it mounts from are ready; \
+                                    "a node is ready only once the nodes it mounts from are ready; \
                                      remove one of the mounts of the cycle",
                                 ),
                         );

@@ -361,9 +361,11 @@ fn steps_wait_for_staging_and_for_the_nodes_mounted_from() {
     assert_eq!(step("start:osg-head").after, ["load:osg-head"]);
     assert_eq!(step("ready:osg-head").after, ["start:osg-head"]);
     assert_eq!(step("load:osg-worker1").after, ["stage:c02:osg/os"]);
+    // Workers boot with the head; they are ready once the head is (their mounts).
+    assert_eq!(step("start:osg-worker1").after, ["load:osg-worker1"]);
     assert_eq!(
-        step("start:osg-worker1").after,
-        ["load:osg-worker1", "ready:osg-head"]
+        step("ready:osg-worker1").after,
+        ["start:osg-worker1", "ready:osg-head"]
     );
     let worker = plan.nodes.iter().find(|n| n.id == "osg-worker1").unwrap();
     assert_eq!(worker.after, ["osg-head"]);

@@ -479,8 +479,9 @@ pub(super) struct MountVars<'a> {
     pub at: &'a str,
     pub access: &'static str,
     /// Mount options that retry in the background until the server answers, and
-    /// never hold up boot: `_netdev,bg,hard,nofail` (util-linux and busybox mount
-    /// both accept them).
+    /// never hold up boot: `vers=4,_netdev,bg,hard,nofail` (util-linux and busybox
+    /// mount both accept them). NFSv4 only: no fallback to version 3 and its status
+    /// daemon while the server is still booting.
     pub options: String,
     pub source: &'a str,
 }
@@ -513,7 +514,7 @@ pub(super) fn mounts<'a>(facts: &ClusterFacts<'a>, role: &'a Role) -> Vec<MountV
                 path: &m.path,
                 at: &m.at,
                 access: m.access.as_str(),
-                options: format!("{},_netdev,bg,hard,nofail", m.access.as_str()),
+                options: format!("{},vers=4,_netdev,bg,hard,nofail", m.access.as_str()),
                 source: &m.origin.location,
             }
         })
