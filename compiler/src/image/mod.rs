@@ -94,7 +94,7 @@ use vocc_runtime::Plan;
 
 /// Versions of the builders; a change of what a builder makes bumps its version, so
 /// that old cache entries are not taken for new ones.
-pub const LAYER_BUILDER: &str = "vocc-layer/5";
+pub const LAYER_BUILDER: &str = "vocc-layer/6";
 pub const BOOT_BUILDER: &str = "vocc-boot/2";
 pub const NODE_BUILDER: &str = "vocc-node/1";
 
