@@ -2,7 +2,9 @@
 //! `vocc` binary with every file rendered and written (`build --config-only`).
 //!
 //! Reports, per size, the best wall time of several runs, the time per node, the peak
-//! resident memory of the `vocc` process, and the files and directories written. Run
+//! resident memory of the `vocc` process, the files and directories written, and the
+//! file system operations per node: each directory is one `mkdir`, and each file name
+//! one `create` or `link`, which is most of what a node costs. Run
 //! with `cargo bench --bench compile`; sizes can be chosen (`-- 10 100`), and so can
 //! the directory the trees are built in (`-- --dir /dev/shm`; default: the system's
 //! temporary directory), because the file system decides much of the time.
@@ -76,15 +78,15 @@ fn main() {
     .expect("tempdir");
     println!("trees built in {}", tmp.path().display());
     println!(
-        "{:>7} {:>10} {:>12} {:>10} {:>9} {:>7}",
-        "nodes", "wall ms", "µs per node", "peak MB", "files", "dirs"
+        "{:>7} {:>10} {:>12} {:>10} {:>9} {:>7} {:>9}",
+        "nodes", "wall ms", "µs per node", "peak MB", "files", "dirs", "ops/node"
     );
     for &n in &sizes {
         let workers = n - 1;
         let mut best = f64::MAX;
         let runs = if n >= 10_000 { 3 } else { 5 };
         let mut rss = 0;
-        let (mut files, mut dirs) = (0, 0);
+        let (mut files, mut dirs) = (0u32, 0u32);
         for run in 0..runs {
             // Each run builds into a fresh directory, as a pipeline would.
             let out = tmp.path().join(format!("out-{n}-{run}"));
@@ -120,9 +122,10 @@ fn main() {
             }
         }
         println!(
-            "{n:>7} {best:>10.1} {:>12.1} {:>10.1} {files:>9} {dirs:>7}",
+            "{n:>7} {best:>10.1} {:>12.1} {:>10.1} {files:>9} {dirs:>7} {:>9.1}",
             best * 1e3 / f64::from(n),
             rss as f64 / 1024.0,
+            f64::from(files + dirs) / f64::from(n),
         );
     }
     println!("(peak MB is the largest vocc process so far: it only grows with size)");

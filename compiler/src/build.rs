@@ -3,7 +3,7 @@
 //! manifest — and, unless only configuration is asked for, the images.
 
 use crate::model::Model;
-use crate::output::{self, ExtraFile, Manifest};
+use crate::output::{self, ExtraFile};
 use crate::render::{self, Templates};
 use crate::secrets::Secrets;
 use serde::Serialize;
@@ -35,9 +35,10 @@ pub struct BuildSummary {
     pub out: String,
     pub clusters: usize,
     pub nodes: usize,
-    /// Files in the tree (node files are hard links to objects).
+    /// Files in the tree: node files, the plan and the model.
     pub files: usize,
-    /// Distinct contents written.
+    /// Distinct contents of the node files (those that several files share are
+    /// stored once, under `objects/`, and hard-linked).
     pub objects: usize,
     /// The images, unless only configuration was built.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,7 +82,16 @@ pub fn build(
 ) -> Result<BuildSummary, BuildError> {
     let templates = Templates::load(options.templates.as_deref())?;
     let secrets = Secrets::load_or_create(&options.secrets, model)?;
-    let rendered = render::render(model, &plan, &templates, &secrets)?;
+    // The model's dump does not wait for the files.
+    let (rendered, model_json) = rayon::join(
+        || render::render(model, &plan, &templates, &secrets),
+        || {
+            let mut json = serde_json::to_vec_pretty(model).unwrap_or_default();
+            json.push(b'\n');
+            json
+        },
+    );
+    let rendered = rendered?;
     // --- images: layers, overlays and config drives into the store; the plan gets
     // the layers' hashes and kernels before it is written ---
     let mut plan = plan;
@@ -105,8 +115,6 @@ pub fn build(
             image_options.store,
         ))
     };
-    let mut model_json = serde_json::to_vec_pretty(model).unwrap_or_default();
-    model_json.push(b'\n');
     let extra = [ExtraFile {
         path: "model.json".into(),
         bytes: model_json,
@@ -117,14 +125,16 @@ pub fn build(
             |c| c.origin.location.clone(),
         ),
     }];
-    let mut manifest: Manifest = output::write_tree(&options.out, &rendered, &plan, &extra)
-        .map_err(|source| BuildError::Write {
-            path: options.out.clone(),
-            source,
-        })?;
+    let write_error = |source| BuildError::Write {
+        path: options.out.clone(),
+        source,
+    };
+    let written =
+        output::write_tree(&options.out, &rendered, &plan, &extra).map_err(write_error)?;
     // --- images: placed in the tree, listed in the manifest ---
     let images = match images {
         Some((images, store)) => {
+            let mut manifest = written.manifest().map_err(write_error)?;
             crate::image::install(&images, &options.out, &mut manifest)?;
             Some(ImageSummary {
                 store: store.display().to_string(),
@@ -140,8 +150,8 @@ pub fn build(
         out: options.out.display().to_string(),
         clusters: model.clusters.len(),
         nodes: plan.nodes.len(),
-        files: manifest.files.len(),
-        objects: manifest.objects.len(),
+        files: written.files,
+        objects: written.contents,
         images,
     })
 }

@@ -10,7 +10,8 @@
 //! done per node walks the cluster, so the time per node stays flat as clusters grow.
 //! The cluster-wide files, which do list every node, are rendered while the nodes
 //! are. Handlebars reads its variables from a JSON value, so each worker keeps one
-//! copy of its role's variables and replaces only the node's own ones per node.
+//! copy of its role's variables and writes only the node's own ones over those of the
+//! previous node, in place (`render/assign.rs`).
 //!
 //! The result is a content store (sha256 → bytes and mode) plus, per node, the list of
 //! its files (path in the node's output directory → sha256). Files shared by many
@@ -32,6 +33,7 @@
 //!   file per queue and `qconf.sh` for the controller role;
 //! - HTCondor: `condor_config.local` for every role of the batch system.
 
+mod assign;
 mod data;
 mod hostlist;
 mod layout;
@@ -710,13 +712,14 @@ struct Scratch {
     buf: Vec<u8>,
 }
 
-/// Sets `key` of the variables to `value`, reusing the key of the previous node.
-fn set(vars: &mut Context, key: &'static str, value: Value) {
+/// Sets `key` of the variables to `value`, written over the previous node's (see
+/// `assign`).
+fn set<T: serde::Serialize + ?Sized>(vars: &mut Context, key: &'static str, value: &T) {
     if let Value::Object(m) = vars.data_mut() {
         match m.get_mut(key) {
-            Some(slot) => *slot = value,
+            Some(slot) => assign::assign(slot, value),
             None => {
-                m.insert(key.to_owned(), value);
+                m.insert(key.to_owned(), data::value(value));
             }
         }
     }
@@ -737,7 +740,7 @@ impl NodeJob<'_> {
         set(
             ctx,
             "node",
-            value(data::NodeVars {
+            &data::NodeVars {
                 id: &node.id,
                 hostname: &node.hostname,
                 fqdn: format!("{}.{}", node.hostname, cluster.domain),
@@ -745,17 +748,17 @@ impl NodeJob<'_> {
                 host: &placed.host,
                 dir: &placed.dir,
                 source: &node.origin.location,
-            }),
+            },
         );
         let nics = data::nics(cluster, node, placed);
-        set(ctx, "nics", value(&nics));
+        set(ctx, "nics", &nics);
         let (layers, store) = (self.env.layers, &self.env.plan.store);
         let disks = data::disks(cluster, self.role, layers, store, Some(&placed.dir));
-        set(ctx, "disks", value(disks));
+        set(ctx, "disks", &disks);
         let (kernel, initrd) = data::kernel(layers, store, &cluster.name, placed, self.role);
-        set(ctx, "kernel", kernel.into());
-        set(ctx, "initrd", initrd.into());
-        set(ctx, "cmdline", Value::Null);
+        set(ctx, "kernel", &kernel);
+        set(ctx, "initrd", &initrd);
+        set(ctx, "cmdline", &());
         if let Value::Object(m) = ctx.data_mut() {
             m.remove("nic");
         }
@@ -777,7 +780,7 @@ impl NodeJob<'_> {
         let line = String::from_utf8_lossy(&cmdline.object.bytes)
             .trim()
             .to_owned();
-        set(ctx, "cmdline", line.into());
+        set(ctx, "cmdline", &line);
         made.push(cmdline);
         made.push(file(ctx, "hostname", guest("/etc/hostname"))?);
         made.push(file(ctx, "interfaces", guest("/etc/network/interfaces"))?);
@@ -790,7 +793,7 @@ impl NodeJob<'_> {
             }
         }
         for nic in &nics {
-            set(ctx, "nic", value(nic));
+            set(ctx, "nic", nic);
             made.push(file(
                 ctx,
                 "networkd.network",

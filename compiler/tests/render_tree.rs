@@ -21,7 +21,10 @@ fn sha(bytes: &[u8]) -> String {
 
 fn write(fixture: &str, out: &Path) -> Manifest {
     let (_, plan, rendered) = render_fixture(fixture);
-    write_tree(out, &rendered, &plan, &[]).unwrap()
+    write_tree(out, &rendered, &plan, &[])
+        .unwrap()
+        .manifest()
+        .unwrap()
 }
 
 #[test]
@@ -111,9 +114,16 @@ fn shared_files_are_one_inode() {
     // A role-wide file is shared by the role only.
     let fstab = fs::metadata(out.join("nodes/osg-worker3/files/etc/fstab")).unwrap();
     assert_eq!(fstab.nlink(), 9, "eight workers and the object");
-    // A node's own file is linked once, from its object.
-    let own = fs::metadata(out.join("nodes/osg-worker3/cidata/meta-data")).unwrap();
-    assert_eq!(own.nlink(), 2);
+    // A content only one file has is that file alone: not under objects/.
+    for own in [
+        "nodes/osg-worker3/cidata/meta-data",
+        "nodes/osg-worker3/xen.cfg",
+        "nodes/osg-head/files/etc/fstab",
+    ] {
+        let bytes = fs::read(out.join(own)).unwrap();
+        assert_eq!(fs::metadata(out.join(own)).unwrap().nlink(), 1, "{own}");
+        assert!(!out.join("objects").join(sha(&bytes)).exists(), "{own}");
+    }
 }
 
 #[test]
@@ -128,19 +138,24 @@ fn the_manifest_lists_every_file() {
         source: "fixtures/osg.voc".into(),
     };
     let (_, plan, rendered) = render_fixture("osg");
-    let manifest = write_tree(out, &rendered, &plan, &[extra]).unwrap();
-    let on_disk: Manifest =
-        serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let written = write_tree(out, &rendered, &plan, &[extra]).unwrap();
+    let manifest = written.manifest().unwrap();
+    let text = fs::read_to_string(out.join("manifest.json")).unwrap();
+    let on_disk: Manifest = serde_json::from_str(&text).unwrap();
     assert_eq!(on_disk, manifest);
+    // Written node by node, it is what the expanded form writes.
+    assert_eq!(manifest.to_json(), text);
+    assert_eq!(written.files, manifest.files.len());
+    assert_eq!(written.contents, manifest.objects.len());
 
     let tree = read_tree(out);
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-    let written: BTreeSet<&str> = tree
+    let in_tree: BTreeSet<&str> = tree
         .keys()
         .map(String::as_str)
         .filter(|p| !p.starts_with("objects/") && *p != "manifest.json")
         .collect();
-    assert_eq!(listed, written);
+    assert_eq!(listed, in_tree);
     for f in &manifest.files {
         let (bytes, _) = &tree[&f.path];
         assert_eq!(f.sha256, sha(bytes), "{}", f.path);
@@ -158,17 +173,39 @@ fn the_manifest_lists_every_file() {
     let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     assert!(paths.windows(2).all(|w| w[0] < w[1]), "sorted by path");
 
-    // Every object is named by the hash of its content, and listed once.
-    let objects: Vec<(&String, &(Vec<u8>, u32))> = tree
+    // Every object is named by the hash of its content, is listed, and is exactly a
+    // content that two files or more have, each of them a link to it.
+    let objects: BTreeSet<(&str, String)> = tree
         .iter()
-        .filter(|(p, _)| p.starts_with("objects/"))
+        .filter_map(|(p, (bytes, mode))| {
+            let name = p.strip_prefix("objects/")?;
+            assert_eq!(name, sha(bytes));
+            let listed = manifest.objects.iter().find(|o| o.sha256 == name).unwrap();
+            assert_eq!(listed.mode, format!("{mode:04o}"));
+            Some((name, listed.mode.clone()))
+        })
         .collect();
-    assert_eq!(objects.len(), manifest.objects.len());
-    for (p, (bytes, mode)) in objects {
-        let name = p.trim_start_matches("objects/");
-        assert_eq!(name, sha(bytes));
-        let listed = manifest.objects.iter().find(|o| o.sha256 == name).unwrap();
-        assert_eq!(listed.mode, format!("{mode:04o}"));
+    let mut uses: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for f in manifest.files.iter().filter(|f| f.node.is_some()) {
+        uses.entry(&f.sha256).or_default().push(&f.path);
+    }
+    let shared: BTreeSet<&str> = uses
+        .iter()
+        .filter(|(_, files)| files.len() > 1)
+        .map(|(sha, _)| *sha)
+        .collect();
+    assert_eq!(
+        objects.iter().map(|(s, _)| *s).collect::<BTreeSet<_>>(),
+        shared
+    );
+    assert_eq!(written.objects, shared.len());
+    for (sha, files) in &uses {
+        let links = if files.len() > 1 { files.len() + 1 } else { 1 };
+        for f in files {
+            let m = fs::metadata(out.join(f)).unwrap();
+            assert_eq!(m.nlink() as usize, links, "{f}");
+        }
+        assert_eq!(out.join("objects").join(sha).exists(), links > 1, "{sha}");
     }
 
     // Provenance: the fstab of the workers comes from the worker role's line.
@@ -231,7 +268,10 @@ fn every_fixture_writes() {
     let (model, plan) = build_fixtures(&["osg", "pbs", "sge", "condor"]);
     let templates = Templates::embedded().unwrap();
     let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
-    let manifest = write_tree(tmp.path(), &rendered, &plan, &[]).unwrap();
+    let manifest = write_tree(tmp.path(), &rendered, &plan, &[])
+        .unwrap()
+        .manifest()
+        .unwrap();
     let nodes: BTreeSet<&str> = manifest
         .files
         .iter()
