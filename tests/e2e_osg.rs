@@ -47,6 +47,14 @@ impl Cluster {
         self.vocc(&["exec", node, "--timeout", &t, "--", "sh", "-c", script])
     }
 
+    /// `srun -N2 hostname` on the head must answer with both workers' names.
+    fn srun_on_both_workers(&self, what: &str) {
+        let out = self.ok("head", "srun -N2 hostname", 240);
+        let mut names: Vec<&str> = out.split_whitespace().collect();
+        names.sort();
+        assert_eq!(names, ["worker1", "worker2"], "{what} said {out}");
+    }
+
     /// Like `sh`, but the command must succeed; returns its stdout.
     fn ok(&self, node: &str, script: &str, timeout: u64) -> String {
         let o = self.sh(node, script, timeout);
@@ -346,14 +354,7 @@ fn the_osg_cluster_shares_nfs_and_runs_slurm_jobs_across_its_workers() {
     ));
 
     let t0 = Instant::now();
-    let out = c.ok("head", "srun -N2 hostname", 240);
-    let mut names: Vec<&str> = out.split_whitespace().collect();
-    names.sort();
-    assert_eq!(
-        names,
-        ["worker1", "worker2"],
-        "srun -N2 hostname said {out}"
-    );
+    c.srun_on_both_workers("srun -N2 hostname");
     stages.push(("first job: srun -N2 hostname".into(), t0.elapsed()));
     stages.push((
         "from `vocc up` to `srun -N2 hostname` answered".into(),
@@ -410,14 +411,7 @@ fn the_osg_cluster_shares_nfs_and_runs_slurm_jobs_across_its_workers() {
     }
     let t0 = Instant::now();
     c.poll("head", SINFO, Duration::from_secs(300), both_idle);
-    let out = c.ok("head", "srun -N2 hostname", 240);
-    let mut names: Vec<&str> = out.split_whitespace().collect();
-    names.sort();
-    assert_eq!(
-        names,
-        ["worker1", "worker2"],
-        "after unpause, srun said {out}"
-    );
+    c.srun_on_both_workers("after unpause, srun -N2 hostname");
     stages.push((
         "after unpause: idle again and srun -N2".into(),
         t0.elapsed(),
