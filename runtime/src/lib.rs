@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod atomic;
 pub mod cluster;
 pub mod console;
 pub mod dag;
