@@ -192,3 +192,4 @@ impl Drop for Daemon {
 pub fn file_contains(path: &Path, needle: &str) -> bool {
     fs::read_to_string(path).is_ok_and(|s| s.contains(needle))
 }
+pub mod lab;
