@@ -1,0 +1,47 @@
+//! `vocc-host`: the host half of the vocc runtime, the small program a site's hosts run.
+//! It is built from the runtime crate alone (no parser, no templates). The control side
+//! starts it over SSH, through Slurm or locally, and talks to it in JSON lines on its
+//! stdin and stdout.
+//!
+//!   vocc-host hello      prints its version and the sha256 of its own binary
+//!   vocc-host receive    receives a file into the host's store (see `relay`)
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use vocc_runtime::relay;
+
+fn main() -> ExitCode {
+    let op = std::env::args().nth(1).unwrap_or_default();
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let stdout = io::stdout();
+    let mut output = stdout.lock();
+    let result = match op.as_str() {
+        "hello" => hello(&mut output),
+        "receive" => relay::serve_receive(&mut input, &mut output),
+        _ => {
+            eprintln!(
+                "vocc-host: unknown operation `{}` (hello, receive)",
+                op.escape_debug()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vocc-host: {op}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hello(output: &mut dyn Write) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let hello = serde_json::json!({
+        "program": "vocc-host",
+        "version": env!("CARGO_PKG_VERSION"),
+        "sha256": relay::sha256_file(&exe)?,
+    });
+    writeln!(output, "{hello}")
+}

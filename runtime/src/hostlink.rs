@@ -1,0 +1,231 @@
+//! How the control side reaches a host's half of the runtime (`vocc-host`): run it here,
+//! over SSH, or through the site's own Slurm (`srun -w HOST`). Every way is an argument
+//! vector whose words are checked here: an SSH command is a line for the remote shell,
+//! so the only words that reach it are the host binary's path (plain characters only)
+//! and a fixed operation name; everything else travels as JSON on the link's stdin.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// The operations `vocc-host` has; the only words after its path on a remote line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostOp {
+    Hello,
+    Receive,
+}
+
+impl HostOp {
+    pub fn word(self) -> &'static str {
+        match self {
+            HostOp::Hello => "hello",
+            HostOp::Receive => "receive",
+        }
+    }
+}
+
+/// One way to reach a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HostLink {
+    /// The host is this machine: run the binary directly.
+    Local { program: PathBuf },
+    /// OpenSSH with key authentication only; host keys checked against `known_hosts`.
+    Ssh {
+        address: String,
+        user: String,
+        identity: PathBuf,
+        known_hosts: PathBuf,
+        program: String,
+    },
+    /// The site's Slurm runs the host-side step on the host (`srun -w HOST`).
+    Slurm { node: String, program: String },
+}
+
+/// A word that may stand on a remote shell line unquoted: an absolute path of plain
+/// characters.
+pub fn check_program(program: &str) -> Result<(), String> {
+    let plain = program.starts_with('/')
+        && program.len() <= 256
+        && !program.contains("/../")
+        && !program.ends_with("/..")
+        && program
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "the host program `{}` must be an absolute path of letters, digits and `/._-+`",
+            program.escape_debug()
+        ))
+    }
+}
+
+/// A host name or address that ssh and srun take as one plain word.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let plain = !address.is_empty()
+        && address.len() <= 253
+        && !address.starts_with('-')
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a host name or address",
+            address.escape_debug()
+        ))
+    }
+}
+
+fn check_user(user: &str) -> Result<(), String> {
+    let plain = !user.is_empty()
+        && user.len() <= 32
+        && !user.starts_with('-')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!("`{}` is not a user name", user.escape_debug()))
+    }
+}
+
+impl HostLink {
+    /// Checks every word that would reach a command line.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            HostLink::Local { .. } => Ok(()),
+            HostLink::Ssh {
+                address,
+                user,
+                program,
+                ..
+            } => {
+                check_address(address)?;
+                check_user(user)?;
+                check_program(program)
+            }
+            HostLink::Slurm { node, program } => {
+                check_address(node)?;
+                check_program(program)
+            }
+        }
+    }
+
+    /// The command that runs `op` on the host, with stdin and stdout piped for the
+    /// JSON protocol and stderr piped for the failure message.
+    pub fn command(&self, op: HostOp) -> Result<Command, String> {
+        self.check()?;
+        let mut cmd = match self {
+            HostLink::Local { program } => {
+                let mut c = Command::new(program);
+                c.arg(op.word());
+                c
+            }
+            HostLink::Ssh {
+                address,
+                user,
+                identity,
+                known_hosts,
+                program,
+            } => {
+                let mut c = Command::new("ssh");
+                c.arg("-i")
+                    .arg(identity)
+                    .arg("-o")
+                    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+                    .args([
+                        "-o",
+                        "StrictHostKeyChecking=yes",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "IdentitiesOnly=yes",
+                        "-o",
+                        "PasswordAuthentication=no",
+                        "-o",
+                        "ConnectTimeout=5",
+                        "-o",
+                        "ServerAliveInterval=2",
+                        "-o",
+                        "ServerAliveCountMax=3",
+                        "-T",
+                        "-l",
+                    ])
+                    .arg(user)
+                    .arg("--")
+                    .arg(address)
+                    .arg(program)
+                    .arg(op.word());
+                c
+            }
+            HostLink::Slurm { node, program } => {
+                let mut c = Command::new("srun");
+                c.args(["--quiet", "--unbuffered", "-N1", "-n1", "-w"])
+                    .arg(node)
+                    .arg("--")
+                    .arg(program)
+                    .arg(op.word());
+                c
+            }
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh(address: &str, user: &str, program: &str) -> HostLink {
+        HostLink::Ssh {
+            address: address.into(),
+            user: user.into(),
+            identity: "/k".into(),
+            known_hosts: "/kh".into(),
+            program: program.into(),
+        }
+    }
+
+    #[test]
+    fn words_that_a_remote_shell_would_read_are_plain() {
+        assert!(ssh("10.0.0.1", "root", "/usr/lib/vocc/vocc-host")
+            .check()
+            .is_ok());
+        for program in [
+            "vocc-host",
+            "/bin/vocc-host; rm -rf /",
+            "/bin/$(id)",
+            "/bin/a b",
+            "/bin/`x`",
+            "/opt/../etc/x",
+        ] {
+            assert!(ssh("h1", "root", program).check().is_err(), "{program}");
+        }
+        for address in ["-oProxyCommand=x", "h1 h2", "h1;x", ""] {
+            assert!(ssh(address, "root", "/b").check().is_err(), "{address}");
+        }
+        assert!(ssh("h1", "-l", "/b").check().is_err());
+    }
+
+    #[test]
+    fn an_ssh_link_ends_options_before_the_host() {
+        let cmd = ssh("h1", "root", "/b/vocc-host")
+            .command(HostOp::Receive)
+            .unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let dashdash = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(&args[dashdash + 1..], ["h1", "/b/vocc-host", "receive"]);
+        assert!(args.contains(&"StrictHostKeyChecking=yes".to_string()));
+    }
+}
