@@ -110,6 +110,10 @@ impl Session {
 }
 
 fn open(index: usize, target: &Target, req: &Receive, limit: Duration) -> Result<Session, String> {
+    target
+        .link
+        .connect()
+        .map_err(|e| format!("cannot reach the host ({e})"))?;
     let mut child = target
         .link
         .command(HostOp::Receive)?
@@ -160,11 +164,12 @@ fn open(index: usize, target: &Target, req: &Receive, limit: Duration) -> Result
         }
         Err(e) => {
             let why = session.close();
-            Err(if why.is_empty() {
+            let e = if why.is_empty() {
                 e
             } else {
                 format!("{e}: {why}")
-            })
+            };
+            Err(format!("cannot reach the host ({e})"))
         }
     }
 }
@@ -281,7 +286,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         }
         let moved_before: u64 = received.iter().sum();
         let decided_before = results.iter().filter(|r| r.is_some()).count();
-        let finals: Vec<(usize, Result<Event, String>)> = thread::scope(|s| {
+        let finals: Vec<(Result<Event, String>, f64)> = thread::scope(|s| {
             for p in &from_source {
                 let source = &source;
                 s.spawn(move || {
@@ -294,7 +299,10 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                 .map(|session| {
                     // Stalls end a hop much sooner; this only bounds a host that hangs.
                     let limit = stall * 8 + Duration::from_secs(transfer.size / 100_000);
-                    s.spawn(move || (session.index, session.next(limit)))
+                    s.spawn(move || {
+                        let event = session.next(limit);
+                        (event, started.elapsed().as_secs_f64())
+                    })
                 })
                 .collect();
             handles
@@ -302,17 +310,10 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                 .map(|h| h.join().expect("waiting does not panic"))
                 .collect()
         });
-        let mut by_index: Vec<(usize, Result<Event, String>)> = finals;
-        by_index.sort_by_key(|(i, _)| *i);
-        for session in sessions {
+        // The answers come in the sessions' order.
+        for (session, (event, secs)) in sessions.into_iter().zip(finals) {
             let i = session.index;
-            let event = by_index
-                .iter()
-                .position(|(j, _)| *j == i)
-                .map(|p| by_index.remove(p).1)
-                .unwrap_or_else(|| Err("no answer".into()));
             let why = session.close();
-            let secs = started.elapsed().as_secs_f64();
             match event {
                 Ok(Event::Done {
                     received: r,

@@ -5,8 +5,10 @@
 //! and a fixed operation name; everything else travels as JSON on the link's stdin.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The operations `vocc-host` has; the only words after its path on a remote line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +96,136 @@ fn check_user(user: &str) -> Result<(), String> {
     }
 }
 
+/// Where this user's SSH connections to hosts are multiplexed: one authenticated
+/// connection per host, kept for a few minutes, carries every operation's session, so
+/// an operation on N hosts costs no handshakes once the hosts are connected.
+fn control_dir() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("vocc-{uid}")).join("ssh")
+}
+
+/// The options every SSH command of vocc carries: keys only, host keys checked, dead
+/// links noticed within seconds, and the shared connection.
+fn ssh_options(identity: &Path, known_hosts: &Path, user: &str) -> Vec<String> {
+    let mut o = vec!["-i".to_owned(), identity.display().to_string()];
+    for opt in [
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "StrictHostKeyChecking=yes".into(),
+        "BatchMode=yes".into(),
+        "IdentitiesOnly=yes".into(),
+        "PasswordAuthentication=no".into(),
+        "ConnectTimeout=5".into(),
+        "ServerAliveInterval=2".into(),
+        "ServerAliveCountMax=3".into(),
+        format!("ControlPath={}/%C", control_dir().display()),
+    ] {
+        o.push("-o".into());
+        o.push(opt);
+    }
+    o.extend(["-l".into(), user.into()]);
+    o
+}
+
 impl HostLink {
+    /// Makes sure the host can be reached, and for SSH that an authenticated shared
+    /// connection to it is up (started now if it is not), so that the sessions that
+    /// follow cost no handshake. Says why when the host cannot be reached.
+    pub fn connect(&self) -> Result<(), String> {
+        self.check()?;
+        let HostLink::Ssh {
+            address,
+            user,
+            identity,
+            known_hosts,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let dir = control_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        let options = ssh_options(identity, known_hosts, user);
+        let check = Command::new("ssh")
+            .args(&options)
+            .args(["-O", "check", "--"])
+            .arg(address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if check.is_ok_and(|s| s.success()) {
+            return Ok(());
+        }
+        // `-f` returns once authenticated and leaves the connection in the background.
+        let mut child = Command::new("ssh")
+            .args(&options)
+            .args([
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=300",
+                "-f",
+                "-N",
+                "-T",
+                "--",
+            ])
+            .arg(address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run ssh: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(_)) => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    let err = err.trim().lines().last().unwrap_or("ssh failed").to_owned();
+                    return Err(format!("cannot connect to `{address}` over ssh: {err}"));
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "cannot connect to `{address}` over ssh within 30 s"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Closes the shared connection to the host, if there is one.
+    pub fn disconnect(&self) {
+        if let HostLink::Ssh {
+            address,
+            user,
+            identity,
+            known_hosts,
+            ..
+        } = self
+        {
+            if self.check().is_ok() {
+                let _ = Command::new("ssh")
+                    .args(ssh_options(identity, known_hosts, user))
+                    .args(["-O", "exit", "--"])
+                    .arg(address)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     /// Checks every word that would reach a command line.
     pub fn check(&self) -> Result<(), String> {
         match self {
@@ -134,30 +265,8 @@ impl HostLink {
                 program,
             } => {
                 let mut c = Command::new("ssh");
-                c.arg("-i")
-                    .arg(identity)
-                    .arg("-o")
-                    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-                    .args([
-                        "-o",
-                        "StrictHostKeyChecking=yes",
-                        "-o",
-                        "BatchMode=yes",
-                        "-o",
-                        "IdentitiesOnly=yes",
-                        "-o",
-                        "PasswordAuthentication=no",
-                        "-o",
-                        "ConnectTimeout=5",
-                        "-o",
-                        "ServerAliveInterval=2",
-                        "-o",
-                        "ServerAliveCountMax=3",
-                        "-T",
-                        "-l",
-                    ])
-                    .arg(user)
-                    .arg("--")
+                c.args(ssh_options(identity, known_hosts, user))
+                    .args(["-o", "ControlMaster=no", "-T", "--"])
                     .arg(address)
                     .arg(program)
                     .arg(op.word());

@@ -12,31 +12,69 @@ pub struct Lab {
     pub prefix: String,
     pub hosts: usize,
     script: PathBuf,
+    /// The network namespace the test started in, where the lab script always runs.
+    home: std::fs::File,
 }
 
 impl Lab {
     /// Brings up `hosts` hosts on links of `rate` (a tc rate, `0` for unshaped), under
     /// a prefix of the test's own so that two labs never share a namespace.
     pub fn up(name: &str, hosts: usize, rate: &str) -> Lab {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab");
+        Lab::up_with(name, hosts, rate, &[])
+    }
+
+    /// `up` with more options of `scripts/lab up` (`--no-slurm`).
+    pub fn up_with(name: &str, hosts: usize, rate: &str, options: &[&str]) -> Lab {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|d| d.join("scripts/lab"))
+            .find(|p| p.is_file())
+            .expect("scripts/lab in the workspace");
         let prefix = format!("vocc-t{}-{name}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
+        let home =
+            std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's namespace");
         let lab = Lab {
             dir,
             prefix,
             hosts,
             script,
+            home,
         };
         // A lab of an earlier run of this test that was killed before its teardown.
         lab.down();
-        let ran = lab.script(&["up", "--hosts", &hosts.to_string(), "--rate", rate]);
+        let hosts = hosts.to_string();
+        let mut args = vec!["up", "--hosts", &hosts, "--rate", rate];
+        args.extend_from_slice(options);
+        let ran = lab.script(&args);
         assert!(ran.success(), "the lab did not come up: {}", ran.report());
         lab
     }
 
-    fn script(&self, args: &[&str]) -> Ran {
+    /// The lab script, run in this machine's own network namespace even from a thread
+    /// that entered the control machine's.
+    fn command(&self) -> Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("bash");
-        cmd.arg(&self.script).args(args);
+        cmd.arg(&self.script);
+        let home = self.home.as_raw_fd();
+        // SAFETY: only setns, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(home, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        cmd
+    }
+
+    fn script(&self, args: &[&str]) -> Ran {
+        let mut cmd = self.command();
+        cmd.args(args);
         cmd.arg("--dir")
             .arg(&self.dir)
             .arg("--prefix")
@@ -46,9 +84,8 @@ impl Lab {
 
     /// Runs a command on a member of the lab (`ctl` or `h1`...) and waits for it.
     pub fn exec(&self, member: &str, argv: &[&str], limit: Duration) -> Ran {
-        let mut cmd = Command::new("bash");
-        cmd.arg(&self.script)
-            .args(["exec", "--dir"])
+        let mut cmd = self.command();
+        cmd.args(["exec", "--dir"])
             .arg(&self.dir)
             .args([member, "--"])
             .args(argv);
@@ -79,11 +116,26 @@ impl Lab {
         .collect()
     }
 
+    /// Moves the calling thread (and the threads and programs it starts afterwards) into
+    /// the control machine's network namespace, as if it ran on `ctl`.
+    pub fn enter_control(&self) {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(format!("/run/netns/{}-ctl", self.prefix))
+            .expect("the lab's control namespace");
+        // SAFETY: setns on a namespace file we hold open; it changes only this thread.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+
+    /// The file of a host's own store, as the host sees it at the site's store path.
+    pub fn host_file(&self, host: &str, relative: &str) -> PathBuf {
+        self.dir.join(host).join("store").join(relative)
+    }
+
     /// Cuts (`down`) or restores (`up`) a member's link to the switch.
     pub fn link(&self, member: &str, state: &str) {
-        let mut cmd = Command::new("bash");
-        cmd.arg(&self.script)
-            .args(["link", "--dir"])
+        let mut cmd = self.command();
+        cmd.args(["link", "--dir"])
             .arg(&self.dir)
             .args([member, state]);
         let ran = run(&mut cmd, Duration::from_secs(20));

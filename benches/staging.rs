@@ -1,0 +1,257 @@
+//! Staging benchmark (not a timed test): `cargo bench --bench staging`.
+//!
+//! On a lab of hosts (`scripts/lab`, network namespaces on this machine with links
+//! shaped to a rate R), one layer of S bytes goes from the control machine to N hosts,
+//! for N = 1, 2, 4, …, 64: once through vocc's pipelined chain and once the naive way,
+//! every host pulling from the one source at once. For each N it reports the makespan
+//! (from the start, SSH handshakes included, until the last host has the layer verified)
+//! divided by S/R, and the latency of one operation sent to all N hosts at once over their
+//! open connections (`vocc-host hello` over SSH: the dispatch every lifecycle operation
+//! pays). It ends with the per-hop cost: the slope of
+//! the chain's makespan over N.
+//!
+//! Options (after `--`): `--size 8M`, `--rate 20mbit`, `--hosts 1,2,4,8,16,32,64`,
+//! `--naive-max 64` (the largest N the naive way is measured at: it takes N × S/R).
+//! Needs root (the lab) and the packages of `scripts/setup`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::lab::Lab;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vocc_runtime::distribute::{distribute, Outcome, Strategy, Target, Transfer};
+use vocc_runtime::hostlink::{HostLink, HostOp};
+use vocc_runtime::relay::sha256_file;
+
+struct Options {
+    size: u64,
+    rate: String,
+    rate_bits: f64,
+    hosts: Vec<usize>,
+    naive_max: usize,
+}
+
+fn parse_size(s: &str) -> u64 {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().expect("a size such as 8M");
+    n * match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => panic!("a size such as 8M"),
+    }
+}
+
+fn parse_rate(s: &str) -> f64 {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: f64 = s[..digits].parse().expect("a rate such as 20mbit");
+    n * match &s[digits..] {
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        _ => panic!("a rate in kbit, mbit or gbit"),
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        size: 8 << 20,
+        rate: "20mbit".into(),
+        rate_bits: 20e6,
+        hosts: vec![1, 2, 4, 8, 16, 32, 64],
+        naive_max: 64,
+    };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().expect("a value after the option").clone();
+        match a.as_str() {
+            "--size" => o.size = parse_size(&value()),
+            "--rate" => {
+                o.rate = value();
+                o.rate_bits = parse_rate(&o.rate);
+            }
+            "--hosts" => {
+                o.hosts = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("host counts such as 1,2,4"))
+                    .collect()
+            }
+            "--naive-max" => o.naive_max = value().parse().expect("a number"),
+            other => panic!("unknown option `{other}`"),
+        }
+    }
+    o
+}
+
+/// `cargo bench` builds this package's targets; the host program is the runtime's.
+fn host_program() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "vocc-runtime",
+            "--bin",
+            "vocc-host",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(status.success());
+    dir.join("vocc-host")
+}
+
+fn address(i: usize) -> String {
+    format!("10.251.0.{}", 10 + i)
+}
+
+fn link(lab: &Lab, i: usize, program: &Path) -> HostLink {
+    HostLink::Ssh {
+        address: address(i),
+        user: "root".into(),
+        identity: lab.dir.join("id_ed25519"),
+        known_hosts: lab.dir.join("known_hosts"),
+        program: program.display().to_string(),
+    }
+}
+
+/// The time for `vocc-host hello` to answer from all `n` hosts, asked at once over their
+/// shared connections (as every operation after the first of a run is).
+fn hello_latency(lab: &Lab, n: usize, program: &Path) -> Duration {
+    for i in 1..=n {
+        link(lab, i, program).connect().expect("the host answers");
+    }
+    let started = Instant::now();
+    let children: Vec<_> = (1..=n)
+        .map(|i| {
+            link(lab, i, program)
+                .command(HostOp::Hello)
+                .expect("a checked link")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("ssh")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("hello");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    started.elapsed()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let o = options();
+    let program = host_program();
+    let max = *o.hosts.iter().max().expect("at least one host count");
+    let lab = Lab::up_with("bench", max, &o.rate, &["--no-slurm"]);
+    lab.enter_control();
+
+    let source = lab.dir.join("layer.img");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..o.size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&source, &bytes).expect("the layer");
+    let sha = sha256_file(&source).expect("its sha256");
+    let transfer = Transfer {
+        source: &source,
+        size: o.size,
+        sha256: &sha,
+        stall_secs: 10,
+    };
+    let one = o.size as f64 * 8.0 / o.rate_bits;
+    println!(
+        "staging {} MiB to N hosts on links of {} (S/R = {one:.2} s), {} cores",
+        o.size >> 20,
+        o.rate,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("| N | vocc chain | chain ÷ S/R | naive | naive ÷ S/R | hello to all N |");
+    println!("|---|---|---|---|---|---|");
+    let mut points = Vec::new();
+    for &n in &o.hosts {
+        let mut row = Vec::new();
+        for strategy in [Strategy::Chain, Strategy::Direct] {
+            if strategy == Strategy::Direct && n > o.naive_max {
+                row.push(None);
+                continue;
+            }
+            let name = format!("layers/bench-{n}-{strategy:?}.img");
+            let targets: Vec<Target> = (1..=n)
+                .map(|i| Target {
+                    host: format!("h{i}"),
+                    address: address(i),
+                    link: link(&lab, i, &program),
+                    dest: format!("{}/store/{name}", lab.dir.display()),
+                })
+                .collect();
+            // Each measurement starts from no connection: its handshakes count.
+            for t in &targets {
+                t.link.disconnect();
+            }
+            let started = Instant::now();
+            let results = distribute(&transfer, &targets, strategy);
+            let makespan = started.elapsed().as_secs_f64();
+            for r in &results {
+                match r.outcome {
+                    Outcome::Done { received, .. } => assert_eq!(received, o.size, "{}", r.host),
+                    ref failed => panic!("{} failed: {failed:?}", r.host),
+                }
+            }
+            for i in 1..=n {
+                let _ = std::fs::remove_file(lab.host_file(&format!("h{i}"), &name));
+            }
+            row.push(Some(makespan));
+        }
+        let hello = (0..3)
+            .map(|_| hello_latency(&lab, n, &program))
+            .min()
+            .expect("three runs");
+        let cell = |m: Option<f64>| match m {
+            Some(m) => (format!("{m:.2} s"), format!("{:.2}", m / one)),
+            None => ("—".into(), "—".into()),
+        };
+        let (chain, chain_ratio) = cell(row[0]);
+        let (naive, naive_ratio) = cell(row[1]);
+        println!(
+            "| {n} | {chain} | {chain_ratio} | {naive} | {naive_ratio} | {:.0} ms |",
+            hello.as_secs_f64() * 1000.0
+        );
+        if let Some(m) = row[0] {
+            points.push((n as f64, m));
+        }
+    }
+    if points.len() >= 2 {
+        let k = points.len() as f64;
+        let mx = points.iter().map(|p| p.0).sum::<f64>() / k;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / k;
+        let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+            / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        let base = my - slope * mx;
+        println!(
+            "chain makespan ≈ {base:.2} s + {:.1} ms per host (S/R = {one:.2} s): per-hop cost {:.1} ms",
+            slope * 1000.0,
+            slope * 1000.0
+        );
+    }
+}
