@@ -40,8 +40,13 @@ pub enum HostLink {
         known_hosts: PathBuf,
         program: String,
     },
-    /// The site's Slurm runs the host-side step on the host (`srun -w HOST`).
-    Slurm { node: String, program: String },
+    /// The site's Slurm runs the host-side step on the host (`srun -w HOST`); `conf` is
+    /// the Slurm configuration to use when it is not the system's.
+    Slurm {
+        node: String,
+        program: String,
+        conf: Option<PathBuf>,
+    },
 }
 
 /// A word that may stand on a remote shell line unquoted: an absolute path of plain
@@ -240,7 +245,7 @@ impl HostLink {
                 check_user(user)?;
                 check_program(program)
             }
-            HostLink::Slurm { node, program } => {
+            HostLink::Slurm { node, program, .. } => {
                 check_address(node)?;
                 check_program(program)
             }
@@ -272,8 +277,15 @@ impl HostLink {
                     .arg(op.word());
                 c
             }
-            HostLink::Slurm { node, program } => {
+            HostLink::Slurm {
+                node,
+                program,
+                conf,
+            } => {
                 let mut c = Command::new("srun");
+                if let Some(conf) = conf {
+                    c.env("SLURM_CONF", conf);
+                }
                 c.args(["--quiet", "--unbuffered", "-N1", "-n1", "-w"])
                     .arg(node)
                     .arg("--")

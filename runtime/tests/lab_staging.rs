@@ -124,3 +124,44 @@ fn a_layer_reaches_every_host_once_and_a_cut_link_fails_only_its_host() {
     );
     assert!(!Path::new(&partial).exists());
 }
+
+#[test]
+fn a_layer_reaches_every_host_through_the_sites_slurm() {
+    let _serial = common::serial();
+    let lab = Lab::up("slurm", 3, "24mbit");
+    lab.enter_control();
+    let source = lab.dir.join("layer.img");
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    fs::write(&source, &bytes).unwrap();
+    let sha = sha256_file(&source).unwrap();
+    let transfer = Transfer {
+        source: &source,
+        size: SIZE as u64,
+        sha256: &sha,
+        stall_secs: 3,
+    };
+    let hosts: Vec<Target> = (1..=3)
+        .map(|i| Target {
+            host: format!("h{i}"),
+            address: format!("10.251.0.{}", 10 + i),
+            link: HostLink::Slurm {
+                node: format!("h{i}"),
+                program: env!("CARGO_BIN_EXE_vocc-host").into(),
+                conf: Some(lab.dir.join("slurm.conf")),
+            },
+            dest: format!("{}/store/layers/layer.img", lab.dir.display()),
+        })
+        .collect();
+    let results = distribute(&transfer, &hosts, Strategy::Chain);
+    eprintln!("through Slurm:\n{}", table(&results));
+    for r in &results {
+        match r.outcome {
+            Outcome::Done { received, .. } => assert_eq!(received, SIZE as u64, "{}", r.host),
+            _ => panic!("{} failed:\n{}", r.host, table(&results)),
+        }
+        let file = lab.host_file(&r.host, "layers/layer.img");
+        assert_eq!(sha256_file(&file).unwrap(), sha, "{}", r.host);
+    }
+}
