@@ -39,13 +39,16 @@ impl AtomicFile {
             path: path.to_path_buf(),
             file: Some(file),
         };
-        me.file_mut().set_permissions(fs::Permissions::from_mode(mode))?;
+        me.file_mut()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
         Ok(me)
     }
 
     /// The open temporary file.
     pub fn file_mut(&mut self) -> &mut File {
-        self.file.as_mut().expect("an AtomicFile holds its file until commit")
+        self.file
+            .as_mut()
+            .expect("an AtomicFile holds its file until commit")
     }
 
     /// Where the content goes on `commit`.
@@ -86,6 +89,24 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut f = AtomicFile::create(path, mode)?;
     f.write_all(bytes)?;
     f.commit()
+}
+
+/// Puts a file at `path` whole or not at all, made by `make` at the temporary name it
+/// is given (a copy, a hard link, a sparse file, a program's output): the temporary is
+/// then synced, renamed over `path` and the directory synced. When `make` or any of
+/// that fails, the temporary is removed.
+pub fn install<T>(path: &Path, make: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+    let tmp = temporary(path);
+    let result = make(&tmp).and_then(|made| {
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(parent(path))?;
+        Ok(made)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Makes the entries of `dir` (a rename, a new file) durable.
@@ -143,7 +164,10 @@ mod tests {
         write(&path, b"old", 0o644).unwrap();
         write(&path, b"new", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -158,6 +182,27 @@ mod tests {
         }
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn install_puts_whole_files_and_cleans_up_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"layer").unwrap();
+        let dst = dir.path().join("staged.img");
+        install(&dst, |tmp| fs::hard_link(&src, tmp)).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"layer");
+        let failed = install(&dir.path().join("other"), |tmp| {
+            fs::write(tmp, b"half")?;
+            Err::<(), _>(io::Error::other("the copy failed"))
+        });
+        assert!(failed.is_err());
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["src", "staged.img"]);
     }
 
     #[test]

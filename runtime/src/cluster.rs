@@ -393,6 +393,7 @@ impl Runtime {
         let mut staging = Vec::new();
         let mut records: Vec<(usize, StepRecord, Option<Done>)> = Vec::new();
         let mut last_save = Instant::now();
+        let mut save_failed: Option<Error> = None;
         let mut pending_journal = journal.clone();
         dag::run(&deps, self.opts.jobs, work, |i, ended| {
             let step = steps[i];
@@ -512,7 +513,11 @@ impl Runtime {
             }
             records.push((i, record, done));
             if last_save.elapsed() > Duration::from_millis(250) {
-                let _ = pending_journal.save(&journal_path);
+                // The run goes on (the journal is a record, not the truth), but the
+                // report says that the record lagged.
+                if let Err(e) = pending_journal.save(&journal_path) {
+                    save_failed.get_or_insert(e);
+                }
                 last_save = Instant::now();
             }
         });
@@ -540,7 +545,17 @@ impl Runtime {
                     error: failures.remove(&n.id),
                 })
                 .collect(),
-            ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done),
+            ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done)
+                && save_failed.is_none(),
+            warnings: save_failed
+                .map(|e| {
+                    format!(
+                        "the journal could not be saved during the run ({e}); it was saved at \
+                         the end, but a run killed meanwhile would have resumed from an older record"
+                    )
+                })
+                .into_iter()
+                .collect(),
         };
         journal.last = Some(report.clone());
         journal.save(&journal_path)?;
@@ -652,6 +667,7 @@ impl Runtime {
                 })
                 .collect(),
             ok: results_ok(&journal, &selected),
+            warnings: Vec::new(),
         };
         journal.last = Some(report.clone());
         journal.save(&journal_path)?;
@@ -794,6 +810,7 @@ impl Runtime {
             staging: Vec::new(),
             nodes: report_nodes,
             ok,
+            warnings: Vec::new(),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod dag;
 pub mod driver;
 pub mod error;
 pub mod journal;
+pub mod names;
 pub mod plan;
 pub mod ports;
 pub mod proc;

@@ -34,8 +34,8 @@ pub struct Plan {
 #[serde(deny_unknown_fields)]
 pub struct PlanHost {
     pub name: String,
-    /// The hypervisors the host runs guests for (`xen`, `kvm`).
-    pub hypervisors: Vec<String>,
+    /// The hypervisors the host runs guests for.
+    pub hypervisors: Vec<Hypervisor>,
     pub cpu: u32,
     pub overcommit: u32,
     /// Bytes, before the reserve.
@@ -50,7 +50,7 @@ pub struct PlanHost {
 pub struct PlanCluster {
     pub name: String,
     pub vo: String,
-    pub hypervisor: String,
+    pub hypervisor: Hypervisor,
     pub domain: String,
     pub networks: Vec<PlanNetwork>,
 }
@@ -61,7 +61,7 @@ pub struct PlanNetwork {
     pub name: String,
     /// `10.20.0.0/24`
     pub subnet: String,
-    pub assign: String,
+    pub assign: Assign,
     pub gateway: Option<String>,
     /// The site's bridge for this network, if the site names one.
     pub bridge: Option<String>,
@@ -86,9 +86,9 @@ pub struct PlanLayer {
     /// the relative path `../../layers/<cluster>/<name>.img`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// The image's format, `raw` or `qcow2`, once built.
+    /// The image's format, once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<ImageFormat>,
     /// For a root layer vocc built: the kernel to boot nodes with (direct kernel boot),
     /// relative to the store: `layers/<cluster>/<name>.vmlinuz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,7 +114,7 @@ pub struct PlanNode {
     /// Host disk the node needs besides its shared layers (overlay reserve, swap).
     pub disk: u64,
     pub swap: Option<u64>,
-    pub persistence: String,
+    pub persistence: Persistence,
     /// Layer ids stacked into the root, bottom first.
     pub root: Vec<String>,
     /// Once images are built: the id of the one layer image the node's root overlay
@@ -137,7 +137,7 @@ pub struct PlanNode {
 pub struct PlanDisk {
     pub layer: String,
     pub at: String,
-    pub access: String,
+    pub access: Access,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -145,7 +145,7 @@ pub struct PlanDisk {
 pub struct PlanNic {
     pub name: String,
     pub network: String,
-    pub method: String,
+    pub method: NicMethod,
     pub address: Option<String>,
     pub mac: String,
     pub bridge: Option<String>,
@@ -156,6 +156,93 @@ pub struct PlanNic {
 pub struct StageItem {
     pub host: String,
     pub layer: String,
+}
+
+/// Defines a plan enum: serde and the schema take exactly the lowercase names, and
+/// `as_str` and `FromStr` convert to and from them.
+macro_rules! plan_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
+        )]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$name, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("`{s}` is not one of {}", $name::names()))
+            }
+        }
+
+        impl $name {
+            /// "`a`, `b` or `c`"
+            pub fn names() -> String {
+                let all: Vec<String> =
+                    $name::ALL.iter().map(|v| format!("`{}`", v.as_str())).collect();
+                match all.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => {
+                        format!("{} or {last}", rest.join(", "))
+                    }
+                    _ => all.join(""),
+                }
+            }
+        }
+    };
+}
+
+plan_enum! {
+    /// The hypervisor a cluster's nodes run under, and those a host offers.
+    Hypervisor { Xen = "xen", Kvm = "kvm" }
+}
+
+plan_enum! {
+    /// How a cluster network gives addresses out.
+    Assign { Dhcp = "dhcp", Static = "static", Pool = "pool", External = "external" }
+}
+
+plan_enum! {
+    /// How one interface of a node gets its address.
+    NicMethod { Dhcp = "dhcp", Static = "static", Pool = "pool", External = "external" }
+}
+
+plan_enum! {
+    /// Whether a node keeps its writes across a stop (`persistent`) or starts blank.
+    Persistence { Persistent = "persistent", Ephemeral = "ephemeral" }
+}
+
+plan_enum! {
+    /// How a node attaches a data layer: read-only (shared) or writable (an overlay).
+    Access { Ro = "ro", Rw = "rw" }
+}
+
+plan_enum! {
+    /// The format of a built layer image.
+    ImageFormat { Raw = "raw", Qcow2 = "qcow2" }
 }
 
 /// Node states, as in the seeds.
