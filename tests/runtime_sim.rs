@@ -385,3 +385,49 @@ fn a_journal_that_cannot_be_saved_during_up_is_reported() {
     assert!(nodes(&v).iter().all(|n| n.1 == "running"), "{v:#}");
     assert!(journal.is_file());
 }
+
+#[test]
+fn two_deployments_of_one_cluster_name_do_not_share_a_store() {
+    // Two output trees with a cluster `s` each, on one store.
+    let s = sim();
+    let store = s.dir.join("store");
+    edited(&s, |p| p["store"] = store.to_str().unwrap().into());
+    std::fs::create_dir_all(s.dir.join("other")).unwrap();
+    std::fs::copy(s.dir.join("out/plan.json"), s.dir.join("other/plan.json")).unwrap();
+
+    let (code, _, err) = run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let claims = std::fs::read_dir(store.join("deployments"))
+        .unwrap()
+        .count();
+    for args in [
+        &["up", "other", "--driver", "sim"][..],
+        &["down", "other", "--driver", "sim"][..],
+    ] {
+        let (code, _, err) = run(&s.dir, args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let first = s.dir.join("out/plan.json");
+        assert!(
+            err.contains("another deployment of a cluster `s` is up")
+                && err.contains(&format!("from the plan `{}`", first.display())),
+            "{err}"
+        );
+        assert!(!s.dir.join("other/.vocc-run/s/journal.json").exists());
+        assert_eq!(
+            std::fs::read_dir(store.join("deployments"))
+                .unwrap()
+                .count(),
+            claims
+        );
+    }
+    assert_eq!(states(&s.dir), ["running", "running", "running"]);
+
+    // Once the first is down, the second may come up.
+    let (code, _, err) = run(&s.dir, &["down", "out"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!store.join("deployments").exists());
+    let (code, _, err) = run(&s.dir, &["up", "other", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&s.dir, &["down", "other"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+}

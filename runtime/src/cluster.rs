@@ -260,6 +260,8 @@ impl Runtime {
         let started = Instant::now();
         let started_ms = now_ms();
         let cluster = self.cluster(cluster_name)?;
+        // Before anything is touched: the store's disks of this cluster name are ours.
+        crate::claim::acquire(&self.layout, cluster_name, &self.plan_path)?;
         let _lock = ClusterLock::acquire(&self.layout, cluster_name)?;
         let old = self.journal(cluster_name)?;
         let driver = self.driver(old.as_ref(), asked)?;
@@ -706,6 +708,7 @@ impl Runtime {
         let started = Instant::now();
         let started_ms = now_ms();
         let cluster = self.cluster(cluster_name)?;
+        crate::claim::check(&self.layout, cluster_name)?;
         let lock = ClusterLock::acquire(&self.layout, cluster_name)?;
         let journal = self.journal(cluster_name)?.unwrap_or_default();
         let driver = match (journal.driver.as_str(), asked) {
@@ -755,6 +758,7 @@ impl Runtime {
             let _ = std::fs::remove_dir(self.layout.store.join(dir));
         }
         ports::release(&self.layout.cluster(cluster_name), &journal.networks);
+        crate::claim::release(&self.layout, cluster_name);
         drop(lock);
         let dir = self.layout.cluster(cluster_name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod atomic;
+pub mod claim;
 pub mod cluster;
 pub mod console;
 pub mod dag;
