@@ -11,7 +11,8 @@ use std::net::IpAddr;
 /// The longest label: a file name with room for an extension, far below `NAME_MAX`.
 pub const LABEL_MAX: usize = 128;
 
-/// What a label may be, for messages.
+/// What a label may be, for messages. The schema (`plan.rs`) says the same with the
+/// pattern `^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$`.
 pub const LABEL_RULE: &str = "use 1 to 128 ASCII letters, digits, `-`, `_`, `.` and `+`, \
                               starting with a letter, a digit or `_`";
 

@@ -33,6 +33,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanHost {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     /// The hypervisors the host runs guests for.
     pub hypervisors: Vec<Hypervisor>,
@@ -48,6 +49,7 @@ pub struct PlanHost {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanCluster {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     pub vo: String,
     pub hypervisor: Hypervisor,
@@ -58,6 +60,7 @@ pub struct PlanCluster {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanNetwork {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     /// `10.20.0.0/24`
     pub subnet: String,
@@ -73,7 +76,9 @@ pub struct PlanNetwork {
 pub struct PlanLayer {
     /// `<cluster>/<layer>`, unique in the plan.
     pub id: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub cluster: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     /// `busybox`, `debian bookworm`, `image <path>`, `dir <path>`.
     pub source: String,
@@ -102,13 +107,18 @@ pub struct PlanLayer {
 #[serde(deny_unknown_fields)]
 pub struct PlanNode {
     /// `<cluster>-<hostname>`, unique in the plan.
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub id: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub cluster: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub hostname: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub role: String,
     pub index: u32,
     /// The site host the node runs on.
     pub host: String,
+    #[schemars(range(min = 1))]
     pub cpu: u32,
     pub memory: u64,
     /// Host disk the node needs besides its shared layers (overlay reserve, swap).
@@ -127,6 +137,7 @@ pub struct PlanNode {
     /// Nodes that must be ready before this one starts (it mounts from them).
     pub after: Vec<String>,
     /// The node's rendered files, relative to the plan's directory.
+    #[schemars(regex(pattern = "^nodes(/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127})+$"))]
     pub dir: String,
     /// `file:line:col` of the role that made the node.
     pub source: String,
@@ -143,10 +154,13 @@ pub struct PlanDisk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanNic {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub network: String,
     pub method: NicMethod,
     pub address: Option<String>,
+    #[schemars(regex(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"))]
     pub mac: String,
     pub bridge: Option<String>,
 }
