@@ -3,6 +3,11 @@
 //! parses arguments, builds an appliance file first when `up` is given one (through
 //! `vocc build`, the same binary), and prints reports as tables or JSON.
 //!
+//! Every command takes the same target: a build output directory (or its plan.json),
+//! given as TARGET or `--plan`, or an appliance file. `up FILE` builds the file into
+//! `--out`; the other commands act on that build of it, without building again (a
+//! changed file must not change what `down` reclaims).
+//!
 //! Exit codes: 0 when every node did what was asked, 1 when some node failed (the
 //! report says which, at which step and why), 2 on usage or internal errors.
 
@@ -21,18 +26,12 @@ pub enum RunCommand {
     /// Bring clusters up: stage layers, load and boot nodes, wait until they are ready.
     /// Given an appliance file, build it first (into `--out`).
     Up {
-        /// A build output directory, its plan.json, or an appliance file to build.
-        #[arg(default_value = "out")]
-        target: PathBuf,
         /// Stop after this state ("propagate only").
         #[arg(long, value_enum, default_value = "running")]
         until: Until,
         /// The hypervisor driver (default: the one the cluster runs under, else qemu).
         #[arg(long, value_enum)]
         driver: Option<DriverArg>,
-        /// Where to build an appliance file.
-        #[arg(short, long, default_value = "out")]
-        out: PathBuf,
         /// The site file for building an appliance file.
         #[arg(long)]
         site: Option<PathBuf>,
@@ -87,15 +86,17 @@ pub enum RunCommand {
         driver: Option<DriverArg>,
     },
     /// Run a command on a running node and return its output and exit status.
+    #[command(override_usage = "vocc exec [OPTIONS] [TARGET] <NODE> -- <COMMAND>...")]
     Exec {
-        /// The node: its id (`demo-worker1`) or host name (`worker1`).
-        node: String,
+        /// `[TARGET] NODE`: the target as for `up`, then the node, by its id
+        /// (`demo-worker1`) or host name (`worker1`).
+        #[arg(num_args = 1..=2, required = true, value_names = ["TARGET", "NODE"])]
+        place: Vec<String>,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        /// The build output directory (or plan.json).
-        #[arg(long, default_value = "out")]
-        plan: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
         /// The runtime state directory (default `OUT/.vocc-run`).
         #[arg(long)]
         state: Option<PathBuf>,
@@ -104,11 +105,13 @@ pub enum RunCommand {
         timeout: u64,
     },
     /// Show a node's console log.
+    #[command(override_usage = "vocc console [OPTIONS] [TARGET] <NODE>")]
     Console {
-        node: String,
-        /// The build output directory (or plan.json).
-        #[arg(long, default_value = "out")]
-        plan: PathBuf,
+        /// `[TARGET] NODE`: the target as for `up`, then the node.
+        #[arg(num_args = 1..=2, required = true, value_names = ["TARGET", "NODE"])]
+        place: Vec<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         #[arg(long)]
         state: Option<PathBuf>,
         /// Only the last N lines.
@@ -117,11 +120,112 @@ pub enum RunCommand {
     },
 }
 
+/// What a runtime command acts on, the same for every command.
+#[derive(Args, Clone)]
+pub struct TargetArgs {
+    /// The build output directory (or its plan.json), or an appliance file (`up`
+    /// builds it into `--out`; the other commands use that build). The same as TARGET.
+    #[arg(long = "plan", value_name = "TARGET")]
+    plan: Option<PathBuf>,
+    /// Where an appliance file is built (and found by the commands after `up`); also
+    /// the target when none is given.
+    #[arg(short, long, default_value = "out")]
+    out: PathBuf,
+}
+
+/// A resolved target: a plan to open, or an appliance file.
+enum Target {
+    Plan(PathBuf),
+    Appliance(PathBuf),
+}
+
+impl TargetArgs {
+    /// The target given as TARGET (`positional`) or `--plan`, else `--out`.
+    fn resolve(&self, positional: Option<&Path>) -> Result<Target, Internal> {
+        let given = match (positional, self.plan.as_deref()) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Internal::from(format!(
+                    "two targets, `{}` and `--plan {}`: give one",
+                    a.display(),
+                    b.display()
+                )))
+            }
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => &self.out,
+        };
+        Ok(if is_appliance(given) {
+            Target::Appliance(given.to_path_buf())
+        } else {
+            Target::Plan(given.to_path_buf())
+        })
+    }
+
+    /// The plan to open for a command other than `up`: an appliance file is found as
+    /// `up FILE` built it, in `--out`, and not built again.
+    fn plan(&self, positional: Option<&Path>) -> Result<PathBuf, Internal> {
+        match self.resolve(positional)? {
+            Target::Plan(plan) => Ok(plan),
+            Target::Appliance(file) => built_from(&file, &self.out),
+        }
+    }
+}
+
+/// `out`, when it holds a build of the appliance `file` (a node of its plan was made
+/// by a role of `file`).
+fn built_from(file: &Path, out: &Path) -> Result<PathBuf, Internal> {
+    let plan_path = out.join("plan.json");
+    let not_built = |why: String| {
+        Internal::from(format!(
+            "{why}: run `vocc up {}` first, or give `-o DIR` where it was built",
+            file.display()
+        ))
+    };
+    let text = std::fs::read_to_string(&plan_path).map_err(|_| {
+        not_built(format!(
+            "`{}` has no build of `{}`",
+            out.display(),
+            file.display()
+        ))
+    })?;
+    let plan = vocc_runtime::schema::load_plan(&text).map_err(Internal::from)?;
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let wanted = canonical(file);
+    // A node's source is `file:line:col`; the file as `vocc build` was given it.
+    let from = |source: &str| {
+        let mut parts = source.rsplitn(3, ':');
+        let (_, _) = (parts.next(), parts.next());
+        parts.next().map(|f| canonical(Path::new(f)))
+    };
+    let sources: Vec<PathBuf> = plan.nodes.iter().filter_map(|n| from(&n.source)).collect();
+    if sources.is_empty() || sources.contains(&wanted) {
+        Ok(out.to_path_buf())
+    } else {
+        Err(not_built(format!(
+            "the build in `{}` is of `{}`, not of `{}`",
+            out.display(),
+            sources[0].display(),
+            file.display()
+        )))
+    }
+}
+
+/// The target and the node of `exec` and `console` (`[TARGET] NODE`).
+fn target_and_node(place: &[String]) -> (Option<&Path>, &str) {
+    match place {
+        [target, node] => (Some(Path::new(target.as_str())), node.as_str()),
+        [node] => (None, node.as_str()),
+        _ => (None, ""),
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// The build output directory (or its plan.json).
-    #[arg(long = "plan", default_value = "out")]
-    plan: PathBuf,
+    /// A build output directory, its plan.json, or an appliance file (`up` builds it
+    /// into `--out`; the other commands use that build). Default: `--out`.
+    #[arg(value_name = "TARGET")]
+    target: Option<PathBuf>,
+    #[command(flatten)]
+    place: TargetArgs,
     /// The runtime state directory (default `OUT/.vocc-run`).
     #[arg(long)]
     state: Option<PathBuf>,
@@ -187,33 +291,34 @@ impl RunArgs {
         }
     }
 
+    /// Opens the target's plan (for commands other than `up`).
     fn open(&self, options: Options) -> Result<Runtime, Internal> {
-        Ok(Runtime::open(&self.plan, self.state.as_deref(), options)?)
+        let plan = self.place.plan(self.target.as_deref())?;
+        Ok(Runtime::open(&plan, self.state.as_deref(), options)?)
     }
 }
 
 pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
     match command {
         RunCommand::Up {
-            target,
             until,
             driver,
-            out,
             site,
-            mut run,
+            run,
         } => {
             let mut build_ms = 0.0;
-            if is_appliance(&target) {
-                let t = Instant::now();
-                if !build(&target, &out, site.as_deref())? {
-                    return Ok(ExitCode::from(1));
+            let plan = match run.place.resolve(run.target.as_deref())? {
+                Target::Appliance(file) => {
+                    let t = Instant::now();
+                    if !build(&file, &run.place.out, site.as_deref())? {
+                        return Ok(ExitCode::from(1));
+                    }
+                    build_ms = t.elapsed().as_secs_f64() * 1e3;
+                    run.place.out.clone()
                 }
-                build_ms = t.elapsed().as_secs_f64() * 1e3;
-                run.plan = out;
-            } else {
-                run.plan = target;
-            }
-            let rt = run.open(run.options())?;
+                Target::Plan(plan) => plan,
+            };
+            let rt = Runtime::open(&plan, run.state.as_deref(), run.options())?;
             let target = match until {
                 Until::Staged => State::Staged,
                 Until::Loaded => State::Loaded,
@@ -263,27 +368,31 @@ pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
             print_reports(&reports, run.json)
         }
         RunCommand::Exec {
-            node,
+            place,
             command,
-            plan,
+            target,
             state,
             timeout,
         } => {
+            let (positional, node) = target_and_node(&place);
+            let plan = target.plan(positional)?;
             let rt = Runtime::open(&plan, state.as_deref(), Options::default())?;
-            let out = rt.exec(&node, &command, Duration::from_secs(timeout))?;
+            let out = rt.exec(node, &command, Duration::from_secs(timeout))?;
             std::io::stdout().write_all(&out.stdout)?;
             std::io::stderr().write_all(&out.stderr)?;
             // The command's own status, folded into what an exit code can carry.
             Ok(ExitCode::from(out.status.clamp(0, 255) as u8))
         }
         RunCommand::Console {
-            node,
-            plan,
+            place,
+            target,
             state,
             lines,
         } => {
+            let (positional, node) = target_and_node(&place);
+            let plan = target.plan(positional)?;
             let rt = Runtime::open(&plan, state.as_deref(), Options::default())?;
-            let path = rt.console(&node)?;
+            let path = rt.console(node)?;
             let bytes = std::fs::read(&path)
                 .map_err(|e| Internal::from(format!("cannot read `{}`: {e}", path.display())))?;
             let text = String::from_utf8_lossy(&bytes);

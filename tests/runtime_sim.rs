@@ -268,3 +268,166 @@ fn a_second_vocc_is_refused_while_one_runs_and_a_killed_up_resumes() {
     let (code, _, _) = run(&s.dir, &["down"], &[]);
     assert_eq!(code, Some(0));
 }
+
+/// The sim tree with `edit` applied to its plan.
+fn edited(s: &Sim, edit: impl FnOnce(&mut Value)) {
+    let path = s.dir.join("out/plan.json");
+    let mut plan: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut plan);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+}
+
+/// Renames the plan's one cluster everywhere it is named, as a hand edit would.
+fn rename_cluster(plan: &mut Value, name: &str) {
+    plan["clusters"][0]["name"] = name.into();
+    for layer in plan["layers"].as_array_mut().unwrap() {
+        layer["cluster"] = name.into();
+    }
+    for node in plan["nodes"].as_array_mut().unwrap() {
+        node["cluster"] = name.into();
+    }
+}
+
+#[test]
+fn a_plan_cannot_reach_outside_its_place() {
+    // A cluster named by an absolute path: `down` would remove `STATE/<cluster>`, which
+    // is that directory.
+    let s = sim();
+    let victim = s.dir.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), "keep").unwrap();
+    edited(&s, |p| rename_cluster(p, victim.to_str().unwrap()));
+    for driver in ["sim", "qemu"] {
+        let (code, _, err) = run(&s.dir, &["down", "--plan", "out", "--driver", driver], &[]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("cluster #1: `name`") && err.contains("not a label"),
+            "{err}"
+        );
+        assert!(
+            victim.join("precious").exists(),
+            "down removed {}",
+            victim.display()
+        );
+    }
+
+    // A cluster named `../../victim`: `up` would put its journal and lock there.
+    let s = sim();
+    edited(&s, |p| rename_cluster(p, "../../victim"));
+    let (code, _, err) = run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("`../../victim`, which is not a label"),
+        "{err}"
+    );
+    let outside = s.dir.join("out/.vocc-run/../../victim");
+    assert!(!outside.exists(), "up wrote into {}", outside.display());
+    assert!(!s.dir.join("out/.vocc-run").exists(), "something ran");
+
+    // A layer image outside the store: unstaging removes the staged image.
+    let s = sim();
+    std::fs::write(s.dir.join("victim-layer.img"), "keep").unwrap();
+    edited(&s, |p| {
+        p["store"] = "store".into();
+        p["layers"][0]["image"] = "../../victim-layer.img".into();
+    });
+    let (code, _, err) = run(&s.dir, &["down", "--plan", "out", "--driver", "qemu"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("layer `s/tiny`: `image` is `../../victim-layer.img`, which leaves its root"),
+        "{err}"
+    );
+    assert!(s.dir.join("victim-layer.img").exists());
+
+    // A node id that would print an escape sequence to the terminal.
+    let s = sim();
+    edited(&s, |p| p["nodes"][0]["id"] = "s-head\n\u{1b}[2J".into());
+    let (code, _, err) = run(&s.dir, &["status"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(
+        err.contains("`nodes[0].id` is `s-head\\n\\u{1b}[2J`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_journal_that_cannot_be_saved_during_up_is_reported() {
+    let s = sim();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vocc"))
+        .args(["up", "out", "--driver", "sim", "--json"])
+        .current_dir(&s.dir)
+        .env("VOCC_SIM_DELAY_MS", "300")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = s.dir.join("out/.vocc-run/s/journal.json");
+    for _ in 0..200 {
+        if journal.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A directory in the journal's place: every save until it goes fails.
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::remove_dir(&journal).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{v:#}");
+    let warning = v["reports"][0]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("the journal could not be saved during the run")
+            && warning.contains("journal.json"),
+        "{v:#}"
+    );
+    assert!(nodes(&v).iter().all(|n| n.1 == "running"), "{v:#}");
+    assert!(journal.is_file());
+}
+
+#[test]
+fn two_deployments_of_one_cluster_name_do_not_share_a_store() {
+    // Two output trees with a cluster `s` each, on one store.
+    let s = sim();
+    let store = s.dir.join("store");
+    edited(&s, |p| p["store"] = store.to_str().unwrap().into());
+    std::fs::create_dir_all(s.dir.join("other")).unwrap();
+    std::fs::copy(s.dir.join("out/plan.json"), s.dir.join("other/plan.json")).unwrap();
+
+    let (code, _, err) = run(&s.dir, &["up", "out", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let claims = std::fs::read_dir(store.join("deployments"))
+        .unwrap()
+        .count();
+    for args in [
+        &["up", "other", "--driver", "sim"][..],
+        &["down", "other", "--driver", "sim"][..],
+    ] {
+        let (code, _, err) = run(&s.dir, args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let first = s.dir.join("out/plan.json");
+        assert!(
+            err.contains("another deployment of a cluster `s` is up")
+                && err.contains(&format!("from the plan `{}`", first.display())),
+            "{err}"
+        );
+        assert!(!s.dir.join("other/.vocc-run/s/journal.json").exists());
+        assert_eq!(
+            std::fs::read_dir(store.join("deployments"))
+                .unwrap()
+                .count(),
+            claims
+        );
+    }
+    assert_eq!(states(&s.dir), ["running", "running", "running"]);
+
+    // Once the first is down, the second may come up.
+    let (code, _, err) = run(&s.dir, &["down", "out"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!store.join("deployments").exists());
+    let (code, _, err) = run(&s.dir, &["up", "other", "--driver", "sim"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&s.dir, &["down", "other"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+}

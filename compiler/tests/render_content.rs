@@ -340,7 +340,7 @@ fn domains_use_the_images_the_plan_records() {
         size: None,
         sha256: Some("ab".repeat(32)),
         image: Some(format!("layers/osg/{name}.{format}")),
-        format: Some(format.into()),
+        format: format.parse().ok(),
         kernel: kernel.then(|| format!("layers/osg/{name}.vmlinuz")),
         initrd: kernel.then(|| format!("layers/osg/{name}.initrd")),
     };

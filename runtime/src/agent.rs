@@ -12,6 +12,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// How long the host waits for the guest to acknowledge a request before it sends it
+/// again, at first; the wait doubles up to `RESEND_MAX`.
+const RESEND_FIRST: Duration = Duration::from_millis(500);
+const RESEND_MAX: Duration = Duration::from_secs(4);
+/// The longest single read, so that the deadline and resends are looked at.
+const READ_SLICE: Duration = Duration::from_millis(500);
+
 /// The guest side, for the image side to install as `/lib/vocc/vocc-agent`.
 pub const GUEST_SCRIPT: &str = include_str!("../guest/vocc-agent");
 
@@ -44,10 +51,20 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
     let mut writer = stream.try_clone().map_err(|e| fail("socket", &e))?;
     // A line first, so that a partial line left in the guest's buffer by an
     // interrupted exec ends before the request starts.
-    writer
-        .write_all(format!("\n{request}").as_bytes())
-        .map_err(|e| fail("cannot write", &e))?;
+    let framed = format!("\n{request}");
+    let mut send = || {
+        writer
+            .write_all(framed.as_bytes())
+            .map_err(|e| fail("cannot write", &e))
+    };
+    send()?;
     let deadline = Instant::now() + limit;
+    // Until the guest acknowledges the request, it is sent again, at growing
+    // intervals: a request that reaches the port before the agent reads it (right
+    // after the readiness marker) is lost. The agent runs an ID once.
+    let mut resend = Instant::now() + RESEND_FIRST;
+    let mut interval = RESEND_FIRST;
+    let mut acked = false;
     let mut reader = BufReader::new(stream);
     let mut out = ExecOutput {
         status: -1,
@@ -57,16 +74,32 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
     let mut begun = false;
     let mut line = Vec::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(Error::Other(format!(
-                "the command did not finish within {} s",
-                limit.as_secs()
+                "the command did not finish within {} s{}",
+                limit.as_secs(),
+                if acked {
+                    ""
+                } else {
+                    " (the node's agent never acknowledged it: is the node's agent running?)"
+                }
             )));
         }
+        if !acked && now >= resend {
+            send()?;
+            interval = (interval * 2).min(RESEND_MAX);
+            resend = now + interval;
+        }
+        let wait = if acked {
+            left
+        } else {
+            left.min(resend.saturating_duration_since(now))
+        };
         reader
             .get_ref()
-            .set_read_timeout(Some(left.min(Duration::from_millis(500))))
+            .set_read_timeout(Some(wait.clamp(Duration::from_millis(10), READ_SLICE)))
             .map_err(|e| fail("socket", &e))?;
         // A timeout can come in the middle of a line (the guest's serial port is slow
         // under emulation): what was read stays in `line` and the next read goes on.
@@ -88,7 +121,14 @@ pub fn exec(socket: &Path, argv: &[String], limit: Duration) -> Result<ExecOutpu
         let text = text.trim_end_matches(['\r', '\n']);
         let mut words = text.split(' ');
         match (words.next(), words.next()) {
-            (Some("vocc-begin"), Some(got)) if got == id => begun = true,
+            (Some("vocc-ack"), Some(got)) if got == id => acked = true,
+            (Some("vocc-begin"), Some(got)) if got == id => {
+                acked = true;
+                begun = true;
+                // An answer sent again (for a request sent again) starts over.
+                out.stdout.clear();
+                out.stderr.clear();
+            }
             (Some("vocc-out"), Some(data)) if begun => out.stdout.extend(decode(data)?),
             (Some("vocc-err"), Some(data)) if begun => out.stderr.extend(decode(data)?),
             (Some("vocc-exit"), Some(got)) if begun && got == id => {
@@ -208,5 +248,46 @@ mod tests {
         assert_eq!(out.stdout, b"hello");
         assert_eq!(out.status, 3);
         guest.join().unwrap();
+    }
+
+    /// A request that reaches the port before the guest's agent reads it is lost (right
+    /// after the readiness marker): the host sends it again until it is acknowledged,
+    /// instead of waiting for the whole limit.
+    #[test]
+    fn a_lost_request_is_sent_again_until_acknowledged() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let guest = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut w = stream;
+            let mut seen = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    return seen;
+                }
+                if !line.starts_with("vocc-exec ") {
+                    continue;
+                }
+                seen += 1;
+                if seen == 1 {
+                    continue; // The first copy never reached the agent.
+                }
+                let id = line.trim_end().split(' ').nth(1).unwrap().to_owned();
+                let answer = format!(
+                    "vocc-ack {id}\nvocc-begin {id}\nvocc-out {}\nvocc-exit {id} 0\n",
+                    encode(b"up")
+                );
+                w.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let t = Instant::now();
+        let out = exec(&socket, &["true".to_owned()], Duration::from_secs(30)).unwrap();
+        assert_eq!(out.stdout, b"up");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(guest.join().unwrap() >= 2);
     }
 }

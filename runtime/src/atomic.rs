@@ -91,6 +91,24 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     f.commit()
 }
 
+/// Puts a file at `path` whole or not at all, made by `make` at the temporary name it
+/// is given (a copy, a hard link, a sparse file, a program's output): the temporary is
+/// then synced, renamed over `path` and the directory synced. When `make` or any of
+/// that fails, the temporary is removed.
+pub fn install<T>(path: &Path, make: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+    let tmp = temporary(path);
+    let result = make(&tmp).and_then(|made| {
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(parent(path))?;
+        Ok(made)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Makes the entries of `dir` (a rename, a new file) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -164,6 +182,27 @@ mod tests {
         }
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn install_puts_whole_files_and_cleans_up_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"layer").unwrap();
+        let dst = dir.path().join("staged.img");
+        install(&dst, |tmp| fs::hard_link(&src, tmp)).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"layer");
+        let failed = install(&dir.path().join("other"), |tmp| {
+            fs::write(tmp, b"half")?;
+            Err::<(), _>(io::Error::other("the copy failed"))
+        });
+        assert!(failed.is_err());
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["src", "staged.img"]);
     }
 
     #[test]

@@ -260,6 +260,8 @@ impl Runtime {
         let started = Instant::now();
         let started_ms = now_ms();
         let cluster = self.cluster(cluster_name)?;
+        // Before anything is touched: the store's disks of this cluster name are ours.
+        crate::claim::acquire(&self.layout, cluster_name, &self.plan_path)?;
         let _lock = ClusterLock::acquire(&self.layout, cluster_name)?;
         let old = self.journal(cluster_name)?;
         let driver = self.driver(old.as_ref(), asked)?;
@@ -393,6 +395,7 @@ impl Runtime {
         let mut staging = Vec::new();
         let mut records: Vec<(usize, StepRecord, Option<Done>)> = Vec::new();
         let mut last_save = Instant::now();
+        let mut save_failed: Option<Error> = None;
         let mut pending_journal = journal.clone();
         dag::run(&deps, self.opts.jobs, work, |i, ended| {
             let step = steps[i];
@@ -512,7 +515,11 @@ impl Runtime {
             }
             records.push((i, record, done));
             if last_save.elapsed() > Duration::from_millis(250) {
-                let _ = pending_journal.save(&journal_path);
+                // The run goes on (the journal is a record, not the truth), but the
+                // report says that the record lagged.
+                if let Err(e) = pending_journal.save(&journal_path) {
+                    save_failed.get_or_insert(e);
+                }
                 last_save = Instant::now();
             }
         });
@@ -540,7 +547,17 @@ impl Runtime {
                     error: failures.remove(&n.id),
                 })
                 .collect(),
-            ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done),
+            ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done)
+                && save_failed.is_none(),
+            warnings: save_failed
+                .map(|e| {
+                    format!(
+                        "the journal could not be saved during the run ({e}); it was saved at \
+                         the end, but a run killed meanwhile would have resumed from an older record"
+                    )
+                })
+                .into_iter()
+                .collect(),
         };
         journal.last = Some(report.clone());
         journal.save(&journal_path)?;
@@ -652,6 +669,7 @@ impl Runtime {
                 })
                 .collect(),
             ok: results_ok(&journal, &selected),
+            warnings: Vec::new(),
         };
         journal.last = Some(report.clone());
         journal.save(&journal_path)?;
@@ -690,6 +708,7 @@ impl Runtime {
         let started = Instant::now();
         let started_ms = now_ms();
         let cluster = self.cluster(cluster_name)?;
+        crate::claim::check(&self.layout, cluster_name)?;
         let lock = ClusterLock::acquire(&self.layout, cluster_name)?;
         let journal = self.journal(cluster_name)?.unwrap_or_default();
         let driver = match (journal.driver.as_str(), asked) {
@@ -739,6 +758,7 @@ impl Runtime {
             let _ = std::fs::remove_dir(self.layout.store.join(dir));
         }
         ports::release(&self.layout.cluster(cluster_name), &journal.networks);
+        crate::claim::release(&self.layout, cluster_name);
         drop(lock);
         let dir = self.layout.cluster(cluster_name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -794,6 +814,7 @@ impl Runtime {
             staging: Vec::new(),
             nodes: report_nodes,
             ok,
+            warnings: Vec::new(),
         })
     }
 

@@ -59,6 +59,19 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    #[error(
+        "cannot {doing} cluster `{cluster}`: another deployment of a cluster `{cluster}` is up \
+         with the same store `{}`, from the plan `{}` (state `{}`), and owns the cluster's disks \
+         there; take that one down first (`vocc down --plan {}`), or give this plan a site with \
+         another store", store.display(), plan.display(), state.display(), plan.display()
+    )]
+    Claimed {
+        cluster: String,
+        store: PathBuf,
+        plan: PathBuf,
+        state: PathBuf,
+        doing: String,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -10,7 +10,6 @@
 use crate::error::{Error, Result};
 use crate::plan::State;
 use crate::report::Report;
-use crate::state::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,9 +127,13 @@ impl Journal {
         Ok(Some(journal))
     }
 
+    /// Replaces the journal at `path` atomically and durably (`atomic::write`).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_vec(self).map_err(|e| Error::Other(e.to_string()))?;
-        write_atomic(path, &text)
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        crate::atomic::write(path, &text, 0o644).map_err(|e| Error::io("save the journal", path, e))
     }
 
     pub fn node(&mut self, id: &str) -> &mut NodeRecord {

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod atomic;
+pub mod claim;
 pub mod cluster;
 pub mod console;
 pub mod dag;
@@ -13,6 +14,7 @@ pub mod driver;
 pub mod error;
 pub mod hostlink;
 pub mod journal;
+pub mod names;
 pub mod plan;
 pub mod ports;
 pub mod proc;

@@ -33,9 +33,10 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanHost {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
-    /// The hypervisors the host runs guests for (`xen`, `kvm`).
-    pub hypervisors: Vec<String>,
+    /// The hypervisors the host runs guests for.
+    pub hypervisors: Vec<Hypervisor>,
     pub cpu: u32,
     pub overcommit: u32,
     /// Bytes, before the reserve.
@@ -48,9 +49,10 @@ pub struct PlanHost {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanCluster {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     pub vo: String,
-    pub hypervisor: String,
+    pub hypervisor: Hypervisor,
     pub domain: String,
     pub networks: Vec<PlanNetwork>,
 }
@@ -58,10 +60,11 @@ pub struct PlanCluster {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanNetwork {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     /// `10.20.0.0/24`
     pub subnet: String,
-    pub assign: String,
+    pub assign: Assign,
     pub gateway: Option<String>,
     /// The site's bridge for this network, if the site names one.
     pub bridge: Option<String>,
@@ -73,7 +76,9 @@ pub struct PlanNetwork {
 pub struct PlanLayer {
     /// `<cluster>/<layer>`, unique in the plan.
     pub id: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub cluster: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     /// `busybox`, `debian bookworm`, `image <path>`, `dir <path>`.
     pub source: String,
@@ -86,9 +91,9 @@ pub struct PlanLayer {
     /// the relative path `../../layers/<cluster>/<name>.img`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// The image's format, `raw` or `qcow2`, once built.
+    /// The image's format, once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<ImageFormat>,
     /// For a root layer vocc built: the kernel to boot nodes with (direct kernel boot),
     /// relative to the store: `layers/<cluster>/<name>.vmlinuz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,19 +107,24 @@ pub struct PlanLayer {
 #[serde(deny_unknown_fields)]
 pub struct PlanNode {
     /// `<cluster>-<hostname>`, unique in the plan.
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub id: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub cluster: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub hostname: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub role: String,
     pub index: u32,
     /// The site host the node runs on.
     pub host: String,
+    #[schemars(range(min = 1))]
     pub cpu: u32,
     pub memory: u64,
     /// Host disk the node needs besides its shared layers (overlay reserve, swap).
     pub disk: u64,
     pub swap: Option<u64>,
-    pub persistence: String,
+    pub persistence: Persistence,
     /// Layer ids stacked into the root, bottom first.
     pub root: Vec<String>,
     /// Once images are built: the id of the one layer image the node's root overlay
@@ -127,6 +137,7 @@ pub struct PlanNode {
     /// Nodes that must be ready before this one starts (it mounts from them).
     pub after: Vec<String>,
     /// The node's rendered files, relative to the plan's directory.
+    #[schemars(regex(pattern = "^nodes(/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127})+$"))]
     pub dir: String,
     /// `file:line:col` of the role that made the node.
     pub source: String,
@@ -137,16 +148,19 @@ pub struct PlanNode {
 pub struct PlanDisk {
     pub layer: String,
     pub at: String,
-    pub access: String,
+    pub access: Access,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanNic {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub network: String,
-    pub method: String,
+    pub method: NicMethod,
     pub address: Option<String>,
+    #[schemars(regex(pattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"))]
     pub mac: String,
     pub bridge: Option<String>,
 }
@@ -156,6 +170,93 @@ pub struct PlanNic {
 pub struct StageItem {
     pub host: String,
     pub layer: String,
+}
+
+/// Defines a plan enum: serde and the schema take exactly the lowercase names, and
+/// `as_str` and `FromStr` convert to and from them.
+macro_rules! plan_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
+        )]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$name, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("`{s}` is not one of {}", $name::names()))
+            }
+        }
+
+        impl $name {
+            /// "`a`, `b` or `c`"
+            pub fn names() -> String {
+                let all: Vec<String> =
+                    $name::ALL.iter().map(|v| format!("`{}`", v.as_str())).collect();
+                match all.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => {
+                        format!("{} or {last}", rest.join(", "))
+                    }
+                    _ => all.join(""),
+                }
+            }
+        }
+    };
+}
+
+plan_enum! {
+    /// The hypervisor a cluster's nodes run under, and those a host offers.
+    Hypervisor { Xen = "xen", Kvm = "kvm" }
+}
+
+plan_enum! {
+    /// How a cluster network gives addresses out.
+    Assign { Dhcp = "dhcp", Static = "static", Pool = "pool", External = "external" }
+}
+
+plan_enum! {
+    /// How one interface of a node gets its address.
+    NicMethod { Dhcp = "dhcp", Static = "static", Pool = "pool", External = "external" }
+}
+
+plan_enum! {
+    /// Whether a node keeps its writes across a stop (`persistent`) or starts blank.
+    Persistence { Persistent = "persistent", Ephemeral = "ephemeral" }
+}
+
+plan_enum! {
+    /// How a node attaches a data layer: read-only (shared) or writable (an overlay).
+    Access { Ro = "ro", Rw = "rw" }
+}
+
+plan_enum! {
+    /// The format of a built layer image.
+    ImageFormat { Raw = "raw", Qcow2 = "qcow2" }
 }
 
 /// Node states, as in the seeds.

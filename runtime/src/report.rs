@@ -27,6 +27,10 @@ pub struct Report {
     pub staging: Vec<StageTiming>,
     pub nodes: Vec<NodeReport>,
     pub ok: bool,
+    /// What went wrong besides the nodes' steps (a journal that could not be saved
+    /// during the run); each makes the operation not `ok`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,9 @@ impl Report {
             for (n, f) in failures {
                 let _ = writeln!(out, "  {} at step `{}`: {}", n.node, f.step, f.message);
             }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
         }
         out
     }

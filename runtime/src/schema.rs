@@ -4,7 +4,12 @@
 //!
 //! Invariant: a `Plan` that `load_plan` returns has unique ids, no dangling reference
 //! and no dependency cycle, so an executor can walk its steps without checking again.
+//! Invariant: in a `Plan` that `load_plan` returns, every name that becomes a path
+//! (cluster, node, layer, host, network) is a label (`names.rs`), every path it gives
+//! is relative and stays inside its root, no string holds a control character, and
+//! addresses, MACs, digests and counts are what they claim to be.
 
+use crate::names::{self, shown, LABEL_RULE};
 use crate::plan::{Action, Plan, SCHEMA_VERSION};
 use std::collections::{HashMap, HashSet};
 use thiserror::Error;
@@ -38,6 +43,24 @@ pub enum PlanError {
     },
     #[error("the steps wait for each other in a cycle (each waits for the next): {}", cycle.join(" → "))]
     Cycle { cycle: Vec<String> },
+    #[error("the nodes wait for each other in a cycle through `after` (each waits for the next): {}", cycle.join(" → "))]
+    NodeCycle { cycle: Vec<String> },
+    /// A value the plan may not hold: `owner` names where (`node `x``), `field` the
+    /// field, `problem` what is wrong with it and what is allowed.
+    #[error("{owner}: `{field}` {problem}")]
+    Invalid {
+        owner: String,
+        field: String,
+        problem: String,
+    },
+}
+
+fn invalid(owner: &str, field: &str, problem: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        owner: owner.to_owned(),
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 /// The JSON schema of the plan format (draft 7), as committed in `plan.schema.json`.
@@ -60,6 +83,9 @@ pub fn load_plan(json: &str) -> Result<Plan, PlanError> {
             supported: SCHEMA_VERSION,
         });
     }
+    // Before anything prints a value of the plan (a serde error names unknown fields),
+    // refuse what would reach a terminal or a file name raw.
+    control_characters(&value, &mut String::new())?;
     // Parse the text again rather than the value so errors carry a line and column.
     let plan: Plan = serde_json::from_str(json).map_err(|source| PlanError::Format {
         version: SCHEMA_VERSION,
@@ -69,9 +95,56 @@ pub fn load_plan(json: &str) -> Result<Plan, PlanError> {
     Ok(plan)
 }
 
-/// Checks the references of a plan: unique ids, every node's host, cluster and layers,
-/// every staging item, every step's subject and `after`, and no dependency cycle.
+/// Refuses control characters (newlines, escapes) in every string and key of the
+/// document; `path` is where `value` is, as in `plan.nodes[0].id`.
+fn control_characters(value: &serde_json::Value, path: &mut String) -> Result<(), PlanError> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    let refuse = |path: &str, s: &str| {
+        invalid(
+            "the plan",
+            path,
+            format!(
+                "is `{}`, which holds a control character: plan values are single lines of \
+                 printable text",
+                shown(s)
+            ),
+        )
+    };
+    match value {
+        serde_json::Value::String(s) if bad(s) => Err(refuse(path, s)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                control_characters(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                if bad(key) {
+                    return Err(refuse(path, key));
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                control_characters(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks every value of a plan, then its references: unique ids, every node's host,
+/// cluster and layers, every staging item, every step's subject and `after`, and no
+/// dependency cycle among steps or nodes.
 pub fn validate(plan: &Plan) -> Result<(), PlanError> {
+    values(plan)?;
     let hosts = unique("host", plan.hosts.iter().map(|h| h.name.as_str()))?;
     let clusters = unique("cluster", plan.clusters.iter().map(|c| c.name.as_str()))?;
     let layers = unique("layer", plan.layers.iter().map(|l| l.id.as_str()))?;
@@ -133,6 +206,204 @@ pub fn validate(plan: &Plan) -> Result<(), PlanError> {
     if let Some(cycle) = find_cycle(plan) {
         return Err(PlanError::Cycle { cycle });
     }
+    let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+    let edges: Vec<Vec<&str>> = plan
+        .nodes
+        .iter()
+        .map(|n| n.after.iter().map(String::as_str).collect())
+        .collect();
+    if let Some(cycle) = cycle_in(&ids, &edges) {
+        return Err(PlanError::NodeCycle { cycle });
+    }
+    Ok(())
+}
+
+/// How an element of the plan is named in a message: by its id when that is a label,
+/// else by its position (the id itself is what is wrong).
+fn owner(kind: &str, i: usize, id: &str) -> String {
+    if names::is_label(id) {
+        format!("{kind} `{id}`")
+    } else {
+        format!("{kind} #{}", i + 1)
+    }
+}
+
+/// `field` of `owner` must be a label.
+fn label(owner: &str, field: &str, value: &str) -> Result<(), PlanError> {
+    match names::label_problem(value) {
+        None if !value.is_empty() => Ok(()),
+        problem => Err(invalid(
+            owner,
+            field,
+            format!(
+                "is `{}`, which {}: names that become paths are labels; {LABEL_RULE}",
+                shown(value),
+                problem.unwrap_or("is empty")
+            ),
+        )),
+    }
+}
+
+fn rel_path(
+    owner: &str,
+    field: &str,
+    value: &str,
+    under: &str,
+    example: &str,
+) -> Result<(), PlanError> {
+    match names::rel_path_problem(value, under) {
+        None => Ok(()),
+        Some(problem) => Err(invalid(
+            owner,
+            field,
+            format!(
+                "is `{}`, which {problem}: it must be a relative path of labels inside \
+                 `{under}/`, as in `{example}`",
+                shown(value)
+            ),
+        )),
+    }
+}
+
+fn check(owner: &str, field: &str, value: &str, ok: bool, allowed: &str) -> Result<(), PlanError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            owner,
+            field,
+            format!("is `{}`: {allowed}", shown(value)),
+        ))
+    }
+}
+
+fn at_least_one(owner: &str, field: &str, value: u64) -> Result<(), PlanError> {
+    check(
+        owner,
+        field,
+        &value.to_string(),
+        value >= 1,
+        "it must be at least 1",
+    )
+}
+
+const ADDRESS: &str = "it must be an IP address, as in `10.20.0.5`";
+const MAC: &str =
+    "it must be six two-digit hexadecimal numbers separated by `:`, as in `52:54:00:12:34:56`";
+
+/// Every value of the plan on its own: labels, paths, addresses, MACs, digests, counts.
+fn values(plan: &Plan) -> Result<(), PlanError> {
+    if let Some(problem) = names::store_problem(&plan.store) {
+        return Err(invalid(
+            "the plan",
+            "store",
+            format!(
+                "is `{}`, which {problem}: give an absolute directory or one relative to the \
+                 plan's directory, without `..`",
+                shown(&plan.store)
+            ),
+        ));
+    }
+    for (i, h) in plan.hosts.iter().enumerate() {
+        let o = owner("host", i, &h.name);
+        label(&o, "name", &h.name)?;
+        at_least_one(&o, "cpu", h.cpu.into())?;
+        at_least_one(&o, "overcommit", h.overcommit.into())?;
+        if let Some(a) = &h.address {
+            let ok = names::is_address(a) || names::is_host_name(a);
+            check(
+                &o,
+                "address",
+                a,
+                ok,
+                "it must be an IP address or a host name",
+            )?;
+        }
+    }
+    for (i, c) in plan.clusters.iter().enumerate() {
+        let o = owner("cluster", i, &c.name);
+        label(&o, "name", &c.name)?;
+        for (j, n) in c.networks.iter().enumerate() {
+            let o = format!("{o}, {}", owner("network", j, &n.name));
+            label(&o, "name", &n.name)?;
+            let subnet = "it must be an address and a prefix length, as in `10.20.0.0/24`";
+            check(&o, "subnet", &n.subnet, names::is_subnet(&n.subnet), subnet)?;
+            if let Some(g) = &n.gateway {
+                check(&o, "gateway", g, names::is_address(g), ADDRESS)?;
+            }
+            if let Some(b) = &n.bridge {
+                label(&o, "bridge", b)?;
+            }
+        }
+    }
+    for (i, l) in plan.layers.iter().enumerate() {
+        let o = if l
+            .id
+            .split_once('/')
+            .is_some_and(|(c, n)| names::is_label(c) && names::is_label(n))
+        {
+            format!("layer `{}`", l.id)
+        } else {
+            format!("layer #{}", i + 1)
+        };
+        label(&o, "cluster", &l.cluster)?;
+        label(&o, "name", &l.name)?;
+        let id = format!("{}/{}", l.cluster, l.name);
+        check(
+            &o,
+            "id",
+            &l.id,
+            l.id == id,
+            &format!("it must be `<cluster>/<name>`, here `{}`", shown(&id)),
+        )?;
+        if let Some(sha) = &l.sha256 {
+            let allowed = "it must be 64 lowercase hexadecimal digits";
+            check(&o, "sha256", sha, names::is_sha256(sha), allowed)?;
+        }
+        let example = |ext: &str| format!("layers/{}/{}.{ext}", l.cluster, l.name);
+        for (field, value, ext) in [
+            ("image", &l.image, "img"),
+            ("kernel", &l.kernel, "vmlinuz"),
+            ("initrd", &l.initrd, "initrd"),
+        ] {
+            if let Some(path) = value {
+                rel_path(&o, field, path, "layers", &example(ext))?;
+            }
+        }
+    }
+    let mut dirs = HashSet::new();
+    for (i, n) in plan.nodes.iter().enumerate() {
+        let o = owner("node", i, &n.id);
+        label(&o, "id", &n.id)?;
+        label(&o, "cluster", &n.cluster)?;
+        label(&o, "hostname", &n.hostname)?;
+        label(&o, "role", &n.role)?;
+        at_least_one(&o, "cpu", n.cpu.into())?;
+        at_least_one(&o, "memory", n.memory)?;
+        rel_path(&o, "dir", &n.dir, "nodes", &format!("nodes/{}", n.id))?;
+        if !dirs.insert(n.dir.as_str()) {
+            return Err(invalid(
+                &o,
+                "dir",
+                format!(
+                    "is `{}`, which another node has too: each node has a directory of its own",
+                    n.dir
+                ),
+            ));
+        }
+        for (j, nic) in n.nics.iter().enumerate() {
+            let o = format!("{o}, {}", owner("nic", j, &nic.name));
+            label(&o, "name", &nic.name)?;
+            label(&o, "network", &nic.network)?;
+            check(&o, "mac", &nic.mac, names::is_mac(&nic.mac), MAC)?;
+            if let Some(a) = &nic.address {
+                check(&o, "address", a, names::is_address(a), ADDRESS)?;
+            }
+            if let Some(b) = &nic.bridge {
+                label(&o, "bridge", b)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -156,34 +427,35 @@ fn unique<'a>(
 /// plan order so the same plan always reports the same cycle. References are known to
 /// exist when this runs.
 fn find_cycle(plan: &Plan) -> Option<Vec<String>> {
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let edges: Vec<Vec<&str>> = plan
+        .steps
+        .iter()
+        .map(|s| s.after.iter().map(String::as_str).collect())
+        .collect();
+    cycle_in(&ids, &edges)
+}
+
+/// A cycle in the graph whose element `i` is `ids[i]` and waits for `edges[i]`, first
+/// id repeated at the end; ids not in `ids` are ignored.
+fn cycle_in(ids: &[&str], edges: &[Vec<&str>]) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Open,
         Done,
     }
-    let index: HashMap<&str, usize> = plan
-        .steps
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    let edges: Vec<Vec<usize>> = edges
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
+        .map(|e| e.iter().filter_map(|a| index.get(a).copied()).collect())
         .collect();
-    let edges: Vec<Vec<usize>> = plan
-        .steps
-        .iter()
-        .map(|s| {
-            s.after
-                .iter()
-                .filter_map(|a| index.get(a.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut mark = vec![Mark::New; plan.steps.len()];
-    for root in 0..plan.steps.len() {
+    let mut mark = vec![Mark::New; ids.len()];
+    for root in 0..ids.len() {
         if mark[root] != Mark::New {
             continue;
         }
-        // An explicit stack of (step, next edge to follow) keeps deep plans off the
+        // An explicit stack of (element, next edge to follow) keeps deep plans off the
         // call stack.
         let mut stack = vec![(root, 0usize)];
         mark[root] = Mark::Open;
@@ -199,9 +471,9 @@ fn find_cycle(plan: &Plan) -> Option<Vec<String>> {
                         let from = stack.iter().position(|&(s, _)| s == to).unwrap_or(0);
                         let mut cycle: Vec<String> = stack[from..]
                             .iter()
-                            .map(|&(s, _)| plan.steps[s].id.clone())
+                            .map(|&(s, _)| ids[s].to_owned())
                             .collect();
-                        cycle.push(plan.steps[to].id.clone());
+                        cycle.push(ids[to].to_owned());
                         return Some(cycle);
                     }
                     Mark::Done => {}

@@ -113,10 +113,7 @@ fn remember(layout: &Layout, sha: &str, meta: &fs::Metadata) {
     if fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".{sha}.{}", std::process::id()));
-    if fs::write(&tmp, identity(meta)).is_ok() && fs::rename(&tmp, &path).is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let _ = crate::atomic::write(&path, identity(meta).as_bytes(), 0o644);
 }
 
 fn same_file(k: &Staged, meta: &fs::Metadata) -> bool {
@@ -151,29 +148,23 @@ fn place(src: &Path, dst: &Path) -> Result<&'static str> {
     }
     let dir = dst.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // Hosts that share this machine's store stage the same layer at once: each copy
-    // gets a name of its own, and the last rename wins with identical content.
-    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.staging.{}.{n}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let how = if fs::hard_link(src, &tmp).is_ok() {
-        "hardlink"
-    } else if reflink(src, &tmp) {
-        "reflink"
-    } else {
-        fs::copy(src, &tmp).map_err(|e| Error::io("copy", src, e))?;
-        "copy"
-    };
-    if how != "hardlink" {
-        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
-    }
-    fs::rename(&tmp, dst).map_err(|e| Error::io("stage", dst, e))?;
-    Ok(how)
+    // gets a temporary name of its own, and the last rename wins with identical content.
+    crate::atomic::install(dst, |tmp| {
+        let how = if fs::hard_link(src, tmp).is_ok() {
+            "hardlink"
+        } else if reflink(src, tmp) {
+            "reflink"
+        } else {
+            fs::copy(src, tmp)?;
+            "copy"
+        };
+        if how != "hardlink" {
+            let _ = fs::set_permissions(tmp, fs::Permissions::from_mode(0o444));
+        }
+        Ok(how)
+    })
+    .map_err(|e| Error::io("stage", dst, e))
 }
 
 /// A copy-on-write clone (FICLONE), where the file system can.

@@ -2,7 +2,7 @@
 //! unless `--state DIR` says otherwise), with one subdirectory per cluster:
 //!
 //! ```text
-//! STATE/<cluster>/journal.json        the journal (atomic: temp file + rename)
+//! STATE/<cluster>/journal.json        the journal (replaced with `atomic::write`)
 //! STATE/<cluster>/lock                held (flock) by the vocc that changes the cluster
 //! STATE/<cluster>/nodes/<id>/         per node: console.log, qemu.pid, qemu.log, and the
 //!                                     QMP and agent sockets when their paths are short
@@ -21,7 +21,6 @@
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -99,23 +98,6 @@ fn absolute(path: &Path) -> PathBuf {
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
     }
-}
-
-/// Writes a file through a temporary sibling and a rename, so that a reader (or a
-/// resumed run after a crash) sees the old content or the new, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| Error::io("write", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| Error::io("replace", path, e))
 }
 
 /// An exclusive lock on a cluster, held until dropped. The kernel releases it when

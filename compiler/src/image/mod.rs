@@ -827,7 +827,7 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
     let fill = |l: &mut PlanLayer| {
         l.sha256 = Some(layer.image.sha256.clone());
         l.image = Some(format!("{stem}.img"));
-        l.format = Some(layer.format.to_owned());
+        l.format = layer.format.parse().ok();
         if layer.boot.is_some() {
             l.kernel = Some(format!("{stem}.vmlinuz"));
             l.initrd = Some(format!("{stem}.initrd"));

@@ -4,12 +4,14 @@
 
 use super::layer_id;
 use super::place::{demand, Decision};
-use crate::model::{Assign, Cluster, LayerSource, Model, NicMethod, Persistence};
+use crate::model::{
+    Access, Assign, Cluster, Hypervisor, LayerSource, Model, NicMethod, Persistence,
+};
 use std::collections::{BTreeSet, HashMap};
 use vocc_dsl::Diagnostic;
 use vocc_runtime::plan::{
-    Action, PlanCluster, PlanDisk, PlanHost, PlanLayer, PlanNetwork, PlanNic, PlanNode, StageItem,
-    State, Step,
+    self, Action, PlanCluster, PlanDisk, PlanHost, PlanLayer, PlanNetwork, PlanNic, PlanNode,
+    StageItem, State, Step,
 };
 use vocc_runtime::{Plan, SCHEMA_VERSION};
 
@@ -25,11 +27,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         .iter()
         .map(|h| PlanHost {
             name: h.name.clone(),
-            hypervisors: h
-                .hypervisors
-                .iter()
-                .map(|v| v.as_str().to_owned())
-                .collect(),
+            hypervisors: h.hypervisors.iter().map(|v| hypervisor(*v)).collect(),
             cpu: h.cpu,
             overcommit: h.overcommit,
             memory: h.memory,
@@ -107,7 +105,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                     memory: role.memory,
                     disk: need.disk,
                     swap: role.swap,
-                    persistence: persistence_text(role.persistence).to_owned(),
+                    persistence: persistence(role.persistence),
                     root: role
                         .root
                         .iter()
@@ -120,7 +118,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .map(|d| PlanDisk {
                             layer: layer_id(&cluster.name, &d.layer),
                             at: d.at.clone(),
-                            access: d.access.as_str().to_owned(),
+                            access: access(d.access),
                         })
                         .collect(),
                     nics: node
@@ -129,7 +127,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .map(|n| PlanNic {
                             name: n.name.clone(),
                             network: n.network.clone(),
-                            method: method_text(n.method).to_owned(),
+                            method: method(n.method),
                             address: n.address.map(|a| a.to_string()),
                             mac: n.mac.clone(),
                             bridge: bridge(&n.network),
@@ -162,7 +160,7 @@ fn plan_cluster(model: &Model, cluster: &Cluster) -> PlanCluster {
     PlanCluster {
         name: cluster.name.clone(),
         vo: cluster.vo.clone(),
-        hypervisor: cluster.hypervisor.as_str().to_owned(),
+        hypervisor: hypervisor(cluster.hypervisor),
         domain: cluster.domain.clone(),
         networks: cluster
             .networks
@@ -170,7 +168,7 @@ fn plan_cluster(model: &Model, cluster: &Cluster) -> PlanCluster {
             .map(|n| PlanNetwork {
                 name: n.name.clone(),
                 subnet: n.cidr(),
-                assign: assign_text(n.assign).to_owned(),
+                assign: assign(n.assign),
                 gateway: n.gateway.map(|g| g.to_string()),
                 bridge: model.site.bridge(&n.name).map(str::to_owned),
                 uplink: n.uplink,
@@ -361,27 +359,41 @@ fn source_text(source: &LayerSource) -> String {
     }
 }
 
-fn assign_text(assign: Assign) -> &'static str {
+fn assign(assign: Assign) -> plan::Assign {
     match assign {
-        Assign::Dhcp => "dhcp",
-        Assign::Static => "static",
-        Assign::Pool => "pool",
-        Assign::External => "external",
+        Assign::Dhcp => plan::Assign::Dhcp,
+        Assign::Static => plan::Assign::Static,
+        Assign::Pool => plan::Assign::Pool,
+        Assign::External => plan::Assign::External,
     }
 }
 
-fn method_text(method: NicMethod) -> &'static str {
+fn method(method: NicMethod) -> plan::NicMethod {
     match method {
-        NicMethod::Dhcp => "dhcp",
-        NicMethod::Static => "static",
-        NicMethod::Pool => "pool",
-        NicMethod::External => "external",
+        NicMethod::Dhcp => plan::NicMethod::Dhcp,
+        NicMethod::Static => plan::NicMethod::Static,
+        NicMethod::Pool => plan::NicMethod::Pool,
+        NicMethod::External => plan::NicMethod::External,
     }
 }
 
-fn persistence_text(persistence: Persistence) -> &'static str {
+fn persistence(persistence: Persistence) -> plan::Persistence {
     match persistence {
-        Persistence::Persistent => "persistent",
-        Persistence::Ephemeral => "ephemeral",
+        Persistence::Persistent => plan::Persistence::Persistent,
+        Persistence::Ephemeral => plan::Persistence::Ephemeral,
+    }
+}
+
+fn access(access: Access) -> plan::Access {
+    match access {
+        Access::Ro => plan::Access::Ro,
+        Access::Rw => plan::Access::Rw,
+    }
+}
+
+fn hypervisor(hypervisor: Hypervisor) -> plan::Hypervisor {
+    match hypervisor {
+        Hypervisor::Xen => plan::Hypervisor::Xen,
+        Hypervisor::Kvm => plan::Hypervisor::Kvm,
     }
 }

@@ -368,10 +368,7 @@ fn layer_image(
     let built = layers.get(format!("{cluster}/{layer}").as_str());
     match built.and_then(|l| l.image.as_deref()) {
         Some(image) => {
-            let format = match built.and_then(|l| l.format.as_deref()) {
-                Some("qcow2") => "qcow2",
-                _ => "raw",
-            };
+            let format = built.and_then(|l| l.format).map_or("raw", |f| f.as_str());
             (layout::in_store(store, image), format)
         }
         None => (layout::layer_image(store, cluster, layer), "raw"),

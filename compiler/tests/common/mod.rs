@@ -406,7 +406,7 @@ fn plan(model: &Model) -> Plan {
     let hosts: Vec<PlanHost> = (1..=4)
         .map(|i| PlanHost {
             name: format!("h{i:02}"),
-            hypervisors: vec!["xen".into(), "kvm".into()],
+            hypervisors: vec!["xen".parse().unwrap(), "kvm".parse().unwrap()],
             cpu: 64,
             overcommit: 1,
             memory: 1 << 40,
@@ -432,8 +432,8 @@ fn plan(model: &Model) -> Plan {
                 disk: 256 * MIB + r.swap.unwrap_or(0),
                 swap: r.swap,
                 persistence: match r.persistence {
-                    Persistence::Persistent => "persistent".into(),
-                    Persistence::Ephemeral => "ephemeral".into(),
+                    Persistence::Persistent => "persistent".parse().unwrap(),
+                    Persistence::Ephemeral => "ephemeral".parse().unwrap(),
                 },
                 root: r.root.iter().map(|l| format!("{}/{l}", c.name)).collect(),
                 root_image: None,
@@ -443,7 +443,7 @@ fn plan(model: &Model) -> Plan {
                     .map(|d| PlanDisk {
                         layer: format!("{}/{}", c.name, d.layer),
                         at: d.at.clone(),
-                        access: d.access.as_str().into(),
+                        access: d.access.as_str().parse().unwrap(),
                     })
                     .collect(),
                 nics: n
@@ -452,7 +452,7 @@ fn plan(model: &Model) -> Plan {
                     .map(|x| PlanNic {
                         name: x.name.clone(),
                         network: x.network.clone(),
-                        method: format!("{:?}", x.method).to_lowercase(),
+                        method: format!("{:?}", x.method).to_lowercase().parse().unwrap(),
                         address: x.address.map(|a| a.to_string()),
                         mac: x.mac.clone(),
                         bridge: site.bridge(&x.network).map(Into::into),
@@ -475,7 +475,7 @@ fn plan(model: &Model) -> Plan {
             .map(|c| PlanCluster {
                 name: c.name.clone(),
                 vo: c.vo.clone(),
-                hypervisor: c.hypervisor.as_str().into(),
+                hypervisor: c.hypervisor.as_str().parse().unwrap(),
                 domain: c.domain.clone(),
                 networks: c
                     .networks
@@ -483,7 +483,7 @@ fn plan(model: &Model) -> Plan {
                     .map(|n| PlanNetwork {
                         name: n.name.clone(),
                         subnet: n.cidr(),
-                        assign: format!("{:?}", n.assign).to_lowercase(),
+                        assign: format!("{:?}", n.assign).to_lowercase().parse().unwrap(),
                         gateway: n.gateway.map(|g| g.to_string()),
                         bridge: site.bridge(&n.name).map(Into::into),
                         uplink: n.uplink,

@@ -9,13 +9,14 @@
 //! - swap: `STORE/nodes/<id>/swap.img`, sparse and blank (the boot hook formats it);
 //! - config drive: `STORE/nodes/<id>/cidata.img`, copied from `OUT/nodes/<id>/`.
 //!
-//! Invariant: every file appears under its final name only when complete (temp name
-//! + rename), so an existing file is a finished one and loading again skips it.
+//! Invariant: every file appears under its final name only when complete
+//! (`atomic::install`), so an existing file is a finished one and loading again skips it.
 
 use super::NodeCtx;
 use crate::artifacts;
+use crate::atomic;
 use crate::error::{Error, Result};
-use crate::plan::PlanLayer;
+use crate::plan::{Access, ImageFormat, PlanLayer};
 use crate::proc;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -68,14 +69,10 @@ pub fn boot(n: &NodeCtx) -> Result<Boot> {
     for d in &node.disks {
         let layer =
             artifacts::layer(n.plan, &d.layer).ok_or_else(|| missing_layer(&node.id, &d.layer))?;
-        if d.access == "ro" {
+        if d.access == Access::Ro {
             disks.push(Disk {
                 path: artifacts::staged(layout, layer, "img"),
-                format: if layer.format.as_deref() == Some("qcow2") {
-                    "qcow2"
-                } else {
-                    "raw"
-                },
+                format: layer.format.unwrap_or(ImageFormat::Raw).as_str(),
                 readonly: true,
             });
         } else {
@@ -123,7 +120,7 @@ pub fn prepare(n: &NodeCtx, fresh: bool) -> Result<String> {
     if overlay(n, root, "root.qcow2", fresh)? {
         made.push("root overlay".to_owned());
     }
-    for d in node.disks.iter().filter(|d| d.access != "ro") {
+    for d in node.disks.iter().filter(|d| d.access != Access::Ro) {
         let layer =
             artifacts::layer(n.plan, &d.layer).ok_or_else(|| missing_layer(&node.id, &d.layer))?;
         let file = format!("{}.qcow2", layer_name(&d.layer));
@@ -134,10 +131,8 @@ pub fn prepare(n: &NodeCtx, fresh: bool) -> Result<String> {
     if let Some(size) = node.swap.filter(|s| *s > 0) {
         let path = dir.join("swap.img");
         if fresh || !path.exists() {
-            let tmp = tmp_of(&path);
-            let f = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            f.set_len(size).map_err(|e| Error::io("size", &tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| Error::io("create", &path, e))?;
+            atomic::install(&path, |tmp| fs::File::create(tmp)?.set_len(size))
+                .map_err(|e| Error::io("create", &path, e))?;
             made.push("swap".to_owned());
         }
     }
@@ -157,11 +152,11 @@ pub fn prepare(n: &NodeCtx, fresh: bool) -> Result<String> {
 
 /// Copies `from` to `to` (writable, whole or not at all).
 fn copy(from: &Path, to: &Path) -> Result<()> {
-    let tmp = tmp_of(to);
-    let _ = fs::remove_file(&tmp);
-    fs::copy(from, &tmp).map_err(|e| Error::io("copy", from, e))?;
-    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644));
-    fs::rename(&tmp, to).map_err(|e| Error::io("create", to, e))
+    atomic::install(to, |tmp| {
+        fs::copy(from, tmp)?;
+        fs::set_permissions(tmp, fs::Permissions::from_mode(0o644))
+    })
+    .map_err(|e| Error::io("copy to", to, e))
 }
 
 /// The overlay `file` of the node over `layer`; false when one was there. The build's
@@ -184,40 +179,32 @@ fn overlay(n: &NodeCtx, layer: &PlanLayer, file: &str, fresh: bool) -> Result<bo
         copy(&template, &path)?;
         return Ok(true);
     }
-    let tmp = tmp_of(&path);
-    let _ = fs::remove_file(&tmp);
-    let format = if layer.format.as_deref() == Some("qcow2") {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    let args = [
-        "create".as_ref(),
-        "-q".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        "-F".as_ref(),
-        format.as_ref(),
-        "-b".as_ref(),
-        base.as_os_str(),
-        tmp.as_os_str(),
-    ];
-    proc::run_ok::<&std::ffi::OsStr>(
-        &qemu_img(),
-        &args,
-        Duration::from_secs(60),
-        "install qemu-utils",
-    )?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io("create", &path, e))?;
+    let format = layer.format.unwrap_or(ImageFormat::Raw).as_str();
+    // qemu-img's failure is carried through the temporary's io::Error and named with
+    // the overlay's path.
+    atomic::install(&path, |tmp| {
+        let args = [
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            format.as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            tmp.as_os_str(),
+        ];
+        proc::run_ok::<&std::ffi::OsStr>(
+            &qemu_img(),
+            &args,
+            Duration::from_secs(60),
+            "install qemu-utils",
+        )
+        .map(drop)
+        .map_err(std::io::Error::other)
+    })
+    .map_err(|e| Error::io("create", &path, e))?;
     Ok(true)
-}
-
-fn tmp_of(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
 /// Removes the node's own disks from the host.

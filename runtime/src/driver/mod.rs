@@ -55,7 +55,7 @@ impl NodeCtx<'_> {
     }
 
     pub fn ephemeral(&self) -> bool {
-        self.node.persistence == "ephemeral"
+        self.node.persistence == crate::plan::Persistence::Ephemeral
     }
 }
 

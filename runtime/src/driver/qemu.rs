@@ -241,7 +241,9 @@ impl Driver for Qemu {
         fs::create_dir_all(&run).map_err(|e| Error::io("create", &run, e))?;
         let shape = self.argv(n, &boot, "tcg")?;
         let text: Vec<String> = shape.iter().map(|s| s.to_string_lossy().into()).collect();
-        crate::state::write_atomic(&run.join("qemu.args"), (text.join("\n") + "\n").as_bytes())?;
+        let args = run.join("qemu.args");
+        crate::atomic::write(&args, (text.join("\n") + "\n").as_bytes(), 0o644)
+            .map_err(|e| Error::io("write", &args, e))?;
         times.define_ms = t.elapsed().as_secs_f64() * 1e3;
         Ok(made)
     }
@@ -527,6 +529,10 @@ fn probe_kvm(binary: &str, boot: &disks::Boot, run: &Path) -> &'static str {
     if let Some(dir) = cache.parent() {
         let _ = fs::create_dir_all(dir);
     }
-    let _ = fs::write(&cache, format!("{} {accel}\n", release.trim()));
+    let _ = crate::atomic::write(
+        &cache,
+        format!("{} {accel}\n", release.trim()).as_bytes(),
+        0o644,
+    );
     accel
 }
