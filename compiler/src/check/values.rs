@@ -1,0 +1,60 @@
+//! Values that no escape can carry into the file they reach: the kernel command line
+//! has no escape for `"` and a fixed length, so such arguments are rejected here, with
+//! the role they belong to. Everything else a value may hold, each generated file
+//! escapes in its own syntax (`render/templates.rs`).
+
+use crate::model::{Cluster, Role};
+use vocc_dsl::Diagnostic;
+
+/// The most bytes of extra kernel arguments a role may have. The kernel reads at most
+/// 2048 bytes of command line on x86 and drops the rest; vocc's own arguments
+/// (console, root device, `net.ifnames=0`, `vocc.node=<id>` with a 63-character id)
+/// need fewer than 150 of them, and `vocc.node` comes last, so it is the first to go.
+pub const CMDLINE_EXTRA_MAX: usize = 1800;
+
+/// The extra kernel arguments (`cmdline`) of every role of `c`.
+pub fn cluster(diags: &mut Vec<Diagnostic>, c: &Cluster) {
+    for r in &c.roles {
+        cmdline(diags, r);
+    }
+}
+
+fn cmdline(diags: &mut Vec<Diagnostic>, r: &Role) {
+    // The kernel reads `"` as the start or end of a quoted value that may hold spaces,
+    // up to the next `"` anywhere on the line: one stray quote would swallow the
+    // arguments after it (the node's own `vocc.node=`). vocc splits `cmdline` at
+    // spaces, so a quoted value could never hold a space anyway.
+    if let Some(word) = r.cmdline.iter().find(|w| w.contains('"')) {
+        diags.push(
+            Diagnostic::error(
+                r.origin.span,
+                format!(
+                    "kernel argument `{word}` of role `{}` contains `\"`",
+                    r.name
+                ),
+            )
+            .with_label("in this role's `cmdline`")
+            .with_hint(
+                "the kernel reads `\"` as a quote up to the next `\"` on the whole command \
+                 line: write the argument without `\"`",
+            ),
+        );
+    }
+    let len = r.cmdline.iter().map(|w| w.len() + 1).sum::<usize>();
+    if len > CMDLINE_EXTRA_MAX {
+        diags.push(
+            Diagnostic::error(
+                r.origin.span,
+                format!(
+                    "the kernel arguments of role `{}` take {len} bytes, more than {CMDLINE_EXTRA_MAX}",
+                    r.name
+                ),
+            )
+            .with_label("in this role's `cmdline`")
+            .with_hint(
+                "the kernel reads at most 2048 bytes of command line and vocc needs room for \
+                 its own arguments: shorten `cmdline`",
+            ),
+        );
+    }
+}
