@@ -1,7 +1,8 @@
-//! Values that no escape can carry into the file they reach: the kernel command line
-//! has no escape for `"` and a fixed length, so such arguments are rejected here, with
-//! the role they belong to. Everything else a value may hold, each generated file
-//! escapes in its own syntax (`render/templates.rs`).
+//! Values that no escape can carry into the file they reach, rejected here: the kernel
+//! command line has no escape for `"` and a fixed length; exportfs decodes a path's
+//! `\ooo` escapes twice, so no export path can hold a backslash for sure. Everything
+//! else a value may hold, each generated file escapes in its own syntax
+//! (`render/templates.rs`).
 
 use crate::model::{Cluster, Role};
 use vocc_dsl::Diagnostic;
@@ -16,6 +17,23 @@ pub const CMDLINE_EXTRA_MAX: usize = 1800;
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &Cluster) {
     for r in &c.roles {
         cmdline(diags, r);
+        exports(diags, r);
+    }
+}
+
+fn exports(diags: &mut Vec<Diagnostic>, r: &Role) {
+    for e in r.exports.iter().filter(|e| e.path.contains('\\')) {
+        diags.push(
+            Diagnostic::error(
+                e.origin.span,
+                format!("export path `{}` contains `\\`", e.path),
+            )
+            .with_label("exportfs cannot read this path back")
+            .with_hint(
+                "exportfs reads a backslash as the start of an octal escape, and reads the \
+                 result again: choose a path without `\\`",
+            ),
+        );
     }
 }
 
