@@ -155,7 +155,10 @@ fn judge(script: &str) -> PathBuf {
 fn python_judge(script: &str, file: &Path, names: &[&str]) -> Value {
     let python = require("python3", "python3");
     let ran = run(
-        Command::new(python).arg(judge(script)).arg(file).args(names),
+        Command::new(python)
+            .arg(judge(script))
+            .arg(file)
+            .args(names),
         LIMIT,
     );
     assert!(ran.success(), "{}", ran.report());
@@ -177,7 +180,9 @@ fn xl_reads_every_value_of_xen_cfg_back_whole() {
     let got = python_judge(
         "xl_cfg.py",
         &cfg,
-        &["name", "kernel", "ramdisk", "cmdline", "disk", "vif", "EVIL", "extra"],
+        &[
+            "name", "kernel", "ramdisk", "cmdline", "disk", "vif", "EVIL", "extra",
+        ],
     );
     let store = worst_store();
     assert_eq!(got["name"], "xv-head");
@@ -224,7 +229,10 @@ fn xl_judge_notices_an_injected_setting() {
     assert_eq!(got["extra"], "");
     fs::write(&cfg, "cmdline = \"a\" b\"\n").unwrap();
     let python = require("python3", "python3");
-    let ran = run(Command::new(python).arg(judge("xl_cfg.py")).arg(&cfg), LIMIT);
+    let ran = run(
+        Command::new(python).arg(judge("xl_cfg.py")).arg(&cfg),
+        LIMIT,
+    );
     assert!(!ran.success(), "{}", ran.report());
 }
 
@@ -235,7 +243,9 @@ fn xl_judge_notices_an_injected_setting() {
 fn htcondor_reads_the_vo_back_whole() {
     let (_tmp, nodes) = generate(&appliance("xen", "condor"));
     for node in ["xv-head", "xv-worker1"] {
-        let conf = nodes.join(node).join("files/etc/condor/condor_config.local");
+        let conf = nodes
+            .join(node)
+            .join("files/etc/condor/condor_config.local");
         let got = python_judge(
             "condor_config.py",
             &conf,
@@ -269,10 +279,11 @@ fn htcondor_judge_notices_a_broken_string() {
 fn findmnt(fstab: &Path) -> Vec<(String, String, String)> {
     let findmnt = require("findmnt", "util-linux");
     let ran = run(
-        Command::new(findmnt)
-            .arg("--tab-file")
-            .arg(fstab)
-            .args(["-J", "-o", "SOURCE,TARGET,FSTYPE"]),
+        Command::new(findmnt).arg("--tab-file").arg(fstab).args([
+            "-J",
+            "-o",
+            "SOURCE,TARGET,FSTYPE",
+        ]),
         LIMIT,
     );
     assert!(ran.success(), "{}", ran.report());
@@ -365,7 +376,10 @@ fn unoctal(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let n = b[i + 1..i + 4]
                 .iter()
                 .fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
@@ -443,7 +457,10 @@ fn xpath(xml: &Path, xpath: &str) -> String {
         LIMIT,
     );
     assert!(ran.success(), "{}", ran.report());
-    ran.stdout.strip_suffix('\n').unwrap_or(&ran.stdout).to_string()
+    ran.stdout
+        .strip_suffix('\n')
+        .unwrap_or(&ran.stdout)
+        .to_string()
 }
 
 #[test]
@@ -609,7 +626,10 @@ cluster {label} {{
     let ifquery = require("ifquery", "ifupdown");
     let interfaces = worker.join("files/etc/network/interfaces");
     let ran = run(
-        Command::new(&ifquery).arg("-i").arg(&interfaces).arg("--list"),
+        Command::new(&ifquery)
+            .arg("-i")
+            .arg(&interfaces)
+            .arg("--list"),
         LIMIT,
     );
     assert!(ran.success(), "{}", ran.report());

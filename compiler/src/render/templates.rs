@@ -262,7 +262,7 @@ impl Templates {
     }
 }
 
-fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+fn registry(escape: EscapeFn) -> Handlebars<'static> {
     let mut reg = Handlebars::new();
     reg.set_strict_mode(true);
     reg.register_escape_fn(escape);
@@ -272,9 +272,12 @@ fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
     reg
 }
 
+/// A function that escapes a value for one construct of a file format.
+pub type EscapeFn = fn(&str) -> String;
+
 /// The escaping helpers every template may use, by name: each takes one value and
 /// writes it escaped for one construct of a file format.
-pub const HELPERS: &[(&str, fn(&str) -> String)] = &[
+pub const HELPERS: &[(&str, EscapeFn)] = &[
     ("xl_str", escape_xl_str),
     ("condor_str", escape_condor_str),
     ("fstab", escape_fstab),
@@ -283,7 +286,7 @@ pub const HELPERS: &[(&str, fn(&str) -> String)] = &[
 ];
 
 /// A helper that writes its one parameter through an escape function.
-struct Escaper(fn(&str) -> String);
+struct Escaper(EscapeFn);
 
 impl handlebars::HelperDef for Escaper {
     fn call<'reg: 'rc, 'rc>(
@@ -366,7 +369,9 @@ pub fn escape_fstab(s: &str) -> String {
 /// quote, `#` and the parentheses as three octal digits after a backslash, so that the
 /// path stays one token that nothing in it can end or comment out.
 pub fn escape_exports_path(s: &str) -> String {
-    octal(s, |c| matches!(c, ' ' | '\t' | '\\' | '"' | '#' | '(' | ')'))
+    octal(s, |c| {
+        matches!(c, ' ' | '\t' | '\\' | '"' | '#' | '(' | ')')
+    })
 }
 
 fn octal(s: &str, special: impl Fn(char) -> bool) -> String {
