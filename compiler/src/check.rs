@@ -455,9 +455,10 @@ pub fn scheduler(
         } else {
             "batch"
         };
+        // The implicit queue takes every job: the whole cluster serves its VO.
         queues.push(Queue {
             name: name.into(),
-            vo: Some(c.vo.clone()),
+            vo: None,
             default: true,
             origin: Origin {
                 span: stmt.keyword.span,

@@ -1,7 +1,8 @@
 //! Values that no escape can carry into the file they reach, rejected here: the kernel
 //! command line has no escape for `"` and a fixed length; exportfs decodes a path's
-//! `\ooo` escapes twice, so no export path can hold a backslash for sure. Everything
-//! else a value may hold, each generated file escapes in its own syntax
+//! `\ooo` escapes twice, so no export path can hold a backslash for sure; the VO of a
+//! queue names a Unix group in the batch system's access lists. Everything else a
+//! value may hold, each generated file escapes in its own syntax
 //! (`render/templates.rs`).
 
 use crate::model::{Cluster, Role};
@@ -19,6 +20,33 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &Cluster) {
         cmdline(diags, r);
         exports(diags, r);
     }
+    for q in c.scheduler.iter().flat_map(|s| &s.queues) {
+        if let Some(vo) = q.vo.as_deref().filter(|vo| !group_name(vo)) {
+            diags.push(
+                Diagnostic::error(
+                    q.origin.span,
+                    format!(
+                        "the VO `{vo}` of queue `{}` is not a Unix group name",
+                        q.name
+                    ),
+                )
+                .with_label("its access list is the Unix group of the VO's name")
+                .with_hint(
+                    "a queue for a VO takes the jobs of the members of the Unix group of that \
+                     name: use at most 32 lowercase letters, digits, `_`, `.` and `-`, not \
+                     starting with a digit, `.` or `-`",
+                ),
+            );
+        }
+    }
+}
+
+/// A Unix group name the batch systems' access lists and Debian's `groupadd` accept.
+fn group_name(s: &str) -> bool {
+    s.len() <= 32
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
 fn exports(diags: &mut Vec<Diagnostic>, r: &Role) {

@@ -91,6 +91,7 @@ templates! {
     "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
     "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
     "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
+    "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
     "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
     "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
     "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
