@@ -53,9 +53,9 @@ if [ -n "$VOCC_HOSTNAME" ]; then
 	[ -f "$root/etc/hostname" ] || echo "$VOCC_HOSTNAME" >"$root/etc/hostname"
 fi
 
-# fstab and exports write some characters of a path (the backslash; in exports also
-# `"#()`) as a backslash and three octal digits, as mount and exportfs read them:
-# decode each line of the input the same way.
+# exports writes some characters of a path (`"#()`) as a backslash and three octal
+# digits, as exportfs reads them: decode each line of the input the same way. (Guest
+# paths hold no backslash and no white space, so fstab needs no escapes.)
 unoctal() {
 	awk '{
 		out = ""; s = $0
@@ -70,7 +70,7 @@ unoctal() {
 
 # Mount points and exported directories must exist.
 if [ -f "$root/etc/fstab" ]; then
-	awk '!/^#/ && NF >= 3 && $2 ~ /^\// { print $2 }' "$root/etc/fstab" | unoctal |
+	awk '!/^#/ && NF >= 3 && $2 ~ /^\// { print $2 }' "$root/etc/fstab" |
 		while read -r dir; do mkdir -p "$root$dir"; done
 fi
 if [ -f "$root/etc/exports" ]; then
@@ -100,7 +100,6 @@ if [ -f "$root/etc/fstab" ]; then
 		ext4)
 			mode=rw
 			case ",$opts," in *,ro,*) mode=ro ;; esac
-			dir=$(printf '%s\n' "$dir" | unoctal)
 			mkdir -p "$root$dir"
 			mount -t ext4 -o "$mode" "$dev" "$root$dir" 2>/dev/null ||
 				say "cannot mount $dev at $dir"

@@ -1,8 +1,8 @@
 //! Values that no escape can carry into the file they reach, rejected here: the kernel
-//! command line has no escape for `"` and a fixed length; exportfs decodes a path's
-//! `\ooo` escapes twice, so no export path can hold a backslash for sure; the VO of a
-//! queue names a Unix group in the batch system's access lists. Everything else a
-//! value may hold, each generated file escapes in its own syntax
+//! command line has no escape for `"` and a fixed length; fstab and exports decode a
+//! path's `\ooo` escapes (exportfs twice), so no guest path can hold a backslash; the
+//! VO of a queue names a Unix group in the batch system's access lists. Everything
+//! else a value may hold, each generated file escapes in its own syntax
 //! (`render/templates.rs`).
 
 use crate::model::{Cluster, Role};
@@ -18,7 +18,7 @@ pub const CMDLINE_EXTRA_MAX: usize = 1800;
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &Cluster) {
     for r in &c.roles {
         cmdline(diags, r);
-        exports(diags, r);
+        guest_paths(diags, r);
     }
     for q in c.scheduler.iter().flat_map(|s| &s.queues) {
         if let Some(vo) = q.vo.as_deref().filter(|vo| !group_name(vo)) {
@@ -49,18 +49,24 @@ fn group_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
-fn exports(diags: &mut Vec<Diagnostic>, r: &Role) {
-    for e in r.exports.iter().filter(|e| e.path.contains('\\')) {
+/// fstab and exports decode `\ooo` escapes (exportfs twice), so a backslash in a
+/// guest path cannot be written so that every reader of those files (mount, exportfs,
+/// the boot scripts) gets the path back.
+fn guest_paths(diags: &mut Vec<Diagnostic>, r: &Role) {
+    let paths = r
+        .disks
+        .iter()
+        .map(|d| (&d.at, d.origin.span))
+        .chain(r.mounts.iter().map(|m| (&m.at, m.origin.span)))
+        .chain(r.exports.iter().map(|e| (&e.path, e.origin.span)));
+    for (path, span) in paths.filter(|(p, _)| p.contains('\\')) {
         diags.push(
-            Diagnostic::error(
-                e.origin.span,
-                format!("export path `{}` contains `\\`", e.path),
-            )
-            .with_label("exportfs cannot read this path back")
-            .with_hint(
-                "exportfs reads a backslash as the start of an octal escape, and reads the \
-                 result again: choose a path without `\\`",
-            ),
+            Diagnostic::error(span, format!("guest path `{path}` contains `\\`"))
+                .with_label("fstab and exports cannot carry this path")
+                .with_hint(
+                    "fstab and exports read a backslash as the start of an escape (exportfs \
+                     even twice): choose a path without `\\`",
+                ),
         );
     }
 }
