@@ -76,6 +76,29 @@ fn cmdline(diags: &mut Vec<Diagnostic>, r: &Role) {
     // up to the next `"` anywhere on the line: one stray quote would swallow the
     // arguments after it (the node's own `vocc.node=`). vocc splits `cmdline` at
     // spaces, so a quoted value could never hold a space anyway.
+    // A value that is not a string or a word (a list) reaches `cmdline` as written,
+    // line breaks and comments included.
+    if let Some(word) = r
+        .cmdline
+        .iter()
+        .find(|w| w.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        diags.push(
+            Diagnostic::error(
+                r.origin.span,
+                format!(
+                    "kernel argument `{}` of role `{}` is not one word",
+                    word.escape_debug(),
+                    r.name
+                ),
+            )
+            .with_label("in this role's `cmdline`")
+            .with_hint(
+                "write the kernel arguments as one string, as in `cmdline \"quiet loglevel=3\"`",
+            ),
+        );
+        return;
+    }
     if let Some(word) = r.cmdline.iter().find(|w| w.contains('"')) {
         diags.push(
             Diagnostic::error(
