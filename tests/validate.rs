@@ -114,9 +114,9 @@ const SLURM_TEST_KEYS: &[&str] = &[
 static NEXT_PORT: AtomicU16 = AtomicU16::new(46_817);
 
 /// Starts munged on `key` and slurmctld on `conf` (with the test keys replaced) as
-/// host `controller`, with `hosts` as /etc/hosts; `Ok` once slurmctld runs as the
-/// primary controller, else its complaint.
-fn slurmctld(conf: &str, key: &[u8], hosts: &str, controller: &str) -> Result<(), String> {
+/// host `controller`, with `hosts` as /etc/hosts; `Ok` with slurmctld's log once it
+/// runs as the primary controller, else its complaint.
+fn slurmctld(conf: &str, key: &[u8], hosts: &str, controller: &str) -> Result<String, String> {
     let munged = require("munged", "munge");
     require("slurmctld", "slurmctld");
     let unshare = require("unshare", "util-linux");
@@ -196,7 +196,11 @@ fn slurmctld(conf: &str, key: &[u8], hosts: &str, controller: &str) -> Result<()
     });
     drop(ctld);
     drop(munge);
-    result
+    result.map(|()| {
+        let mut text = fs::read_to_string(&log).unwrap_or_default();
+        text.push_str(&fs::read_to_string(ctld_out(t)).unwrap_or_default());
+        text
+    })
 }
 
 fn ctld_out(t: &Path) -> PathBuf {
@@ -248,6 +252,63 @@ fn slurmctld_runs_on_the_generated_slurm_conf() {
         workers.sort();
         assert_eq!(expanded, workers, "{fixture}");
     }
+}
+
+#[test]
+fn slurmctld_restricts_a_partition_for_a_vo_to_its_group() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("app.voc");
+    // `vocc-no-such-group` is no group of this machine: slurmctld says so when it
+    // resolves the partition's AllowGroups, which shows that it read the group.
+    fs::write(
+        &file,
+        r#"cluster osg {
+  network private { subnet 10.9.0.0/24 }
+  layer tiny { from busybox }
+  partition osg for "vocc-no-such-group" default
+  partition other
+  role head { root tiny  nic eth0 private  scheduler slurm controller }
+  role worker { count 2  root tiny  nic eth0 private  scheduler slurm compute partition osg }
+  role extra { root tiny  nic eth0 private  scheduler slurm compute partition other }
+}
+"#,
+    )
+    .unwrap();
+    let c = compile(&FsWorld, &file, &Options::default()).unwrap();
+    let model = c.model.expect("the appliance compiles");
+    let plan = vocc_compiler::plan::plan(&model).unwrap();
+    let out = tmp.path().join("out");
+    let options = BuildOptions {
+        out: out.clone(),
+        templates: None,
+        secrets: tmp.path().join("secrets"),
+        config_only: true,
+        store: None,
+        json_events: false,
+    };
+    build(&model, plan, &options).unwrap();
+    let head = out.join("nodes/osg-head/files/etc");
+    let conf = read(&head.join("slurm/slurm.conf"));
+    let partitions: Vec<&str> = conf
+        .lines()
+        .filter(|l| l.starts_with("PartitionName="))
+        .collect();
+    assert_eq!(
+        partitions,
+        [
+            "PartitionName=osg Nodes=worker[1-2] Default=YES AllowGroups=vocc-no-such-group \
+             MaxTime=INFINITE State=UP",
+            "PartitionName=other Nodes=extra MaxTime=INFINITE State=UP",
+        ]
+    );
+    let key = fs::read(head.join("munge/munge.key")).unwrap();
+    let hosts = read(&head.join("hosts"));
+    let log = slurmctld(&conf, &key, &hosts, "head").unwrap();
+    assert!(
+        log.contains("Could not find configured group vocc-no-such-group"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! reference to a definition reported broken, or a rule about a role whose statement
 //! failed (see [`Notes`]).
 
+mod values;
+
 use crate::args::one_of;
 use crate::model::*;
 use crate::resolve::{and, check_name, unknown, valid_hostname, Kind, Notes, Part};
@@ -144,6 +146,7 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
         }
     }
     mounts(diags, c, notes);
+    values::cluster(diags, c);
 }
 
 /// A NIC name the role does not use yet, for hints.
@@ -452,9 +455,10 @@ pub fn scheduler(
         } else {
             "batch"
         };
+        // The implicit queue takes every job: the whole cluster serves its VO.
         queues.push(Queue {
             name: name.into(),
-            vo: Some(c.vo.clone()),
+            vo: None,
             default: true,
             origin: Origin {
                 span: stmt.keyword.span,

@@ -3,9 +3,22 @@
 use crate::model::{Access, Model};
 use std::fmt::Write;
 
-/// Quotes a DOT identifier.
+/// Quotes a DOT identifier or label. In a label a backslash starts an escape (`\n` a
+/// line break, `\N` the node's name), so a backslash of a value is doubled and a line
+/// break of the label is written `\n`.
 fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 pub fn dot(model: &Model) -> String {
@@ -28,7 +41,7 @@ pub fn dot(model: &Model) -> String {
                 out,
                 "    {} [shape=ellipse, label={}];",
                 q(&format!("{}/net/{}", c.name, n.name)),
-                q(&format!("{}\\n{} {:?}", n.name, n.cidr(), n.assign).to_lowercase())
+                q(&format!("{}\n{} {:?}", n.name, n.cidr(), n.assign).to_lowercase())
             );
         }
         for r in &c.roles {
@@ -43,7 +56,7 @@ pub fn dot(model: &Model) -> String {
                 if s.submit {
                     parts.push("submit");
                 }
-                format!("\\n{} {}", s.kind.as_str(), parts.join(" "))
+                format!("\n{} {}", s.kind.as_str(), parts.join(" "))
             });
             let _ = writeln!(
                 out,

@@ -30,7 +30,8 @@
 //!   `server_priv/nodes` and a `qmgr` script for the controller role, the MOM config
 //!   for compute roles;
 //! - SGE: `act_qmaster` for every role of the batch system; a host group and a queue
-//!   file per queue and `qconf.sh` for the controller role;
+//!   file per queue, an access list per VO a queue is for, and `qconf.sh` for the
+//!   controller role;
 //! - HTCondor: `condor_config.local` for every role of the batch system.
 
 mod assign;
@@ -559,9 +560,17 @@ fn cluster_files<'a>(
                     &sched_roles,
                 );
                 let queues = data::queue_vars(facts, true);
-                let vars = vec![("queues", value(&queues))];
+                let mut vos: Vec<&str> = queues.iter().filter_map(|q| q.vo).collect();
+                vos.sort_unstable();
+                vos.dedup();
+                let vars = vec![("queues", value(&queues)), ("usersets", value(&vos))];
                 let m = file("sge-qconf.sh", vars, "/etc/vocc/sge/qconf.sh", &csrc)?;
                 give(out, m, &controller);
+                for vo in &vos {
+                    let path = format!("/etc/vocc/sge/usersets/{vo}");
+                    let m = file("sge-userset", vec![("vo", value(vo))], &path, &csrc)?;
+                    give(out, m, &controller);
+                }
                 for q in &queues {
                     let qsrc: Arc<str> = Arc::from(q.source);
                     let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);

@@ -53,13 +53,28 @@ if [ -n "$VOCC_HOSTNAME" ]; then
 	[ -f "$root/etc/hostname" ] || echo "$VOCC_HOSTNAME" >"$root/etc/hostname"
 fi
 
+# exports writes some characters of a path (`"#()`) as a backslash and three octal
+# digits, as exportfs reads them: decode each line of the input the same way. (Guest
+# paths hold no backslash and no white space, so fstab needs no escapes.)
+unoctal() {
+	awk '{
+		out = ""; s = $0
+		while (match(s, /\\[0-7][0-7][0-7]/)) {
+			n = substr(s, RSTART + 1, 1) * 64 + substr(s, RSTART + 2, 1) * 8 + substr(s, RSTART + 3, 1)
+			out = out substr(s, 1, RSTART - 1) sprintf("%c", n)
+			s = substr(s, RSTART + 4)
+		}
+		print out s
+	}'
+}
+
 # Mount points and exported directories must exist.
 if [ -f "$root/etc/fstab" ]; then
 	awk '!/^#/ && NF >= 3 && $2 ~ /^\// { print $2 }' "$root/etc/fstab" |
 		while read -r dir; do mkdir -p "$root$dir"; done
 fi
 if [ -f "$root/etc/exports" ]; then
-	awk '!/^#/ && $1 ~ /^\// { print $1 }' "$root/etc/exports" |
+	awk '!/^#/ && $1 ~ /^\// { print $1 }' "$root/etc/exports" | unoctal |
 		while read -r dir; do mkdir -p "$root$dir"; done
 fi
 

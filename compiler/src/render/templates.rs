@@ -5,6 +5,11 @@
 //! defuses control characters (no HTML entities in a slurm.conf), and the libvirt
 //! domain XML gets XML escaping. Both run in strict mode, so a template that names a
 //! variable the renderer does not provide fails instead of printing nothing.
+//!
+//! Where a value lands inside a construct of its file's own language (an xl string, a
+//! ClassAd string, an fstab field, an exports path, an XML comment), the template says
+//! so with that language's helper (`{{xl_str cmdline}}`): each helper writes the value
+//! so that the file's own parser reads back exactly the value, as one value.
 
 use handlebars::Handlebars;
 use std::collections::BTreeMap;
@@ -86,6 +91,7 @@ templates! {
     "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
     "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
     "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
+    "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
     "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
     "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
     "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
@@ -257,11 +263,145 @@ impl Templates {
     }
 }
 
-fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
+fn registry(escape: EscapeFn) -> Handlebars<'static> {
     let mut reg = Handlebars::new();
     reg.set_strict_mode(true);
     reg.register_escape_fn(escape);
+    for (name, escape) in HELPERS {
+        reg.register_helper(name, Box::new(Escaper(*escape)));
+    }
     reg
+}
+
+/// A function that escapes a value for one construct of a file format.
+pub type EscapeFn = fn(&str) -> String;
+
+/// The escaping helpers every template may use, by name: each takes one value and
+/// writes it escaped for one construct of a file format.
+pub const HELPERS: &[(&str, EscapeFn)] = &[
+    ("xl_str", escape_xl_str),
+    ("condor_str", escape_condor_str),
+    ("fstab", escape_fstab),
+    ("exports_path", escape_exports_path),
+    ("xml_comment", escape_xml_comment),
+];
+
+/// A helper that writes its one parameter through an escape function.
+struct Escaper(EscapeFn);
+
+impl handlebars::HelperDef for Escaper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let [param] = h.params().as_slice() else {
+            return Err(handlebars::RenderErrorReason::Other(format!(
+                "`{}` takes one value, as in `{{{{{} name}}}}`",
+                h.name(),
+                h.name()
+            ))
+            .into());
+        };
+        let text = match param.value() {
+            serde_json::Value::String(s) => (self.0)(s),
+            serde_json::Value::Null => String::new(),
+            other => (self.0)(&other.to_string()),
+        };
+        out.write(&text)?;
+        Ok(())
+    }
+}
+
+/// Control characters as U+FFFD: the checker rejects them in every value, and no
+/// escape below may let one open a new line if one slipped through.
+fn defuse(c: char) -> char {
+    if c.is_control() {
+        '\u{FFFD}'
+    } else {
+        c
+    }
+}
+
+/// The inside of a double-quoted string of an xl domain configuration (xl.cfg(5),
+/// libxlutil's lexer): `\` and `"` are escaped with a backslash.
+pub fn escape_xl_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(defuse(c)),
+        }
+    }
+    out
+}
+
+/// The inside of a ClassAd string literal in an HTCondor configuration file:
+/// `\` and `"` are escaped with a backslash (ClassAd syntax), and `$`, which would
+/// start a macro when the configuration is read, is the built-in macro `$(DOLLAR)`.
+pub fn escape_condor_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '$' => out.push_str("$(DOLLAR)"),
+            c => out.push(defuse(c)),
+        }
+    }
+    out
+}
+
+/// A field of /etc/fstab (fstab(5)): white space and the backslash as three octal
+/// digits after a backslash, as libmount and busybox mount decode them.
+pub fn escape_fstab(s: &str) -> String {
+    octal(s, |c| matches!(c, ' ' | '\t' | '\\'))
+}
+
+/// The path of an /etc/exports line (exports(5)): white space, the backslash, the
+/// quote, `#` and the parentheses as three octal digits after a backslash, so that the
+/// path stays one token that nothing in it can end or comment out.
+pub fn escape_exports_path(s: &str) -> String {
+    octal(s, |c| {
+        matches!(c, ' ' | '\t' | '\\' | '"' | '#' | '(' | ')')
+    })
+}
+
+fn octal(s: &str, special: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if special(c) {
+            out.push_str(&format!("\\{:03o}", c as u32));
+        } else {
+            out.push(defuse(c));
+        }
+    }
+    out
+}
+
+/// The text of an XML comment: XML allows anything in a comment except `--` (and a
+/// `-` just before the closing `-->`), so every `-` that follows a `-`, and a final
+/// `-`, gets a space before it.
+pub fn escape_xml_comment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '-' && out.ends_with('-') {
+            out.push(' ');
+        }
+        out.push(defuse(c));
+    }
+    if out.ends_with('-') {
+        out.push(' ');
+    }
+    out
 }
 
 /// The escape of configuration files: values go in as they are, except that control
@@ -313,5 +453,10 @@ mod tests {
             escape_xml("a<b>&'\"\n"),
             "a&lt;b&gt;&amp;&apos;&quot;\u{FFFD}"
         );
+        assert_eq!(escape_xl_str(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_condor_str(r#"$(X)"\"#), r#"$(DOLLAR)(X)\"\\"#);
+        assert_eq!(escape_fstab(r"/a b\040"), r"/a\040b\134040");
+        assert_eq!(escape_exports_path("/a#(b)\""), r"/a\043\050b\051\042");
+        assert_eq!(escape_xml_comment("a--b---"), "a- -b- - - ");
     }
 }
