@@ -327,6 +327,25 @@ impl Runtime {
 
         let known_staged = journal.staged.clone();
         let stage_slots = Semaphore::new(self.opts.stage_jobs.max(1));
+        // Hosts reached over a link get each layer down one chain through all of them,
+        // made by whichever of their stage steps runs first; the others wait for it.
+        let remote: HashMap<&str, &crate::plan::PlanHost> = self
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| h.link.is_some())
+            .map(|h| (h.name.as_str(), h))
+            .collect();
+        let mut chains: HashMap<&str, Vec<&crate::plan::PlanHost>> = HashMap::new();
+        for s in &steps {
+            if let Action::Stage { host, layer } = &s.action {
+                if let Some(h) = remote.get(host.as_str()) {
+                    chains.entry(layer.as_str()).or_default().push(h);
+                }
+            }
+        }
+        let chained: HashMap<&str, ChainResults> =
+            chains.keys().map(|l| (*l, ChainResults::new())).collect();
         let work = |i: usize| -> std::result::Result<Done, Failed> {
             let step = steps[i];
             let t = Instant::now();
@@ -336,6 +355,23 @@ impl Runtime {
                 Action::Stage { host, layer } => {
                     if !driver.stages_files() {
                         Ok("simulated".to_owned())
+                    } else if remote.contains_key(host.as_str()) {
+                        let results = chained[layer.as_str()].get_or_init(|| {
+                            match layers.get(layer.as_str()) {
+                                Some(l) => {
+                                    stage::stage_remote(&self.layout, l, &chains[layer.as_str()])
+                                }
+                                None => HashMap::new(),
+                            }
+                        });
+                        match results.get(host) {
+                            Some(Ok(s)) => {
+                                done.staged = Some(s.clone());
+                                Ok(s.how.clone())
+                            }
+                            Some(Err(e)) => Err(Error::Other(e.clone())),
+                            None => Err(Error::Other(format!("no layer `{layer}`"))),
+                        }
                     } else {
                         let _slot = stage_slots.acquire();
                         let key = format!("{host}:{layer}");
@@ -350,6 +386,19 @@ impl Runtime {
                             None => Err(Error::Other(format!("no layer `{layer}`"))),
                         }
                     }
+                }
+                Action::Load { node }
+                    if remote.contains_key(nodes[node.as_str()].host.as_str()) =>
+                {
+                    Err(Error::Unsupported {
+                        driver: driver.name().to_owned(),
+                        what: format!(
+                            "load nodes on host `{}`, which is reached over a link: this \
+                             runtime stages layers to such hosts (`--until staged`) but \
+                             does not yet run nodes there",
+                            nodes[node.as_str()].host
+                        ),
+                    })
                 }
                 Action::Load { node } => {
                     let ctx = self.ctx(cluster, nodes[node.as_str()], &journal);
@@ -1067,3 +1116,7 @@ impl Drop for Permit<'_> {
         self.0.cv.notify_one();
     }
 }
+
+/// The results of one layer's chain, per host: made once, read by every stage step of
+/// the layer's remote hosts.
+type ChainResults = std::sync::OnceLock<HashMap<String, std::result::Result<Staged, String>>>;

@@ -27,7 +27,7 @@ impl HostOp {
 }
 
 /// One way to reach a host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "via", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HostLink {
     /// The host is this machine: run the binary directly.
@@ -234,7 +234,18 @@ impl HostLink {
     /// Checks every word that would reach a command line.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            HostLink::Local { .. } => Ok(()),
+            HostLink::Local { program } => {
+                // A plan may only ever start the host half itself.
+                let named = program.file_name().is_some_and(|n| n == "vocc-host");
+                if program.is_absolute() && named {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the local host program `{}` must be an absolute path to `vocc-host`",
+                        program.display()
+                    ))
+                }
+            }
             HostLink::Ssh {
                 address,
                 user,

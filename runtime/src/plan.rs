@@ -44,6 +44,9 @@ pub struct PlanHost {
     pub reserve: u64,
     pub disk: u64,
     pub address: Option<String>,
+    /// How the control side reaches the host's `vocc-host`; none for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::hostlink::HostLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

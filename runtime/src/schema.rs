@@ -319,6 +319,24 @@ fn values(plan: &Plan) -> Result<(), PlanError> {
                 "it must be an IP address or a host name",
             )?;
         }
+        if let Some(link) = &h.link {
+            if let Err(problem) = link.check() {
+                return Err(invalid(&o, "link", format!("is not usable: {problem}")));
+            }
+            if !matches!(link, crate::hostlink::HostLink::Local { .. })
+                && !plan.store.starts_with('/')
+            {
+                return Err(invalid(
+                    &o,
+                    "link",
+                    format!(
+                        "reaches another machine, whose store must be an absolute path, \
+                         not `{}`",
+                        shown(&plan.store)
+                    ),
+                ));
+            }
+        }
     }
     for (i, c) in plan.clusters.iter().enumerate() {
         let o = owner("cluster", i, &c.name);

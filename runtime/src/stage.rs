@@ -17,6 +17,7 @@ use crate::journal::Staged;
 use crate::plan::PlanLayer;
 use crate::state::Layout;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -206,4 +207,117 @@ pub fn unstage(layout: &Layout, layer: &PlanLayer) {
     for ext in ["img", "vmlinuz", "initrd"] {
         let _ = fs::remove_file(artifacts::staged(layout, layer, ext));
     }
+}
+
+/// Stages `layer` to hosts the control side reaches over a link (SSH or Slurm), all of
+/// them at once down one chain per file (`distribute`): the image, then its kernel and
+/// initramfs if it has them. Each host's result: what was staged, or why not.
+pub fn stage_remote(
+    layout: &Layout,
+    layer: &PlanLayer,
+    hosts: &[&crate::plan::PlanHost],
+) -> HashMap<String, std::result::Result<Staged, String>> {
+    use crate::distribute::{distribute, Outcome, Strategy, Target, Transfer};
+    let mut results: HashMap<String, std::result::Result<Staged, String>> = HashMap::new();
+    let Some(expected) = layer.sha256.clone() else {
+        let why = format!(
+            "the layer `{}` has no sha256 in the plan: build its images before running it",
+            layer.id
+        );
+        return hosts
+            .iter()
+            .map(|h| (h.name.clone(), Err(why.clone())))
+            .collect();
+    };
+    let mut received: HashMap<String, u64> = HashMap::new();
+    for ext in ["img", "vmlinuz", "initrd"] {
+        let source = artifacts::built(layout, layer, ext);
+        if ext != "img" && !source.exists() {
+            continue;
+        }
+        let sha = if ext == "img" {
+            Ok(expected.clone())
+        } else {
+            sha256_file(&source).map_err(|e| e.to_string())
+        };
+        let size = fs::metadata(&source).map(|m| m.len());
+        let (sha, size) = match (sha, size) {
+            (Ok(s), Ok(n)) => (s, n),
+            (Err(e), _) => return fail_all(hosts, &results, e),
+            (_, Err(e)) => {
+                let why = format!(
+                    "the image of layer `{}` is not at `{}` ({e}): build the plan's images first",
+                    layer.id,
+                    source.display()
+                );
+                return fail_all(hosts, &results, why);
+            }
+        };
+        let dest = artifacts::staged(layout, layer, ext).display().to_string();
+        let targets: Vec<Target> = hosts
+            .iter()
+            .filter(|h| !results.contains_key(&h.name))
+            .filter_map(|h| {
+                Some(Target {
+                    host: h.name.clone(),
+                    address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+                    link: h.link.clone()?,
+                    dest: dest.clone(),
+                })
+            })
+            .collect();
+        let transfer = Transfer {
+            source: &source,
+            size,
+            sha256: &sha,
+            stall_secs: 10,
+        };
+        for r in distribute(&transfer, &targets, Strategy::Chain) {
+            match r.outcome {
+                Outcome::Done { received: n, .. } => *received.entry(r.host).or_default() += n,
+                Outcome::Failed { step, error, have } => {
+                    let why = format!(
+                        "staging `{}` to host `{}` failed at {step}: {error} ({have} bytes kept \
+                         for the next run)",
+                        dest, r.host
+                    );
+                    results.insert(r.host, Err(why));
+                }
+            }
+        }
+    }
+    let dest = artifacts::staged(layout, layer, "img")
+        .display()
+        .to_string();
+    for h in hosts {
+        results.entry(h.name.clone()).or_insert_with(|| {
+            let n = received.get(&h.name).copied().unwrap_or(0);
+            Ok(Staged {
+                path: dest.clone(),
+                sha256: expected.clone(),
+                how: if n == 0 {
+                    "already staged on the host".to_owned()
+                } else {
+                    format!("sent down the chain ({n} bytes)")
+                },
+                size: layer.size.unwrap_or(0),
+                mtime_ns: 0,
+                inode: 0,
+            })
+        });
+    }
+    results
+}
+
+fn fail_all(
+    hosts: &[&crate::plan::PlanHost],
+    done: &HashMap<String, std::result::Result<Staged, String>>,
+    why: String,
+) -> HashMap<String, std::result::Result<Staged, String>> {
+    let mut out = done.clone();
+    for h in hosts {
+        out.entry(h.name.clone())
+            .or_insert_with(|| Err(why.clone()));
+    }
+    out
 }

@@ -136,7 +136,7 @@ fn an_unreachable_host_fails_alone() {
     let (source, sha) = layer(dir.path());
     let mut hosts = targets(dir.path(), 4);
     hosts[1].link = HostLink::Local {
-        program: dir.path().join("no-such-vocc-host"),
+        program: dir.path().join("missing/vocc-host"),
     };
     for strategy in [Strategy::Chain, Strategy::Direct] {
         let results = distribute(&transfer(&source, &sha), &hosts, strategy);

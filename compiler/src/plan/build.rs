@@ -34,6 +34,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
             reserve: h.reserve,
             disk: h.disk,
             address: h.address.clone(),
+            link: None,
         })
         .collect();
     let clusters: Vec<PlanCluster> = model
