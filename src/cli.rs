@@ -112,6 +112,10 @@ struct InputArgs {
     /// Set a variable, overriding its `let`: `--var workers=2`.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Let imports, `from dir` and `from image` read below DIR too (by default only
+    /// the appliance file's own directory tree).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<PathBuf>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -127,6 +131,7 @@ impl InputArgs {
         Options {
             site: self.site.clone(),
             vars: self.vars.clone(),
+            allow_paths: self.allow_paths.clone(),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! reference to a definition reported broken, or a rule about a role whose statement
 //! failed (see [`Notes`]).
 
+pub mod images;
+
 use crate::args::one_of;
 use crate::model::*;
 use crate::resolve::{and, check_name, unknown, valid_hostname, Kind, Notes, Part};

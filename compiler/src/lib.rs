@@ -17,6 +17,7 @@ pub mod plan;
 pub mod render;
 pub mod resolve;
 pub mod secrets;
+pub mod sources;
 pub mod world;
 
 pub use compile::{compile, Compilation, LoadError, Options};

@@ -834,6 +834,7 @@ impl<'a> Resolver<'a> {
             self.err(missing_name(stmt));
             return None;
         };
+        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
         self.extra_header(stmt, 1);
         check_name(&mut self.diags, "layer", &name, span, None);
         let mut layer = Layer {
@@ -944,6 +945,10 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        // The checker then says nothing about its source (see `check::images`).
+        if self.diags.iter().filter(|d| d.is_error()).count() > errors_before {
+            self.mark_broken(Kind::Layer, &layer.name);
+        }
         Some(layer)
     }
 
@@ -962,7 +967,17 @@ impl<'a> Resolver<'a> {
                     "from debian \"bookworm\"",
                     &mut self.diags,
                 )
-                .map(|(suite, _)| LayerSource::Debian { suite }),
+                .and_then(|(suite, sp)| match crate::sources::suite_problem(&suite) {
+                    None => Some(LayerSource::Debian { suite }),
+                    Some(hint) => {
+                        self.diags.push(
+                            Diagnostic::error(sp, format!("`{suite}` is not a Debian release"))
+                                .with_label("not a release name")
+                                .with_hint(hint),
+                        );
+                        None
+                    }
+                }),
             "image" => a
                 .host_path("from image \"base.qcow2\"", &mut self.diags)
                 .map(|(path, _)| LayerSource::Image {
@@ -2388,7 +2403,9 @@ fn package_problem(s: &str) -> Option<String> {
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         || !name.bytes().all(ok_byte)
-        || !s.bytes().all(|b| b.is_ascii_graphic())
+        || s
+            .split_once('=')
+            .is_some_and(|(_, v)| !crate::sources::version_ok(v))
     {
         return Some(
             "a Debian package name has at least two characters: lowercase letters, digits and \

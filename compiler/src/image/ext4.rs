@@ -15,7 +15,6 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// The mke2fs configuration every layer is made with.
@@ -159,28 +158,6 @@ pub fn normalise_times(tree: &Path) -> io::Result<()> {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-    }
-    Ok(())
-}
-
-/// Gives the files of a tree vocc copies from elsewhere (a `dir` layer) the modes of
-/// a release: directories 0755, files 0755 when anyone may run them and 0644 otherwise.
-pub fn normalise_modes(tree: &Path) -> io::Result<()> {
-    for entry in walkdir::WalkDir::new(tree) {
-        let entry = entry?;
-        let meta = entry.path().symlink_metadata()?;
-        let mode = if meta.is_dir() {
-            0o755
-        } else if meta.is_file() {
-            if meta.mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            }
-        } else {
-            continue;
-        };
-        fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }

@@ -165,7 +165,7 @@ pub fn resolve(store: &Store, source: &str) -> Result<KernelPackage, ImageError>
         lists,
         package: package.clone(),
     }) {
-        let _ = super::store::write_atomic(&memo_path, &b, 0o644);
+        let _ = vocc_runtime::atomic::write(&memo_path, &b, 0o644);
     }
     Ok(package)
 }
