@@ -87,6 +87,7 @@ pub fn make(spec: &Ext4) -> Result<(), ImageError> {
         ))
         .arg("-d")
         .arg(spec.tree)
+        .arg("--")
         .arg(spec.image)
         .arg(format!("{}k", size / 1024))
         .run();
@@ -166,7 +167,10 @@ pub fn normalise_times(tree: &Path) -> io::Result<()> {
 /// and group) of every inode in use, found from the free-inode ranges dumpe2fs prints
 /// per group.
 fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageError> {
-    let text = Run::new(DUMPE2FS, source).arg(image).output()?;
+    let text = Run::new(DUMPE2FS, source)
+        .arg("--")
+        .arg(image)
+        .output()?;
     let text = String::from_utf8_lossy(&text);
     let used = used_inodes(&text).ok_or_else(|| ImageError::ToolFailed {
         command: format!("dumpe2fs {}", image.display()),
@@ -194,6 +198,7 @@ fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageE
         .arg("-w")
         .arg("-f")
         .arg(&cmds)
+        .arg("--")
         .arg(image)
         .output();
     let _ = fs::remove_file(&cmds);
