@@ -193,7 +193,56 @@ pub enum ImageError {
     Io { what: String, err: io::Error },
 }
 
+/// A build failure the appliance caused, told as a diagnostic would tell it.
+pub struct InputProblem<'a> {
+    /// `file:line:col` of the layer or role behind it.
+    pub location: &'a str,
+    pub message: String,
+    pub hint: &'static str,
+}
+
 impl ImageError {
+    /// The failure as the input's mistake, when it is one: a layer the builder cannot
+    /// make, a pinned image whose bytes changed, a `size` too small for the tree. Not
+    /// a missing tool, a failing program or the disk.
+    pub fn input_problem(&self) -> Option<InputProblem<'_>> {
+        match self {
+            ImageError::Layer {
+                message,
+                source_line,
+            } => Some(InputProblem {
+                location: source_line,
+                message: message.clone(),
+                hint: "correct the layer; `vocc check` finds most such mistakes before a build",
+            }),
+            ImageError::TooSmall {
+                size,
+                needed,
+                source_line,
+                ..
+            } => Some(InputProblem {
+                location: source_line,
+                message: format!(
+                    "the layer needs about {} MiB, more than its `size` of {} MiB",
+                    needed.div_ceil(1 << 20),
+                    size >> 20
+                ),
+                hint: "raise the layer's `size`, or leave it out to size the layer to its tree",
+            }),
+            ImageError::HashMismatch {
+                path,
+                expected,
+                actual,
+                source_line,
+            } => Some(InputProblem {
+                location: source_line,
+                message: format!("image `{path}` has sha256 `{actual}`, not the pinned `{expected}`"),
+                hint: "update the layer's `sha256` to the image's, or use the image it pins",
+            }),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: String, err: io::Error) -> ImageError {
         ImageError::Io { what, err }
     }
