@@ -266,3 +266,47 @@ fn gc_keeps_what_trees_link_whatever_their_manifests_say() {
     assert!(r.success(), "{}", r.report());
     assert_eq!(fs::read_dir(store.join("objects")).unwrap().count(), 0);
 }
+
+#[test]
+fn packages_bookworm_lacks_are_found_by_check_and_refused_before_mmdebstrap() {
+    let lists = vocc_compiler::packages::lists(
+        Path::new(vocc_compiler::packages::APT_LISTS),
+        "bookworm",
+        "amd64",
+    );
+    assert!(
+        !lists.is_empty(),
+        "apt has no lists for bookworm: run `apt-get update` (scripts/setup does)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    fs::write(
+        t.path().join("p.voc"),
+        "cluster p {\n  network n { subnet 10.34.0.0/24 }\n  layer os {\n    from debian \
+         \"bookworm\"\n    packages [nfs-common htcondor torque-mom]\n  }\n  role a {\n    \
+         root os + [slurmctl mail-transport-agent]\n    nic eth0 n\n  }\n}\n",
+    )
+    .unwrap();
+    let r = vocc(t.path(), &["check", "p.voc"]);
+    assert!(r.success(), "warnings only: {}", r.report());
+    for (at, what) in [
+        ("p.voc:5:26", "`bookworm` has no package `htcondor`"),
+        ("p.voc:5:35", "`bookworm` has no package `torque-mom`"),
+        ("p.voc:8:16", "`bookworm` has no package `slurmctl`"),
+    ] {
+        let i = r.stderr.find(what).unwrap_or_else(|| panic!("{what}: {}", r.report()));
+        assert!(r.stderr[i..].contains(at), "{at}: {}", r.report());
+    }
+    assert!(r.stderr.contains("did you mean `slurmctld`?"), "{}", r.report());
+    // `mail-transport-agent` is virtual: provided, so present.
+    assert!(!r.stderr.contains("mail-transport-agent`"), "{}", r.report());
+
+    // An image build refuses the layer before it starts one.
+    let start = Instant::now();
+    let store = t.path().join("store").to_string_lossy().into_owned();
+    let r = vocc(t.path(), &["build", "p.voc", "-o", "out", "--store", &store]);
+    assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
+    let refused = "error: `bookworm` has no package `htcondor`, `torque-mom`, `slurmctl`";
+    let i = r.stderr.find(refused).unwrap_or_else(|| panic!("{}", r.report()));
+    assert!(r.stderr[i..].contains("p.voc:7:8"), "{}", r.report());
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
+}

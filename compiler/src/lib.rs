@@ -13,6 +13,7 @@ pub mod image;
 pub mod load;
 pub mod model;
 pub mod output;
+pub mod packages;
 pub mod plan;
 pub mod render;
 pub mod resolve;

@@ -46,6 +46,9 @@ pub enum Part {
     RootLayer(String),
     /// The `count` of a role (by the role's origin).
     Count,
+    /// A package of a layer's `packages` or a role's `root … + [...]` (by the layer's
+    /// or the role's origin).
+    Package(String),
 }
 
 /// What resolving learnt besides the model, for `check` and `alloc`.
@@ -874,7 +877,7 @@ impl<'a> Resolver<'a> {
                     let v = a.next();
                     match v.as_ref().map(|v| &v.kind) {
                         Some(ValueKind::List(items)) => {
-                            layer.packages.extend(self.package_list(items));
+                            layer.packages.extend(self.package_list(items, span));
                         }
                         _ => self.diags.push(a.expected(
                             v.as_ref(),
@@ -990,12 +993,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn package_list(&mut self, items: &[Value]) -> Vec<String> {
+    fn package_list(&mut self, items: &[Value], origin: Span) -> Vec<String> {
         let mut out = Vec::new();
         for item in items {
             match &item.kind {
                 ValueKind::Word(w) | ValueKind::Str(w) => match package_problem(w) {
-                    None => out.push(w.clone()),
+                    None => {
+                        self.part(origin, Part::Package(w.clone()), item.span);
+                        out.push(w.clone());
+                    }
                     Some(hint) => self.err(
                         Diagnostic::error(item.span, format!("`{w}` is not a valid package name"))
                             .with_label("not a Debian package name")
@@ -1404,7 +1410,7 @@ impl<'a> Resolver<'a> {
                     want_layer = false;
                 }
                 (ValueKind::List(items), true) if !role.root.is_empty() => {
-                    let pk = self.package_list(items);
+                    let pk = self.package_list(items, role.origin.span);
                     role.packages.extend(pk);
                     want_layer = false;
                 }

@@ -3,7 +3,9 @@
 //! site go through the same interface, so the compiler never touches the filesystem
 //! directly. Reads go through [`crate::sources`]: regular files only, bounded.
 
+use crate::packages::Index;
 use crate::sources::{self, Kind};
+use std::sync::Arc;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +44,9 @@ pub trait World: Sync {
 
     /// The sha256 of a regular file.
     fn sha256(&self, path: &Path) -> io::Result<String>;
+
+    /// The package index of a Debian release, if this machine has one.
+    fn packages(&self, suite: &str) -> Option<Arc<Index>>;
 }
 
 /// The real filesystem, plus the built-in files.
@@ -94,6 +99,10 @@ impl World for FsWorld {
     fn sha256(&self, path: &Path) -> io::Result<String> {
         crate::image::hash_source_file(path)
     }
+
+    fn packages(&self, suite: &str) -> Option<Arc<Index>> {
+        crate::packages::host_index(suite)
+    }
 }
 
 /// The text of a built-in file, if `path` names one.
@@ -109,6 +118,8 @@ pub fn builtin(path: &Path) -> Option<&'static str> {
 #[derive(Debug, Default, Clone)]
 pub struct MemWorld {
     pub files: std::collections::BTreeMap<PathBuf, String>,
+    /// Package indexes by release.
+    pub packages: std::collections::BTreeMap<String, Arc<Index>>,
 }
 
 impl MemWorld {
@@ -119,6 +130,17 @@ impl MemWorld {
     pub fn with(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> MemWorld {
         self.files
             .insert(sources::normalise(&path.into()), text.into());
+        self
+    }
+
+    /// The release `suite` has exactly the packages `names`.
+    pub fn with_packages<'a>(
+        mut self,
+        suite: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> MemWorld {
+        self.packages
+            .insert(suite.to_owned(), Arc::new(Index::of(names)));
         self
     }
 }
@@ -167,6 +189,10 @@ impl World for MemWorld {
         use sha2::{Digest, Sha256};
         let text = self.read(path)?;
         Ok(crate::render::hex(&Sha256::digest(text.as_bytes()).into()))
+    }
+
+    fn packages(&self, suite: &str) -> Option<Arc<Index>> {
+        self.packages.get(suite).cloned()
     }
 }
 

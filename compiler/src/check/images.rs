@@ -21,6 +21,11 @@ pub fn cluster(
     let broken = |name: &str| notes.broken(&c.name, Def::Layer, name);
     for l in c.layers.iter().filter(|l| !broken(&l.name)) {
         source(world, sandbox, diags, l);
+        if let LayerSource::Debian { suite } = &l.source {
+            in_release(world, diags, suite, &l.packages, |p| {
+                notes.part(l.origin.span, Part::Package(p.to_owned()))
+            });
+        }
         if !l.packages.is_empty() && !matches!(l.source, LayerSource::Debian { .. }) {
             diags.push(
                 Diagnostic::error(
@@ -80,6 +85,11 @@ pub fn cluster(
                 .with_hint("a pinned image is used as it is: remove what follows it in `root`"),
             );
         }
+        if let LayerSource::Debian { suite } = &base.source {
+            in_release(world, diags, suite, &r.packages, |p| {
+                notes.part(r.origin.span, Part::Package(p.to_owned()))
+            });
+        }
         if packages && !matches!(base.source, LayerSource::Debian { .. }) {
             diags.push(
                 Diagnostic::error(
@@ -96,6 +106,37 @@ pub fn cluster(
                 .with_hint("remove the `+ [packages]`, or build the root `from debian \"bookworm\"`"),
             );
         }
+    }
+}
+
+/// Packages the release does not have, when this machine has its index (apt's lists);
+/// without one nothing is said: mmdebstrap will tell. A warning, not an error: the
+/// index is this machine's view, and configuration builds without the packages; an
+/// image build refuses such a layer before it starts (`image::build`).
+fn in_release(
+    world: &dyn World,
+    diags: &mut Vec<Diagnostic>,
+    suite: &str,
+    packages: &[String],
+    span: impl Fn(&str) -> Span,
+) {
+    if packages.is_empty() {
+        return;
+    }
+    let Some(index) = world.packages(suite) else {
+        return;
+    };
+    for p in packages.iter().filter(|p| !index.has(p)) {
+        let name = p.split('=').next().unwrap_or(p);
+        let d = Diagnostic::warning(span(p), format!("`{suite}` has no package `{name}`"))
+            .with_label(format!("not in the package index of `{suite}`"));
+        diags.push(match index.suggest(p) {
+            Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+            None => d.with_hint(format!(
+                "look the name up with `apt-cache search {name}` (the index is apt's lists for \
+                 `{suite}` on this machine), or use a release that has it"
+            )),
+        });
     }
 }
 
@@ -231,4 +272,49 @@ fn missing(
         "paths are relative to the file that defines the layer: this one is `{}`",
         full.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{compile, MemWorld, Options};
+    use std::path::Path;
+
+    const APPLIANCE: &str = "cluster lab {\n  layer os {\n    from debian \"bookworm\"\n    \
+                             packages [slurmd htcondor]\n  }\n  role head { root os + [slurmctl] }\n}\n";
+
+    fn warnings(world: &MemWorld) -> Vec<String> {
+        let path = Path::new("a.voc");
+        let c = compile(world, path, &Options::default()).unwrap();
+        assert!(c.model.is_some(), "warnings only");
+        c.diags
+            .iter()
+            .map(|d| {
+                let loc = c.map.locate(d.span);
+                format!("{}:{}: {} ({})", loc.line, loc.col, d.message, d.hints.join("; "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packages_a_release_lacks_are_named_at_their_place() {
+        let world = MemWorld::new()
+            .with("a.voc", APPLIANCE)
+            .with_packages("bookworm", ["slurmd", "slurmctld", "munge"]);
+        let w = warnings(&world);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("4:22: `bookworm` has no package `htcondor` (look the name up"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w[1],
+            "6:26: `bookworm` has no package `slurmctl` (did you mean `slurmctld`?)"
+        );
+    }
+
+    #[test]
+    fn without_an_index_nothing_is_said() {
+        let world = MemWorld::new().with("a.voc", APPLIANCE);
+        assert_eq!(warnings(&world), Vec::<String>::new());
+    }
 }

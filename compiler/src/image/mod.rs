@@ -370,6 +370,11 @@ pub fn build(
     rendered: &Rendered,
     options: &ImageOptions,
 ) -> Result<Images, ImageError> {
+    for cluster in &model.clusters {
+        for job in layer_jobs(cluster)? {
+            packages_in_release(&job)?;
+        }
+    }
     let store = Store::open(&options.store)?;
     let previous = previous_keys(&options.out);
     let mut b = Builder {
@@ -441,6 +446,40 @@ pub fn build(
         .count();
     images.hits = images.placed.len() - images.built;
     Ok(images)
+}
+
+/// Refuses a Debian layer with a package its release does not have, when this
+/// machine has the release's index: before anything is built, not minutes into
+/// mmdebstrap.
+fn packages_in_release(job: &LayerJob) -> Result<(), ImageError> {
+    let LayerSource::Debian { suite } = &job.base.source else {
+        return Ok(());
+    };
+    let Some(index) = crate::packages::host_index(suite) else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = job
+        .base
+        .packages
+        .iter()
+        .chain(&job.packages)
+        .filter(|p| !index.has(p))
+        .map(|p| p.split('=').next().unwrap_or(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ImageError::layer(
+        format!(
+            "`{suite}` has no package {} (apt's lists on this machine)",
+            missing
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        &job.source,
+    ))
 }
 
 /// The jobs of a cluster's layers: each role's root (plain or derived) and each data
