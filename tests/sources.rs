@@ -54,14 +54,24 @@ fn layer_trees_outside_the_appliance_are_refused_unless_allowed() {
     let r = vocc(&app, &["check", "a.voc"]);
     assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
     // Refused by its path, not after reading the host's root.
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     for (line, what) in [
-        ("a.voc:2:", "`../outside`, is outside the appliance's directory"),
+        (
+            "a.voc:2:",
+            "`../outside`, is outside the appliance's directory",
+        ),
         ("a.voc:3:", "is outside the appliance's directory"),
         ("a.voc:4:", "`rootlink`, leads to `/`, outside"),
         ("a.voc:5:", "`outlink`, leads to"),
     ] {
-        let at = r.stderr.find(what).unwrap_or_else(|| panic!("{what}: {}", r.report()));
+        let at = r
+            .stderr
+            .find(what)
+            .unwrap_or_else(|| panic!("{what}: {}", r.report()));
         let block = &r.stderr[at..];
         assert!(block.contains(line), "{line} {what}: {}", r.report());
     }
@@ -73,7 +83,11 @@ fn layer_trees_outside_the_appliance_are_refused_unless_allowed() {
     let r = vocc(&app, &["check", "a.voc", "--allow-path", &allow]);
     assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
     assert!(!r.stderr.contains("a.voc:2:"), "{}", r.report());
-    assert!(r.stderr.contains("`outlink`, is a symbolic link"), "{}", r.report());
+    assert!(
+        r.stderr.contains("`outlink`, is a symbolic link"),
+        "{}",
+        r.report()
+    );
 }
 
 #[test]
@@ -85,13 +99,41 @@ fn imports_never_block_grow_without_bound_or_show_other_files() {
     symlink("/etc/passwd", app.join("passwd.voc")).unwrap();
     fs::write(app.join("big.voc"), "#".repeat(5 << 20)).unwrap();
     for (import, allow, expect) in [
-        ("fifo.voc", None, "cannot import `fifo.voc`: a FIFO, socket or device, not a regular file"),
-        ("zero.voc", None, "cannot import `zero.voc`: it leads to `/dev/zero`, outside"),
-        ("zero.voc", Some("/dev"), "cannot import `zero.voc`: a FIFO, socket or device"),
-        ("big.voc", None, "cannot import `big.voc`: larger than 4 MiB"),
-        ("passwd.voc", None, "cannot import `passwd.voc`: it leads to `/etc/passwd`"),
-        ("/etc/passwd", None, "cannot import `/etc/passwd`: not a `.voc` file"),
-        ("/etc/../etc/hosts.voc", None, "is outside the appliance's directory"),
+        (
+            "fifo.voc",
+            None,
+            "cannot import `fifo.voc`: a FIFO, socket or device, not a regular file",
+        ),
+        (
+            "zero.voc",
+            None,
+            "cannot import `zero.voc`: it leads to `/dev/zero`, outside",
+        ),
+        (
+            "zero.voc",
+            Some("/dev"),
+            "cannot import `zero.voc`: a FIFO, socket or device",
+        ),
+        (
+            "big.voc",
+            None,
+            "cannot import `big.voc`: larger than 4 MiB",
+        ),
+        (
+            "passwd.voc",
+            None,
+            "cannot import `passwd.voc`: it leads to `/etc/passwd`",
+        ),
+        (
+            "/etc/passwd",
+            None,
+            "cannot import `/etc/passwd`: not a `.voc` file",
+        ),
+        (
+            "/etc/../etc/hosts.voc",
+            None,
+            "is outside the appliance's directory",
+        ),
     ] {
         fs::write(
             app.join("a.voc"),
@@ -108,7 +150,12 @@ fn imports_never_block_grow_without_bound_or_show_other_files() {
                 .current_dir(app),
             Duration::from_secs(20),
         );
-        assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{import}: {}", r.report());
+        assert_eq!(
+            r.status.and_then(|s| s.code()),
+            Some(1),
+            "{import}: {}",
+            r.report()
+        );
         assert!(r.stderr.contains(expect), "{import}: {}", r.report());
         assert!(!r.stderr.contains("root:x:0"), "{import}: {}", r.report());
     }
@@ -146,7 +193,11 @@ fn check_hashes_pinned_images_and_reports_in_json() {
         d["message"],
         format!("image `base.img` of layer `base` has sha256 `{actual}`, not the pinned `{wrong}`")
     );
-    assert_eq!((d["line"].as_u64(), d["col"].as_u64()), (Some(2), Some(9)), "{d}");
+    assert_eq!(
+        (d["line"].as_u64(), d["col"].as_u64()),
+        (Some(2), Some(9)),
+        "{d}"
+    );
 }
 
 /// A busybox root with a `from dir` data disk, built into `store`.
@@ -178,7 +229,13 @@ fn debugfs_mode(image: &Path, file: &str) -> String {
         .lines()
         .find(|l| l.contains("Mode:"))
         .unwrap_or_else(|| panic!("{}", r.report()));
-    line.split("Mode:").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+    line.split("Mode:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -193,13 +250,19 @@ fn dir_layers_keep_private_files_private_and_input_failures_are_diagnostics() {
     fs::set_permissions(tree.join("run.sh"), fs::Permissions::from_mode(0o4777)).unwrap();
     appliance(t.path(), None);
     let store = t.path().join("store").to_string_lossy().into_owned();
-    let r = vocc(t.path(), &["build", "s.voc", "-o", "out", "--store", &store]);
+    let r = vocc(
+        t.path(),
+        &["build", "s.voc", "-o", "out", "--store", &store],
+    );
     assert!(r.success(), "{}", r.report());
 
     let link = t.path().join("out/layers/s/data.img");
     let object = fs::read_link(&link).unwrap();
     let mode = fs::metadata(&object).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o400, "a layer holding a private file is private in the store");
+    assert_eq!(
+        mode, 0o400,
+        "a layer holding a private file is private in the store"
+    );
     assert_eq!(debugfs_mode(&object, "/etc/key"), "0600");
     assert_eq!(debugfs_mode(&object, "/etc/motd"), "0644");
     // No set-id bit and no write permission for others survive the copy.
@@ -211,10 +274,17 @@ fn dir_layers_keep_private_files_private_and_input_failures_are_diagnostics() {
     // A `size` too small for the tree is found by the build only: a diagnostic at
     // the layer, exit 1, in text and in JSON.
     appliance(t.path(), Some("8M"));
-    let r = vocc(t.path(), &["build", "s.voc", "-o", "out", "--store", &store]);
+    let r = vocc(
+        t.path(),
+        &["build", "s.voc", "-o", "out", "--store", &store],
+    );
     assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
     assert!(r.stderr.contains("s.voc:4:9"), "{}", r.report());
-    assert!(r.stderr.contains("more than its `size` of 8 MiB"), "{}", r.report());
+    assert!(
+        r.stderr.contains("more than its `size` of 8 MiB"),
+        "{}",
+        r.report()
+    );
     let r = vocc(
         t.path(),
         &["build", "s.voc", "-o", "out", "--store", &store, "--json"],
@@ -239,7 +309,10 @@ fn gc_keeps_what_trees_link_whatever_their_manifests_say() {
         .map(|f| fs::read_link(t.path().join("out/layers/s").join(f)).unwrap())
         .collect();
     let overlay = t.path().join("out/nodes/s-a/root.qcow2");
-    assert!(fs::metadata(&overlay).unwrap().nlink() >= 2, "a hard link to its object");
+    assert!(
+        fs::metadata(&overlay).unwrap().nlink() >= 2,
+        "a hard link to its object"
+    );
 
     // A manifest that lists no images, then none at all.
     let manifest = t.path().join("out/manifest.json");
@@ -250,7 +323,11 @@ fn gc_keeps_what_trees_link_whatever_their_manifests_say() {
         let r = vocc(t.path(), &["gc", "--store", &s, "--json"]);
         assert!(r.success(), "{}", r.report());
         for object in &linked {
-            assert!(object.exists(), "round {round}: gc removed {}", object.display());
+            assert!(
+                object.exists(),
+                "round {round}: gc removed {}",
+                object.display()
+            );
         }
         let ino = fs::metadata(&overlay).unwrap().ino();
         let kept = fs::read_dir(store.join("objects"))
@@ -293,20 +370,41 @@ fn packages_bookworm_lacks_are_found_by_check_and_refused_before_mmdebstrap() {
         ("p.voc:5:35", "`bookworm` has no package `torque-mom`"),
         ("p.voc:8:16", "`bookworm` has no package `slurmctl`"),
     ] {
-        let i = r.stderr.find(what).unwrap_or_else(|| panic!("{what}: {}", r.report()));
+        let i = r
+            .stderr
+            .find(what)
+            .unwrap_or_else(|| panic!("{what}: {}", r.report()));
         assert!(r.stderr[i..].contains(at), "{at}: {}", r.report());
     }
-    assert!(r.stderr.contains("did you mean `slurmctld`?"), "{}", r.report());
+    assert!(
+        r.stderr.contains("did you mean `slurmctld`?"),
+        "{}",
+        r.report()
+    );
     // `mail-transport-agent` is virtual: provided, so present.
-    assert!(!r.stderr.contains("mail-transport-agent`"), "{}", r.report());
+    assert!(
+        !r.stderr.contains("mail-transport-agent`"),
+        "{}",
+        r.report()
+    );
 
     // An image build refuses the layer before it starts one.
     let start = Instant::now();
     let store = t.path().join("store").to_string_lossy().into_owned();
-    let r = vocc(t.path(), &["build", "p.voc", "-o", "out", "--store", &store]);
+    let r = vocc(
+        t.path(),
+        &["build", "p.voc", "-o", "out", "--store", &store],
+    );
     assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
     let refused = "error: `bookworm` has no package `htcondor`, `torque-mom`, `slurmctl`";
-    let i = r.stderr.find(refused).unwrap_or_else(|| panic!("{}", r.report()));
+    let i = r
+        .stderr
+        .find(refused)
+        .unwrap_or_else(|| panic!("{}", r.report()));
     assert!(r.stderr[i..].contains("p.voc:7:8"), "{}", r.report());
-    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -84,9 +84,10 @@ impl BuildError {
         let p = e.input_problem()?;
         let origin = model.clusters.iter().find_map(|c| {
             let layers = c.layers.iter().map(|l| &l.origin);
-            let roles = c.roles.iter().flat_map(|r| {
-                std::iter::once(&r.origin).chain(r.disks.iter().map(|d| &d.origin))
-            });
+            let roles = c
+                .roles
+                .iter()
+                .flat_map(|r| std::iter::once(&r.origin).chain(r.disks.iter().map(|d| &d.origin)));
             let nodes = c.nodes.iter().map(|n| &n.origin);
             layers
                 .chain(roles)

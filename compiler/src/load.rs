@@ -201,7 +201,10 @@ impl Loader<'_> {
             Ok(p) => Some(p),
             Err(Refusal::Outside { via }) => {
                 let why = match via {
-                    Some(p) => format!("it leads to `{}`, outside the appliance's directory", p.display()),
+                    Some(p) => format!(
+                        "it leads to `{}`, outside the appliance's directory",
+                        p.display()
+                    ),
                     None => "it is outside the appliance's directory".to_string(),
                 };
                 self.diags.push(

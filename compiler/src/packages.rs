@@ -214,7 +214,9 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found.iter().all(|f| f.contains("bookworm") && f.contains("amd64")));
+        assert!(found
+            .iter()
+            .all(|f| f.contains("bookworm") && f.contains("amd64")));
         assert!(!found.iter().any(|f| f.contains("backports")));
         assert!(load(dir.path(), "sid", "amd64").is_none());
     }

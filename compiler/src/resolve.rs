@@ -2409,8 +2409,7 @@ fn package_problem(s: &str) -> Option<String> {
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         || !name.bytes().all(ok_byte)
-        || s
-            .split_once('=')
+        || s.split_once('=')
             .is_some_and(|(_, v)| !crate::sources::version_ok(v))
     {
         return Some(

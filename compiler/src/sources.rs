@@ -131,9 +131,7 @@ pub fn normalise(path: &Path) -> PathBuf {
 /// Whether the normalised `path` is `root` or below it.
 fn inside(path: &Path, root: &Path) -> bool {
     match path.strip_prefix(root) {
-        Ok(rest) => !rest
-            .components()
-            .any(|c| matches!(c, Component::ParentDir)),
+        Ok(rest) => !rest.components().any(|c| matches!(c, Component::ParentDir)),
         Err(_) => false,
     }
 }
@@ -158,7 +156,9 @@ pub fn layer_path(layer: &Layer, path: &str) -> PathBuf {
 /// What a path is, its final symbolic link not followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
     Symlink,
     /// A FIFO, socket or device.
@@ -205,7 +205,9 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     if fd < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ELOOP) {
-            return Err(io::Error::other("a symbolic link where a file was expected"));
+            return Err(io::Error::other(
+                "a symbolic link where a file was expected",
+            ));
         }
         return Err(e);
     }
@@ -254,8 +256,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<String> {
 pub fn suite_problem(suite: &str) -> Option<String> {
     let part_ok = |p: &str| {
         !p.is_empty()
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     };
     let ok = suite.len() <= 64
@@ -284,7 +285,13 @@ mod tests {
 
     #[test]
     fn release_names_are_names() {
-        for good in ["bookworm", "sid", "bookworm-backports", "stable", "trixie-updates"] {
+        for good in [
+            "bookworm",
+            "sid",
+            "bookworm-backports",
+            "stable",
+            "trixie-updates",
+        ] {
             assert_eq!(suite_problem(good), None, "{good}");
         }
         for bad in [

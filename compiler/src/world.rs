@@ -5,9 +5,9 @@
 
 use crate::packages::Index;
 use crate::sources::{self, Kind};
-use std::sync::Arc;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The name under which built-in files are addressed, e.g. `<builtin>/local.voc`.
 pub const BUILTIN_PREFIX: &str = "<builtin>/";

@@ -103,7 +103,9 @@ pub fn cluster(
                     ),
                 )
                 .with_label("cannot install packages")
-                .with_hint("remove the `+ [packages]`, or build the root `from debian \"bookworm\"`"),
+                .with_hint(
+                    "remove the `+ [packages]`, or build the root `from debian \"bookworm\"`",
+                ),
             );
         }
     }
@@ -237,7 +239,14 @@ fn source(world: &dyn World, sandbox: &Sandbox, diags: &mut Vec<Diagnostic>, l: 
                 l.name,
                 kind.describe()
             ),
-            &format!("not {}", if what == "image" { "a file" } else { "a directory" }),
+            &format!(
+                "not {}",
+                if what == "image" {
+                    "a file"
+                } else {
+                    "a directory"
+                }
+            ),
             format!(
                 "name the {what} itself{}",
                 if kind == Kind::Symlink {
@@ -290,7 +299,13 @@ mod tests {
             .iter()
             .map(|d| {
                 let loc = c.map.locate(d.span);
-                format!("{}:{}: {} ({})", loc.line, loc.col, d.message, d.hints.join("; "))
+                format!(
+                    "{}:{}: {} ({})",
+                    loc.line,
+                    loc.col,
+                    d.message,
+                    d.hints.join("; ")
+                )
             })
             .collect()
     }

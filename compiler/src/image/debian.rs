@@ -140,7 +140,7 @@ fn command(suite: &str, packages: &[String], root: &Path, mirror: &Path, source:
         .arg("--")
         .arg(suite)
         .arg(root)
-        .arg(&mirror)
+        .arg(mirror)
 }
 
 /// Makes a built root fit to share: vocc's files in, machine identity and caches out.

@@ -68,8 +68,9 @@ pub fn make(
         .arg(image)
         // xorriso's mkisofs mode takes no `--`: an absolute path never reads as an
         // option.
-        .arg(std::path::absolute(tree).map_err(|e| {
-            ImageError::io(format!("cannot resolve `{}`", tree.display()), e)
-        })?)
+        .arg(
+            std::path::absolute(tree)
+                .map_err(|e| ImageError::io(format!("cannot resolve `{}`", tree.display()), e))?,
+        )
         .run()
 }

@@ -167,10 +167,7 @@ pub fn normalise_times(tree: &Path) -> io::Result<()> {
 /// and group) of every inode in use, found from the free-inode ranges dumpe2fs prints
 /// per group.
 fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageError> {
-    let text = Run::new(DUMPE2FS, source)
-        .arg("--")
-        .arg(image)
-        .output()?;
+    let text = Run::new(DUMPE2FS, source).arg("--").arg(image).output()?;
     let text = String::from_utf8_lossy(&text);
     let used = used_inodes(&text).ok_or_else(|| ImageError::ToolFailed {
         command: format!("dumpe2fs {}", image.display()),

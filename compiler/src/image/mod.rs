@@ -19,9 +19,13 @@
 //! every role's packages in the shared layer (the boot hook enables each node's own
 //! services and disables the others before PID 1 starts).
 //!
-//! Sources: `busybox` ([`busybox`]), `debian` ([`debian`]), `dir` (the tree with
-//! normalised modes, owned by root), `image` (the file as it is, verified against its
-//! pinned sha256). Every root vocc builds boots with Debian's kernel and vocc's
+//! Sources: `busybox` ([`busybox`]), `debian` ([`debian`]), `dir` (the tree owned by
+//! root, each file with its own permission bits less set-id bits and group and other
+//! write; a tree with a file others may not read makes a layer only its owner may
+//! read), `image` (the file as it is, verified against its pinned sha256). The
+//! checker has already refused sources outside the appliance's tree
+//! ([`crate::sources`]); here a `dir` is again required to be a real directory of
+//! files, directories and links, and files are opened as regular files only. Every root vocc builds boots with Debian's kernel and vocc's
 //! initramfs ([`kernel`]), whose `/init` runs the boot hook (`templates/boot/`).
 //!
 //! # The output tree
@@ -236,7 +240,9 @@ impl ImageError {
                 source_line,
             } => Some(InputProblem {
                 location: source_line,
-                message: format!("image `{path}` has sha256 `{actual}`, not the pinned `{expected}`"),
+                message: format!(
+                    "image `{path}` has sha256 `{actual}`, not the pinned `{expected}`"
+                ),
                 hint: "update the layer's `sha256` to the image's, or use the image it pins",
             }),
             _ => None,
@@ -576,9 +582,9 @@ struct Tree {
 fn read_tree(dir: &Path, source: &str) -> Result<Tree, ImageError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::PermissionsExt;
-    let top = dir.symlink_metadata().map_err(|e| {
-        ImageError::layer(format!("cannot read `{}`: {e}", dir.display()), source)
-    })?;
+    let top = dir
+        .symlink_metadata()
+        .map_err(|e| ImageError::layer(format!("cannot read `{}`: {e}", dir.display()), source))?;
     if !top.is_dir() {
         return Err(ImageError::layer(
             format!(
@@ -611,8 +617,9 @@ fn read_tree(dir: &Path, source: &str) -> Result<Tree, ImageError> {
         } else if meta.is_file() {
             private |= meta.permissions().mode() & 0o004 == 0;
             h.update(format!("f{mode:o}"));
-            let file = crate::sources::open_regular(e.path())
-                .map_err(|err| ImageError::io(format!("cannot read `{}`", e.path().display()), err))?;
+            let file = crate::sources::open_regular(e.path()).map_err(|err| {
+                ImageError::io(format!("cannot read `{}`", e.path().display()), err)
+            })?;
             h.update(store::hash_reader(file).map_err(|err| {
                 ImageError::io(format!("cannot read `{}`", e.path().display()), err)
             })?);

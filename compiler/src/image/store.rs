@@ -7,7 +7,7 @@
 //! STORE/objects/<sha256>        an artifact: read-only (0444; 0400 for config drives)
 //! STORE/index/<key>.json        recipe key → the canonical recipe and its outputs
 //! STORE/cache/kernel/<pkg>_<v>/ an extracted kernel package (vmlinuz, modules)
-//! STORE/cache/hash/<id>.json    sha256 of host files, by path, size, mtime and inode
+//! STORE/cache/hash/<id>.json    sha256 of host files, by path, device, inode, size, mtime
 //! STORE/roots/<id>.json         an output tree (OUT) that uses this store
 //! STORE/tmp/<pid>.<n>/          work directories of running builds
 //! STORE/lock                    builds hold it shared, `vocc gc` exclusively
@@ -17,7 +17,8 @@
 //! artifacts are built under `tmp/`, hashed, synced and renamed into place. An index
 //! entry is written only after its objects, so an entry whose objects all exist is a
 //! good cache hit; an entry with a missing object is a miss. Nothing under `tmp/` is
-//! ever taken for a result.
+//! ever taken for a result. `vocc gc` never removes an object a registered output tree
+//! still links to, whatever that tree's manifest says.
 
 use super::ImageError;
 use serde::{Deserialize, Serialize};
