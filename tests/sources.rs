@@ -408,3 +408,29 @@ fn packages_bookworm_lacks_are_found_by_check_and_refused_before_mmdebstrap() {
         start.elapsed()
     );
 }
+
+#[test]
+fn a_fifo_or_device_in_a_layer_tree_is_refused_by_check() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("tree/run")).unwrap();
+    fs::write(t.path().join("tree/motd"), "hello\n").unwrap();
+    mkfifo(&t.path().join("tree/run/pipe"));
+    fs::write(
+        t.path().join("f.voc"),
+        format!("cluster f {{\n  layer t {{ from dir \"tree\" }}\n  {TINY}\n}}\n"),
+    )
+    .unwrap();
+    let r = common::run(
+        Command::new(env!("CARGO_BIN_EXE_vocc"))
+            .args(["check", "f.voc"])
+            .current_dir(t.path()),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status.and_then(|s| s.code()), Some(1), "{}", r.report());
+    assert!(
+        r.stderr
+            .contains("the directory of layer `t` holds `run/pipe`, which is neither a file"),
+        "{}",
+        r.report()
+    );
+}

@@ -483,6 +483,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_file_hashes_are_remembered_by_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = dir.path().join("memo");
+        fs::create_dir_all(&memo).unwrap();
+        let f = dir.path().join("image");
+        fs::write(&f, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(memo_hash(Some(&memo), &f).unwrap(), abc);
+        // The memo is what answers while the file's identity is unchanged ...
+        let entry = fs::read_dir(&memo).unwrap().next().unwrap().unwrap().path();
+        let text = fs::read_to_string(&entry)
+            .unwrap()
+            .replace(abc, "remembered");
+        fs::write(&entry, text).unwrap();
+        assert_eq!(memo_hash(Some(&memo), &f).unwrap(), "remembered");
+        // ... and a new content (another inode, size or time) is read again.
+        let tmp = dir.path().join("new");
+        fs::write(&tmp, b"abcd").unwrap();
+        fs::rename(&tmp, &f).unwrap();
+        assert_ne!(memo_hash(Some(&memo), &f).unwrap(), "remembered");
+    }
+
+    #[test]
     fn insert_names_objects_by_content_and_lookup_needs_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
