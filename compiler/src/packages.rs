@@ -5,7 +5,7 @@
 //! present), once per release and process. Without an index nothing is said.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -50,25 +50,21 @@ impl Index {
     }
 
     /// Adds the `Package:` and `Provides:` names of a `Packages` file.
-    pub fn read(&mut self, mut text: impl BufRead) -> io::Result<()> {
-        let mut line = Vec::with_capacity(256);
-        loop {
-            line.clear();
-            if text.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            // Most lines are neither: one byte tells.
-            if !matches!(line.first(), Some(b'P')) {
-                continue;
-            }
-            if let Some(p) = line.strip_prefix(b"Package:") {
-                let p = String::from_utf8_lossy(p).trim().to_owned();
-                if self.names.insert(p.clone()) {
-                    self.packages.push(p);
+    pub fn read(&mut self, mut input: impl Read) -> io::Result<()> {
+        // Whole, then split at newlines (a memchr search): several times faster than
+        // reading line by line, for lists of a million lines.
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.split('\n').filter(|l| l.starts_with('P')) {
+            if let Some(p) = line.strip_prefix("Package:") {
+                let p = p.trim();
+                if self.names.insert(p.to_owned()) {
+                    self.packages.push(p.to_owned());
                 }
-            } else if let Some(list) = line.strip_prefix(b"Provides:") {
+            } else if let Some(list) = line.strip_prefix("Provides:") {
                 // `a, b (= 1.0), c`
-                for item in String::from_utf8_lossy(list).split(',') {
+                for item in list.split(',') {
                     if let Some(n) = item.split_whitespace().next() {
                         self.names.insert(n.to_owned());
                     }
@@ -157,7 +153,7 @@ pub fn lists(dir: &Path, suite: &str, arch: &str) -> Vec<PathBuf> {
 fn read_list(path: &Path, index: &mut Index) -> io::Result<()> {
     if path.extension().is_none() {
         let f = crate::sources::open_regular(path)?;
-        return index.read(BufReader::new(f));
+        return index.read(f);
     }
     let mut child = Command::new(APT_HELPER)
         .arg("cat-file")
@@ -170,7 +166,7 @@ fn read_list(path: &Path, index: &mut Index) -> io::Result<()> {
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("no output"))?;
-    let read = index.read(BufReader::new(stdout));
+    let read = index.read(stdout);
     let status = child.wait()?;
     read?;
     if status.success() {
