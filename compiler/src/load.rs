@@ -167,20 +167,32 @@ impl Loader<'_> {
         match self.world.read(&resolved) {
             Ok(text) => self.file(target, text, true),
             Err(e) => {
-                let why = match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such file".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                    std::io::ErrorKind::InvalidData => "it is not UTF-8 text".to_string(),
-                    _ => e.to_string(),
+                let (why, hint) = match e.kind() {
+                    std::io::ErrorKind::NotFound => ("no such file".to_string(), None),
+                    std::io::ErrorKind::PermissionDenied => ("permission denied".to_string(), None),
+                    std::io::ErrorKind::InvalidData => (
+                        "it is not UTF-8 text".to_string(),
+                        Some("an appliance file is UTF-8 text"),
+                    ),
+                    _ => (
+                        e.to_string(),
+                        Some("an import names a regular `.voc` file of at most 4 MiB"),
+                    ),
                 };
-                self.diags.push(
-                    Diagnostic::error(at, format!("cannot import `{name}`: {why}"))
-                        .with_label("cannot read this file")
-                        .with_hint(format!(
+                let hint = hint.map_or_else(
+                    || {
+                        format!(
                             "import paths are relative to the file that imports them: this one \
                              is `{}`",
                             target.display()
-                        )),
+                        )
+                    },
+                    str::to_owned,
+                );
+                self.diags.push(
+                    Diagnostic::error(at, format!("cannot import `{name}`: {why}"))
+                        .with_label("cannot read this file")
+                        .with_hint(hint),
                 );
             }
         }
