@@ -112,6 +112,10 @@ struct InputArgs {
     /// Set a variable, overriding its `let`: `--var workers=2`.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Let imports, `from dir` and `from image` read below DIR too (by default only
+    /// the appliance file's own directory tree).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<PathBuf>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -127,6 +131,7 @@ impl InputArgs {
         Options {
             site: self.site.clone(),
             vars: self.vars.clone(),
+            allow_paths: self.allow_paths.clone(),
         }
     }
 }
@@ -309,8 +314,27 @@ fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode,
             store: store.clone(),
             json_events: json,
         },
-    )
-    .map_err(|e| Internal(e.to_string()))?;
+    );
+    // A failure the input caused is reported like any other mistake in it.
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => match e.diagnostic(model) {
+            Some(d) => {
+                let diags = [d];
+                if json {
+                    let doc = serde_json::json!({
+                        "ok": false,
+                        "diagnostics": diags.iter().map(|d| d.to_json(&c.map)).collect::<Vec<_>>(),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                } else {
+                    print_diags(&c.map, &diags);
+                }
+                return Ok(ExitCode::from(1));
+            }
+            None => return Err(Internal(e.to_string())),
+        },
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

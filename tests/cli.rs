@@ -40,7 +40,28 @@ fn check_accepts_every_shipped_appliance() {
     args.extend(files.iter().map(String::as_str));
     let out = vocc(&args, &root());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // Three appliances of the seed papers name their batch systems' packages (Torque,
+    // HTCondor), which bookworm does not have: where this machine has apt's lists for
+    // bookworm, check warns about exactly those, and says nothing else.
+    let known = [
+        "torque-client",
+        "torque-mom",
+        "torque-server",
+        "torque-scheduler",
+        "htcondor",
+    ];
+    let stderr = text(&out.stderr);
+    for line in stderr
+        .lines()
+        .filter(|l| l.starts_with("warning") || l.starts_with("error"))
+    {
+        assert!(
+            known
+                .iter()
+                .any(|p| line == format!("warning: `bookworm` has no package `{p}`")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn generate(names: &[&str]) -> (TempDir, PathBuf) {
         let options = Options {
             site: site.map(|s| root.join(s)),
             vars,
+            ..Default::default()
         };
         let c = compile(&FsWorld, &root.join(file), &options).unwrap();
         let model = c.model.unwrap_or_else(|| panic!("{file} does not compile"));

@@ -74,6 +74,34 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The failure as a diagnostic at the element of the appliance that caused it,
+    /// when the input caused it (see [`crate::image::ImageError::input_problem`]).
+    pub fn diagnostic(&self, model: &Model) -> Option<vocc_dsl::Diagnostic> {
+        let BuildError::Images(e) = self else {
+            return None;
+        };
+        let p = e.input_problem()?;
+        let origin = model.clusters.iter().find_map(|c| {
+            let layers = c.layers.iter().map(|l| &l.origin);
+            let roles = c
+                .roles
+                .iter()
+                .flat_map(|r| std::iter::once(&r.origin).chain(r.disks.iter().map(|d| &d.origin)));
+            let nodes = c.nodes.iter().map(|n| &n.origin);
+            layers
+                .chain(roles)
+                .chain(nodes)
+                .find(|o| o.location == p.location)
+        })?;
+        Some(
+            vocc_dsl::Diagnostic::error(origin.span, p.message)
+                .with_label("the image build failed here")
+                .with_hint(p.hint),
+        )
+    }
+}
+
 /// Builds everything for `model` placed by `plan` into `options.out`.
 pub fn build(
     model: &Model,

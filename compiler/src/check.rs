@@ -6,6 +6,7 @@
 //! reference to a definition reported broken, or a rule about a role whose statement
 //! failed (see [`Notes`]).
 
+pub mod images;
 mod values;
 
 use crate::args::one_of;

@@ -4,6 +4,7 @@ use crate::args::Vars;
 use crate::load::{self, Loaded};
 use crate::model::*;
 use crate::resolve::{Notes, Resolver};
+use crate::sources::Sandbox;
 use crate::world::{World, BUILTIN_PREFIX};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ pub struct Options {
     pub site: Option<PathBuf>,
     /// `--var name=value` overrides of `let` definitions.
     pub vars: Vec<(String, String)>,
+    /// `--allow-path DIR`: directories besides the appliance's own that imports,
+    /// `from dir` and `from image` may read.
+    pub allow_paths: Vec<PathBuf>,
 }
 
 /// The result of compiling: the model when there were no errors, and every diagnostic.
@@ -53,16 +57,21 @@ pub fn compile(
     // What the parser and the control character pass report: the first word on a
     // value. Later phases do not add their own diagnostic for the same value.
     let mut diags = Vec::new();
-    let files =
-        load::load(world, &mut map, &mut diags, path).map_err(|source| LoadError::Read {
+    let sandbox = Sandbox::new(world, path, &options.allow_paths);
+    let files = load::load(world, &mut map, &mut diags, path, &sandbox).map_err(|source| {
+        LoadError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        }
+    })?;
     let site_files: Vec<Loaded> = match &options.site {
         Some(p) => {
-            load::load(world, &mut map, &mut diags, p).map_err(|source| LoadError::Read {
-                path: p.clone(),
-                source,
+            let site_sandbox = Sandbox::new(world, p, &options.allow_paths);
+            load::load(world, &mut map, &mut diags, p, &site_sandbox).map_err(|source| {
+                LoadError::Read {
+                    path: p.clone(),
+                    source,
+                }
             })?
         }
         None => Vec::new(),
@@ -134,6 +143,7 @@ pub fn compile(
     let mut macs = HashSet::new();
     for c in &mut clusters {
         crate::check::cluster(&mut rdiags, c, &notes);
+        crate::check::images::cluster(world, &sandbox, &notes, &mut rdiags, c);
         crate::alloc::nodes(&mut rdiags, c, &mut macs, &notes);
     }
     node_ids(&clusters, &mut rdiags);
@@ -302,10 +312,13 @@ fn local_site(
     rdiags: &mut Vec<Diagnostic>,
 ) -> Result<Site, LoadError> {
     let local = Path::new(BUILTIN_PREFIX).join("local.voc");
-    let local_files = load::load(world, map, diags, &local).map_err(|source| LoadError::Read {
-        path: local.clone(),
-        source,
-    })?;
+    let local_files =
+        load::load(world, map, diags, &local, &Sandbox::default()).map_err(|source| {
+            LoadError::Read {
+                path: local.clone(),
+                source,
+            }
+        })?;
     let mut lr = Resolver::new(map, Vars::default());
     let mut lres = lr.resolve(&local_files);
     rdiags.append(&mut lr.diags);

@@ -13,10 +13,12 @@ pub mod image;
 pub mod load;
 pub mod model;
 pub mod output;
+pub mod packages;
 pub mod plan;
 pub mod render;
 pub mod resolve;
 pub mod secrets;
+pub mod sources;
 pub mod world;
 
 pub use compile::{compile, Compilation, LoadError, Options};

@@ -1,6 +1,9 @@
 //! Loading appliance files: read, parse, and follow `import` statements (each file
-//! once, cycles reported at the import that closes them).
+//! once, cycles reported at the import that closes them). An import reads only a
+//! `.voc` file inside the [`Sandbox`] (the appliance's directory tree, or a directory
+//! allowed with `--allow-path`), so no other file's lines reach a diagnostic.
 
+use crate::sources::{Refusal, Sandbox};
 use crate::world::World;
 use std::path::{Path, PathBuf};
 use vocc_dsl::{Diagnostic, Document, FileId, SourceMap, Span, Stmt, ValueKind};
@@ -16,19 +19,22 @@ pub struct Loaded {
 }
 
 /// Loads `root` and everything it imports, depth first: imported files come before
-/// the files that import them, and `root` comes last. `None` when `root` itself
-/// cannot be read (the caller reports that).
+/// the files that import them, and `root` comes last. Imports are read only from
+/// inside `sandbox`. An error when `root` itself cannot be read (the caller reports
+/// that).
 pub fn load(
     world: &dyn World,
     map: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
     root: &Path,
+    sandbox: &Sandbox,
 ) -> std::io::Result<Vec<Loaded>> {
     let text = world.read(root)?;
     let mut loader = Loader {
         world,
         map,
         diags,
+        sandbox,
         out: Vec::new(),
         stack: Vec::new(),
     };
@@ -53,6 +59,7 @@ struct Loader<'a> {
     world: &'a dyn World,
     map: &'a mut SourceMap,
     diags: &'a mut Vec<Diagnostic>,
+    sandbox: &'a Sandbox,
     out: Vec<Loaded>,
     /// Canonical paths of the files being loaded, outermost first.
     stack: Vec<PathBuf>,
@@ -132,7 +139,10 @@ impl Loader<'_> {
     }
 
     fn import(&mut self, target: &Path, name: &str, at: Span) {
-        let key = self.world.canonical(target);
+        let Some(resolved) = self.admit(target, name, at) else {
+            return;
+        };
+        let key = self.world.canonical(&resolved);
         if let Some(pos) = self.stack.iter().position(|p| *p == key) {
             let chain: Vec<String> = self.stack[pos..]
                 .iter()
@@ -153,9 +163,70 @@ impl Loader<'_> {
         {
             return;
         }
-        match self.world.read(target) {
+        // The file read is the one judged: its resolved path.
+        match self.world.read(&resolved) {
             Ok(text) => self.file(target, text, true),
             Err(e) => {
+                let (why, hint) = match e.kind() {
+                    std::io::ErrorKind::NotFound => ("no such file".to_string(), None),
+                    std::io::ErrorKind::PermissionDenied => ("permission denied".to_string(), None),
+                    std::io::ErrorKind::InvalidData => (
+                        "it is not UTF-8 text".to_string(),
+                        Some("an appliance file is UTF-8 text"),
+                    ),
+                    _ => (
+                        e.to_string(),
+                        Some("an import names a regular `.voc` file of at most 4 MiB"),
+                    ),
+                };
+                let hint = hint.map_or_else(
+                    || {
+                        format!(
+                            "import paths are relative to the file that imports them: this one \
+                             is `{}`",
+                            target.display()
+                        )
+                    },
+                    str::to_owned,
+                );
+                self.diags.push(
+                    Diagnostic::error(at, format!("cannot import `{name}`: {why}"))
+                        .with_label("cannot read this file")
+                        .with_hint(hint),
+                );
+            }
+        }
+    }
+
+    /// The resolved path of an import when it may be read: a `.voc` file inside the
+    /// sandbox, as written and after its symbolic links. Otherwise reported.
+    fn admit(&mut self, target: &Path, name: &str, at: Span) -> Option<std::path::PathBuf> {
+        if target.extension().is_none_or(|e| e != "voc") {
+            self.diags.push(
+                Diagnostic::error(at, format!("cannot import `{name}`: not a `.voc` file"))
+                    .with_label("not an appliance file")
+                    .with_hint("an import names an appliance file, whose name ends in `.voc`"),
+            );
+            return None;
+        }
+        match self.sandbox.admit(self.world, target) {
+            Ok(p) => Some(p),
+            Err(Refusal::Outside { via }) => {
+                let why = match via {
+                    Some(p) => format!(
+                        "it leads to `{}`, outside the appliance's directory",
+                        p.display()
+                    ),
+                    None => "it is outside the appliance's directory".to_string(),
+                };
+                self.diags.push(
+                    Diagnostic::error(at, format!("cannot import `{name}`: {why}"))
+                        .with_label("outside the appliance's directory")
+                        .with_hint(self.sandbox.hint("an imported file")),
+                );
+                None
+            }
+            Err(Refusal::Unreadable(e)) => {
                 let why = match e.kind() {
                     std::io::ErrorKind::NotFound => "no such file".to_string(),
                     std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
@@ -170,6 +241,7 @@ impl Loader<'_> {
                             target.display()
                         )),
                 );
+                None
             }
         }
     }

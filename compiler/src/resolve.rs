@@ -46,6 +46,9 @@ pub enum Part {
     RootLayer(String),
     /// The `count` of a role (by the role's origin).
     Count,
+    /// A package of a layer's `packages` or a role's `root … + [...]` (by the layer's
+    /// or the role's origin).
+    Package(String),
 }
 
 /// What resolving learnt besides the model, for `check` and `alloc`.
@@ -834,6 +837,7 @@ impl<'a> Resolver<'a> {
             self.err(missing_name(stmt));
             return None;
         };
+        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
         self.extra_header(stmt, 1);
         check_name(&mut self.diags, "layer", &name, span, None);
         let mut layer = Layer {
@@ -873,7 +877,7 @@ impl<'a> Resolver<'a> {
                     let v = a.next();
                     match v.as_ref().map(|v| &v.kind) {
                         Some(ValueKind::List(items)) => {
-                            layer.packages.extend(self.package_list(items));
+                            layer.packages.extend(self.package_list(items, span));
                         }
                         _ => self.diags.push(a.expected(
                             v.as_ref(),
@@ -944,6 +948,10 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        // The checker then says nothing about its source (see `check::images`).
+        if self.diags.iter().filter(|d| d.is_error()).count() > errors_before {
+            self.mark_broken(Kind::Layer, &layer.name);
+        }
         Some(layer)
     }
 
@@ -962,7 +970,17 @@ impl<'a> Resolver<'a> {
                     "from debian \"bookworm\"",
                     &mut self.diags,
                 )
-                .map(|(suite, _)| LayerSource::Debian { suite }),
+                .and_then(|(suite, sp)| match crate::sources::suite_problem(&suite) {
+                    None => Some(LayerSource::Debian { suite }),
+                    Some(hint) => {
+                        self.diags.push(
+                            Diagnostic::error(sp, format!("`{suite}` is not a Debian release"))
+                                .with_label("not a release name")
+                                .with_hint(hint),
+                        );
+                        None
+                    }
+                }),
             "image" => a
                 .host_path("from image \"base.qcow2\"", &mut self.diags)
                 .map(|(path, _)| LayerSource::Image {
@@ -975,12 +993,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn package_list(&mut self, items: &[Value]) -> Vec<String> {
+    fn package_list(&mut self, items: &[Value], origin: Span) -> Vec<String> {
         let mut out = Vec::new();
         for item in items {
             match &item.kind {
                 ValueKind::Word(w) | ValueKind::Str(w) => match package_problem(w) {
-                    None => out.push(w.clone()),
+                    None => {
+                        self.part(origin, Part::Package(w.clone()), item.span);
+                        out.push(w.clone());
+                    }
                     Some(hint) => self.err(
                         Diagnostic::error(item.span, format!("`{w}` is not a valid package name"))
                             .with_label("not a Debian package name")
@@ -1389,7 +1410,7 @@ impl<'a> Resolver<'a> {
                     want_layer = false;
                 }
                 (ValueKind::List(items), true) if !role.root.is_empty() => {
-                    let pk = self.package_list(items);
+                    let pk = self.package_list(items, role.origin.span);
                     role.packages.extend(pk);
                     want_layer = false;
                 }
@@ -2388,7 +2409,8 @@ fn package_problem(s: &str) -> Option<String> {
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         || !name.bytes().all(ok_byte)
-        || !s.bytes().all(|b| b.is_ascii_graphic())
+        || s.split_once('=')
+            .is_some_and(|(_, v)| !crate::sources::version_ok(v))
     {
         return Some(
             "a Debian package name has at least two characters: lowercase letters, digits and \

@@ -117,6 +117,7 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
     let options = Options {
         site: header.site.clone(),
         vars: header.vars.clone(),
+        ..Default::default()
     };
     let c = compile(&FsWorld, path, &options).map_err(|e| e.to_string())?;
     let mut diags = c.diags.clone();
@@ -369,6 +370,7 @@ fn good_vars_compile_clean() {
     let options = Options {
         site: None,
         vars: vec![("workers".into(), "2".into())],
+        ..Default::default()
     };
     let c = compile(&FsWorld, &osg, &options).expect("osg.voc is readable");
     assert!(
@@ -385,6 +387,7 @@ fn good_vars_compile_clean() {
     let options = Options {
         site: None,
         vars: vec![("kind".into(), "cluster".into())],
+        ..Default::default()
     };
     let c = compile(&world, path, &options).expect("in memory");
     assert!(

@@ -99,7 +99,10 @@ pub fn nfs_tools(store: &Store, source: &str) -> Result<Vec<HostFile>, ImageErro
     if !NFS_TOOLS.iter().all(|t| Path::new(t).is_file()) {
         return Ok(Vec::new());
     }
-    let text = tools::Run::new(LDD, source).args(NFS_TOOLS).output()?;
+    let text = tools::Run::new(LDD, source)
+        .arg("--")
+        .args(NFS_TOOLS)
+        .output()?;
     let mut names: Vec<String> = NFS_TOOLS.iter().map(|t| (*t).to_owned()).collect();
     names.extend(libraries(&String::from_utf8_lossy(&text)));
     names.sort();

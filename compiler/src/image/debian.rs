@@ -91,6 +91,30 @@ pub fn stage(
     let mirror = work.join("mirror.sources");
     fs::write(&mirror, sources)
         .map_err(|e| ImageError::io("cannot write the apt sources".into(), e))?;
+    command(suite, packages, root, &mirror, source)
+        .run()
+        .map_err(|e| match e {
+            ImageError::ToolFailed {
+                command,
+                status,
+                stderr,
+                source_line,
+            } => ImageError::ToolFailed {
+                command,
+                status,
+                stderr: format!(
+                    "{stderr}\n(are the packages [{}] in `{suite}`?)",
+                    packages.join(" ")
+                ),
+                source_line,
+            },
+            e => e,
+        })
+}
+
+/// The mmdebstrap run that builds `suite` with `packages` into `root`. Its options
+/// end with `--`, so neither the suite nor a path is ever read as one.
+fn command(suite: &str, packages: &[String], root: &Path, mirror: &Path, source: &str) -> Run {
     let mut include: Vec<&str> = BASE_PACKAGES.to_vec();
     include.extend(packages.iter().map(String::as_str));
     Run::new(MMDEBSTRAP, source)
@@ -111,27 +135,12 @@ pub fn stage(
             "--dpkgopt=path-exclude=/usr/share/lintian/*",
         ])
         .arg("--customize-hook=chroot \"$1\" systemctl enable systemd-networkd")
+        // Options end here: the suite (checked to be a release name) and the paths
+        // can never be read as one.
+        .arg("--")
         .arg(suite)
         .arg(root)
-        .arg(&mirror)
-        .run()
-        .map_err(|e| match e {
-            ImageError::ToolFailed {
-                command,
-                status,
-                stderr,
-                source_line,
-            } => ImageError::ToolFailed {
-                command,
-                status,
-                stderr: format!(
-                    "{stderr}\n(are the packages [{}] in `{suite}`?)",
-                    packages.join(" ")
-                ),
-                source_line,
-            },
-            e => e,
-        })
+        .arg(mirror)
 }
 
 /// Makes a built root fit to share: vocc's files in, machine identity and caches out.
@@ -253,6 +262,21 @@ fn empty_dir(dir: &Path, old_only: bool) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mmdebstrap_reads_no_value_as_an_option() {
+        let run = command(
+            "bookworm",
+            &["vim".to_owned()],
+            Path::new("/s/tmp/1/root"),
+            Path::new("/s/tmp/1/mirror.sources"),
+            "x",
+        );
+        let shown = run.display();
+        let (options, operands) = shown.split_once(" -- ").expect("options end with `--`");
+        assert!(options.contains("--include=systemd-sysv,"), "{shown}");
+        assert_eq!(operands, "bookworm /s/tmp/1/root /s/tmp/1/mirror.sources");
+    }
 
     #[test]
     fn suites_follow_the_recipe() {

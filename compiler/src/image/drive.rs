@@ -66,6 +66,11 @@ pub fn make(
         ])
         .args(["-V", LABEL, "-J", "-R", "-input-charset", "utf-8", "-o"])
         .arg(image)
-        .arg(tree)
+        // xorriso's mkisofs mode takes no `--`: an absolute path never reads as an
+        // option.
+        .arg(
+            std::path::absolute(tree)
+                .map_err(|e| ImageError::io(format!("cannot resolve `{}`", tree.display()), e))?,
+        )
         .run()
 }

@@ -15,7 +15,6 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// The mke2fs configuration every layer is made with.
@@ -88,6 +87,7 @@ pub fn make(spec: &Ext4) -> Result<(), ImageError> {
         ))
         .arg("-d")
         .arg(spec.tree)
+        .arg("--")
         .arg(spec.image)
         .arg(format!("{}k", size / 1024))
         .run();
@@ -163,33 +163,11 @@ pub fn normalise_times(tree: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives the files of a tree vocc copies from elsewhere (a `dir` layer) the modes of
-/// a release: directories 0755, files 0755 when anyone may run them and 0644 otherwise.
-pub fn normalise_modes(tree: &Path) -> io::Result<()> {
-    for entry in walkdir::WalkDir::new(tree) {
-        let entry = entry?;
-        let meta = entry.path().symlink_metadata()?;
-        let mode = if meta.is_dir() {
-            0o755
-        } else if meta.is_file() {
-            if meta.mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            }
-        } else {
-            continue;
-        };
-        fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
 /// Sets the change, access and modification times (and for root-owned trees, owner
 /// and group) of every inode in use, found from the free-inode ranges dumpe2fs prints
 /// per group.
 fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageError> {
-    let text = Run::new(DUMPE2FS, source).arg(image).output()?;
+    let text = Run::new(DUMPE2FS, source).arg("--").arg(image).output()?;
     let text = String::from_utf8_lossy(&text);
     let used = used_inodes(&text).ok_or_else(|| ImageError::ToolFailed {
         command: format!("dumpe2fs {}", image.display()),
@@ -217,6 +195,7 @@ fn fix_inodes(image: &Path, root_owned: bool, source: &str) -> Result<(), ImageE
         .arg("-w")
         .arg("-f")
         .arg(&cmds)
+        .arg("--")
         .arg(image)
         .output();
     let _ = fs::remove_file(&cmds);

@@ -165,7 +165,7 @@ pub fn resolve(store: &Store, source: &str) -> Result<KernelPackage, ImageError>
         lists,
         package: package.clone(),
     }) {
-        let _ = super::store::write_atomic(&memo_path, &b, 0o644);
+        let _ = vocc_runtime::atomic::write(&memo_path, &b, 0o644);
     }
     Ok(package)
 }
@@ -195,7 +195,7 @@ pub fn fetch(
     if !dir.join("lib/modules").is_dir() {
         let work = store.work_dir()?;
         Run::new(APT_GET, source)
-            .args(["download", "-q", &package.id()])
+            .args(["download", "-q", "--", &package.id()])
             .dir(work.path())
             .run()
             .map_err(|e| kernel_error(e, package, source))?;
@@ -213,6 +213,7 @@ pub fn fetch(
         let unpacked = work.path().join("x");
         Run::new(DPKG_DEB, source)
             .arg("-x")
+            .arg("--")
             .arg(&deb)
             .arg(&unpacked)
             .run()?;
@@ -220,6 +221,7 @@ pub fn fetch(
         Run::new(DEPMOD, source)
             .arg("-b")
             .arg(&unpacked)
+            .arg("--")
             .arg(&release)
             .run()?;
         let _ = fs::remove_file(&deb);
@@ -489,6 +491,7 @@ pub fn install_modules(tree: &KernelTree, root: &Path, source: &str) -> Result<(
     Run::new(DEPMOD, source)
         .arg("-b")
         .arg(root)
+        .arg("--")
         .arg(&tree.release)
         .run()
 }

@@ -19,9 +19,13 @@
 //! every role's packages in the shared layer (the boot hook enables each node's own
 //! services and disables the others before PID 1 starts).
 //!
-//! Sources: `busybox` ([`busybox`]), `debian` ([`debian`]), `dir` (the tree with
-//! normalised modes, owned by root), `image` (the file as it is, verified against its
-//! pinned sha256). Every root vocc builds boots with Debian's kernel and vocc's
+//! Sources: `busybox` ([`busybox`]), `debian` ([`debian`]), `dir` (the tree owned by
+//! root, each file with its own permission bits less set-id bits and group and other
+//! write; a tree with a file others may not read makes a layer only its owner may
+//! read), `image` (the file as it is, verified against its pinned sha256). The
+//! checker has already refused sources outside the appliance's tree
+//! ([`crate::sources`]); here a `dir` is again required to be a real directory of
+//! files, directories and links, and files are opened as regular files only. Every root vocc builds boots with Debian's kernel and vocc's
 //! initramfs ([`kernel`]), whose `/init` runs the boot hook (`templates/boot/`).
 //!
 //! # The output tree
@@ -80,6 +84,13 @@ mod tools;
 
 pub use progress::Progress;
 pub use store::{default_dir, gc, GcReport};
+
+/// The sha256 of a source file (a pinned image) for the checker, remembered in the
+/// default store's hash cache when that store exists (a check creates no store).
+pub fn hash_source_file(path: &Path) -> io::Result<String> {
+    let memo = default_dir().join("cache/hash");
+    store::memo_hash(memo.is_dir().then_some(memo.as_path()), path)
+}
 
 use crate::model::{Layer, LayerSource, Model};
 use crate::output::{Manifest, ManifestImage};
@@ -186,7 +197,58 @@ pub enum ImageError {
     Io { what: String, err: io::Error },
 }
 
+/// A build failure the appliance caused, told as a diagnostic would tell it.
+pub struct InputProblem<'a> {
+    /// `file:line:col` of the layer or role behind it.
+    pub location: &'a str,
+    pub message: String,
+    pub hint: &'static str,
+}
+
 impl ImageError {
+    /// The failure as the input's mistake, when it is one: a layer the builder cannot
+    /// make, a pinned image whose bytes changed, a `size` too small for the tree. Not
+    /// a missing tool, a failing program or the disk.
+    pub fn input_problem(&self) -> Option<InputProblem<'_>> {
+        match self {
+            ImageError::Layer {
+                message,
+                source_line,
+            } => Some(InputProblem {
+                location: source_line,
+                message: message.clone(),
+                hint: "correct the layer; `vocc check` finds most such mistakes before a build",
+            }),
+            ImageError::TooSmall {
+                size,
+                needed,
+                source_line,
+                ..
+            } => Some(InputProblem {
+                location: source_line,
+                message: format!(
+                    "the layer needs about {} MiB, more than its `size` of {} MiB",
+                    needed.div_ceil(1 << 20),
+                    size >> 20
+                ),
+                hint: "raise the layer's `size`, or leave it out to size the layer to its tree",
+            }),
+            ImageError::HashMismatch {
+                path,
+                expected,
+                actual,
+                source_line,
+            } => Some(InputProblem {
+                location: source_line,
+                message: format!(
+                    "image `{path}` has sha256 `{actual}`, not the pinned `{expected}`"
+                ),
+                hint: "update the layer's `sha256` to the image's, or use the image it pins",
+            }),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: String, err: io::Error) -> ImageError {
         ImageError::Io { what, err }
     }
@@ -314,6 +376,11 @@ pub fn build(
     rendered: &Rendered,
     options: &ImageOptions,
 ) -> Result<Images, ImageError> {
+    for cluster in &model.clusters {
+        for job in layer_jobs(cluster)? {
+            packages_in_release(&job)?;
+        }
+    }
     let store = Store::open(&options.store)?;
     let previous = previous_keys(&options.out);
     let mut b = Builder {
@@ -385,6 +452,40 @@ pub fn build(
         .count();
     images.hits = images.placed.len() - images.built;
     Ok(images)
+}
+
+/// Refuses a Debian layer with a package its release does not have, when this
+/// machine has the release's index: before anything is built, not minutes into
+/// mmdebstrap.
+fn packages_in_release(job: &LayerJob) -> Result<(), ImageError> {
+    let LayerSource::Debian { suite } = &job.base.source else {
+        return Ok(());
+    };
+    let Some(index) = crate::packages::host_index(suite) else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = job
+        .base
+        .packages
+        .iter()
+        .chain(&job.packages)
+        .filter(|p| !index.has(p))
+        .map(|p| p.split('=').next().unwrap_or(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ImageError::layer(
+        format!(
+            "`{suite}` has no package {} (apt's lists on this machine)",
+            missing
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        &job.source,
+    ))
 }
 
 /// The jobs of a cluster's layers: each role's root (plain or derived) and each data
@@ -464,38 +565,38 @@ fn layer_jobs(cluster: &crate::model::Cluster) -> Result<Vec<LayerJob<'_>>, Imag
     Ok(jobs)
 }
 
-/// The directory a layer's relative paths are relative to: its appliance file's.
-fn base_dir(layer: &Layer) -> PathBuf {
-    // `file:line:col`: the file is what precedes the last two fields.
-    let loc = &layer.origin.location;
-    let file = loc.rsplitn(3, ':').nth(2).unwrap_or("");
-    Path::new(file)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+/// A `from dir` tree, looked at before it is copied.
+struct Tree {
+    path: PathBuf,
+    /// The content hash: names, kinds, permission bits, link targets and contents,
+    /// in sorted order.
+    hash: String,
+    /// Some file in it is not readable by others: the layer is kept private too.
+    private: bool,
 }
 
-fn dir_of(layer: &Layer, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base_dir(layer).join(p)
-    }
-}
-
-/// The content hash of a directory tree: names, kinds, executable bits, link targets
-/// and contents, in sorted order.
-fn tree_hash(dir: &Path, source: &str) -> Result<String, ImageError> {
+/// Reads the directory tree `dir` of a `from dir` layer. It must be a real directory
+/// (not a symbolic link to one) holding only files, directories and symbolic links
+/// (which are copied as links, never followed): a FIFO or a device would block or
+/// never end.
+fn read_tree(dir: &Path, source: &str) -> Result<Tree, ImageError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::PermissionsExt;
-    if !dir.is_dir() {
+    let top = dir
+        .symlink_metadata()
+        .map_err(|e| ImageError::layer(format!("cannot read `{}`: {e}", dir.display()), source))?;
+    if !top.is_dir() {
         return Err(ImageError::layer(
-            format!("`{}` is not a directory", dir.display()),
+            format!(
+                "`{}` is {}, not a directory",
+                dir.display(),
+                crate::sources::Kind::of(&top).describe()
+            ),
             source,
         ));
     }
     let mut h = Sha256::new();
+    let mut private = false;
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1) {
         let e =
             e.map_err(|e| ImageError::io(format!("cannot read `{}`", dir.display()), e.into()))?;
@@ -506,25 +607,55 @@ fn tree_hash(dir: &Path, source: &str) -> Result<String, ImageError> {
             .path()
             .symlink_metadata()
             .map_err(|err| ImageError::io(format!("cannot read `{}`", e.path().display()), err))?;
+        let mode = layer_mode(&meta);
         if meta.is_dir() {
-            h.update(b"d");
+            h.update(format!("d{mode:o}"));
         } else if meta.is_symlink() {
             h.update(b"l");
             let t = fs::read_link(e.path()).unwrap_or_default();
             h.update(t.as_os_str().as_encoded_bytes());
-        } else {
-            h.update(if meta.permissions().mode() & 0o111 != 0 {
-                b"x"
-            } else {
-                b"f"
-            });
-            h.update(store::hash_file(e.path()).map_err(|err| {
+        } else if meta.is_file() {
+            private |= meta.permissions().mode() & 0o004 == 0;
+            h.update(format!("f{mode:o}"));
+            let file = crate::sources::open_regular(e.path()).map_err(|err| {
+                ImageError::io(format!("cannot read `{}`", e.path().display()), err)
+            })?;
+            h.update(store::hash_reader(file).map_err(|err| {
                 ImageError::io(format!("cannot read `{}`", e.path().display()), err)
             })?);
+        } else {
+            return Err(ImageError::layer(
+                format!(
+                    "`{}` holds `{}`, which is {}: a layer holds only files, directories and \
+                     symbolic links",
+                    dir.display(),
+                    rel.display(),
+                    crate::sources::Kind::of(&meta).describe()
+                ),
+                source,
+            ));
         }
         h.update([0]);
     }
-    Ok(crate::render::hex(&h.finalize().into()))
+    Ok(Tree {
+        path: dir.to_path_buf(),
+        hash: crate::render::hex(&h.finalize().into()),
+        private,
+    })
+}
+
+/// The permission bits a copied file or directory gets in a layer: its own, less
+/// set-id and sticky bits and write permission for group and others (a tree copied
+/// from a user's directory becomes root's), so that a file only its owner could read
+/// stays so. Directories keep the owner's access.
+fn layer_mode(meta: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o755;
+    if meta.is_dir() {
+        mode | 0o700
+    } else {
+        mode
+    }
 }
 
 /// Builds or finds one layer (and, for roots, its kernel and initramfs).
@@ -535,8 +666,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
     for l in &job.stacked {
         match &l.source {
             LayerSource::Dir { path } => {
-                let dir = dir_of(l, path);
-                stacked_dirs.push((tree_hash(&dir, source)?, dir));
+                stacked_dirs.push(read_tree(&crate::sources::layer_path(l, path), source)?);
             }
             _ => {
                 return Err(ImageError::layer(
@@ -561,7 +691,8 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
     packages.extend(job.packages.iter().cloned());
     packages.sort();
     packages.dedup();
-    let dirs: Vec<&str> = stacked_dirs.iter().map(|(h, _)| h.as_str()).collect();
+    let dirs: Vec<&str> = stacked_dirs.iter().map(|t| t.hash.as_str()).collect();
+    let private = stacked_dirs.iter().any(|t| t.private);
     let size = job.base.size;
 
     let (entry, format) = match &job.base.source {
@@ -599,6 +730,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     FsParams {
                         size: Some(size.unwrap_or(crate::plan::DEFAULT_BUSYBOX_SIZE)),
                         root_owned: true,
+                        private,
                     },
                     source,
                 )
@@ -635,6 +767,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                         FsParams {
                             size,
                             root_owned: false,
+                            private,
                         },
                         source,
                     )
@@ -646,9 +779,11 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
             if !packages.is_empty() {
                 return Err(ImageError::layer("a `dir` layer takes no packages", source));
             }
-            let dir = dir_of(job.base, path);
+            let tree = read_tree(&crate::sources::layer_path(job.base, path), source)?;
+            let private = private || tree.private;
+            let dir = tree.path;
             let recipe = serde_json::json!({
-                "builder": LAYER_BUILDER, "kind": "dir", "tree": tree_hash(&dir, source)?,
+                "builder": LAYER_BUILDER, "kind": "dir", "tree": tree.hash,
                 "size": size, "dirs": dirs, "boots": job.boots,
                 "scripts": if job.boots { Some(scripts_hash()) } else { None },
             });
@@ -657,9 +792,10 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 let root = work.join("root");
                 copy_tree(&dir, &root)?;
                 overlay_dirs(&root, &stacked_dirs)?;
-                ext4::normalise_modes(&root).map_err(|e| {
-                    ImageError::io(format!("cannot prepare `{}`", root.display()), e)
-                })?;
+                fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(|e| {
+                        ImageError::io(format!("cannot prepare `{}`", root.display()), e)
+                    })?;
                 if boots {
                     let p = root.join("usr/lib/vocc");
                     fs::create_dir_all(&p)
@@ -674,6 +810,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     FsParams {
                         size,
                         root_owned: true,
+                        private,
                     },
                     source,
                 )
@@ -687,7 +824,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                     source,
                 ));
             }
-            let file = dir_of(job.base, path);
+            let file = crate::sources::layer_path(job.base, path);
             let actual = b.store.hash_host_file(&file)?;
             if !actual.eq_ignore_ascii_case(sha256) {
                 return Err(ImageError::HashMismatch {
@@ -700,10 +837,18 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
             let recipe =
                 serde_json::json!({ "builder": LAYER_BUILDER, "kind": "image", "sha256": actual });
             let e = b.cached(&what, recipe, vec![], source, |b, work, _| {
+                use std::os::unix::fs::PermissionsExt;
                 let copy = work.join("image");
-                fs::copy(&file, &copy)
-                    .map_err(|e| ImageError::io(format!("cannot copy `{}`", file.display()), e))?;
-                Ok([("image".to_owned(), b.store.insert(&copy, 0o444)?)].into())
+                let cannot = |e| ImageError::io(format!("cannot copy `{}`", file.display()), e);
+                let mut src = crate::sources::open_regular(&file).map_err(cannot)?;
+                // An image only its owner may read stays so in the store.
+                let mode = match src.metadata().map_err(cannot)?.permissions().mode() & 0o004 {
+                    0 => 0o400,
+                    _ => 0o444,
+                };
+                let mut dst = fs::File::create(&copy).map_err(cannot)?;
+                io::copy(&mut src, &mut dst).map_err(cannot)?;
+                Ok([("image".to_owned(), b.store.insert(&copy, mode)?)].into())
             })?;
             let fmt = if read_magic(&b.store.object(&e.outputs["image"].sha256)) == *b"QFI\xfb" {
                 "qcow2"
@@ -741,10 +886,12 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
     })
 }
 
-/// How a layer's file system is made: its size, and whether every file belongs to root.
+/// How a layer's file system is made: its size, whether every file belongs to root,
+/// and whether its object is readable by its owner only (it holds a file that is).
 struct FsParams {
     size: Option<u64>,
     root_owned: bool,
+    private: bool,
 }
 
 fn ext4_layer(
@@ -767,19 +914,22 @@ fn ext4_layer(
         root_owned: fs.root_owned,
         source,
     })?;
-    Ok([("image".to_owned(), b.store.insert(&image, 0o444)?)].into())
+    let mode = if fs.private { 0o400 } else { 0o444 };
+    Ok([("image".to_owned(), b.store.insert(&image, mode)?)].into())
 }
 
 /// Copies each tree over `root`, in order (later trees win).
-fn overlay_dirs(root: &Path, dirs: &[(String, PathBuf)]) -> Result<(), ImageError> {
-    for (_, dir) in dirs {
-        copy_tree(dir, root)?;
+fn overlay_dirs(root: &Path, dirs: &[Tree]) -> Result<(), ImageError> {
+    for t in dirs {
+        copy_tree(&t.path, root)?;
     }
     Ok(())
 }
 
-/// Copies the tree `from` into `to` (files, directories, symbolic links).
+/// Copies the tree `from` into `to` (files, directories, symbolic links; nothing
+/// else, and links are never followed), each with its [`layer_mode`].
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     for e in walkdir::WalkDir::new(from).sort_by_file_name() {
         let e =
             e.map_err(|e| ImageError::io(format!("cannot read `{}`", from.display()), e.into()))?;
@@ -787,16 +937,30 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
         let dest = to.join(rel);
         let io =
             |err: io::Error| ImageError::io(format!("cannot copy to `{}`", dest.display()), err);
-        let ft = e.file_type();
+        let meta = e.path().symlink_metadata().map_err(io)?;
+        let ft = meta.file_type();
         if ft.is_dir() {
             fs::create_dir_all(&dest).map_err(io)?;
+            if e.depth() > 0 {
+                fs::set_permissions(&dest, fs::Permissions::from_mode(layer_mode(&meta)))
+                    .map_err(io)?;
+            }
         } else if ft.is_symlink() {
             let target = fs::read_link(e.path()).map_err(io)?;
             let _ = fs::remove_file(&dest);
             std::os::unix::fs::symlink(target, &dest).map_err(io)?;
         } else if ft.is_file() {
             let _ = fs::remove_file(&dest);
-            fs::copy(e.path(), &dest).map_err(io)?;
+            let mut src = crate::sources::open_regular(e.path()).map_err(io)?;
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&dest)
+                .map_err(io)?;
+            io::copy(&mut src, &mut out).map_err(io)?;
+            out.set_permissions(fs::Permissions::from_mode(layer_mode(&meta)))
+                .map_err(io)?;
         }
     }
     Ok(())
@@ -1000,14 +1164,10 @@ pub fn install(images: &Images, out: &Path, manifest: &mut Manifest) -> Result<(
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let tmp = dest.with_file_name(format!(
-            ".{}.{}.tmp",
-            dest.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let _ = fs::remove_file(&tmp);
+        // A link is replaced the way a file is: made under a temporary name of
+        // `vocc_runtime::atomic` (which a later sweep recognises), renamed, the
+        // directory synced.
+        let tmp = vocc_runtime::atomic::temporary(&dest);
         if p.symlink {
             if fs::read_link(&dest).ok().as_deref() == Some(object.as_path()) {
                 continue;
@@ -1016,7 +1176,13 @@ pub fn install(images: &Images, out: &Path, manifest: &mut Manifest) -> Result<(
         } else if fs::hard_link(&object, &tmp).is_err() {
             copy_sparse(&object, &tmp).map_err(io(&tmp))?;
         }
-        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&dest)(e));
+        }
+        if let Some(parent) = dest.parent() {
+            vocc_runtime::atomic::sync_dir(parent).map_err(io(parent))?;
+        }
     }
     // Layers of an earlier build that this one does not have.
     let layers = out.join("layers");

@@ -183,6 +183,7 @@ fn overlay(
                     "-u",
                     "-b",
                     &backing,
+                    "--",
                 ])
                 .arg(&path)
                 .arg(layer.virtual_size.to_string())

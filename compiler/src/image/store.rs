@@ -7,7 +7,7 @@
 //! STORE/objects/<sha256>        an artifact: read-only (0444; 0400 for config drives)
 //! STORE/index/<key>.json        recipe key → the canonical recipe and its outputs
 //! STORE/cache/kernel/<pkg>_<v>/ an extracted kernel package (vmlinuz, modules)
-//! STORE/cache/hash/<id>.json    sha256 of host files, by path, size, mtime and inode
+//! STORE/cache/hash/<id>.json    sha256 of host files, by path, device, inode, size, mtime
 //! STORE/roots/<id>.json         an output tree (OUT) that uses this store
 //! STORE/tmp/<pid>.<n>/          work directories of running builds
 //! STORE/lock                    builds hold it shared, `vocc gc` exclusively
@@ -17,14 +17,15 @@
 //! artifacts are built under `tmp/`, hashed, synced and renamed into place. An index
 //! entry is written only after its objects, so an entry whose objects all exist is a
 //! good cache hit; an entry with a missing object is a miss. Nothing under `tmp/` is
-//! ever taken for a result.
+//! ever taken for a result. `vocc gc` never removes an object a registered output tree
+//! still links to, whatever that tree's manifest says.
 
 use super::ImageError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -170,7 +171,7 @@ impl Store {
             let _ = fs::remove_file(tmp);
         } else {
             fs::rename(tmp, &dest).map_err(io)?;
-            sync_dir(&self.root.join("objects")).map_err(io)?;
+            vocc_runtime::atomic::sync_dir(&self.root.join("objects")).map_err(io)?;
         }
         Ok(Output { sha256, size })
     }
@@ -180,55 +181,15 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other);
         let path = self.root.join("index").join(format!("{}.json", entry.key));
         bytes
-            .and_then(|b| write_atomic(&path, &b, 0o644))
+            .and_then(|b| vocc_runtime::atomic::write(&path, &b, 0o644))
             .map_err(|e| ImageError::io(format!("cannot write `{}`", path.display()), e))
     }
 
-    /// The sha256 of a host file, remembered by path, size, mtime and inode so that
-    /// a large pinned image or the busybox binary is read once, not on every build.
+    /// The sha256 of a host file, remembered by path, device, inode, size and mtime so
+    /// that a large pinned image or the busybox binary is read once, not on every build.
     pub fn hash_host_file(&self, path: &Path) -> Result<String, ImageError> {
-        #[derive(Serialize, Deserialize, PartialEq)]
-        struct Memo {
-            path: PathBuf,
-            size: u64,
-            mtime: i64,
-            mtime_nsec: i64,
-            ino: u64,
-            sha256: String,
-        }
-        let io = |e: io::Error| ImageError::io(format!("cannot read `{}`", path.display()), e);
-        let abs = fs::canonicalize(path).map_err(io)?;
-        let meta = fs::metadata(&abs).map_err(io)?;
-        let id = sha256_hex(abs.as_os_str().as_encoded_bytes());
-        let memo_path = self.root.join("cache/hash").join(format!("{id}.json"));
-        let fresh = |m: &Memo| {
-            m.path == abs
-                && m.size == meta.len()
-                && m.mtime == meta.mtime()
-                && m.mtime_nsec == meta.mtime_nsec()
-                && m.ino == meta.ino()
-        };
-        if let Some(m) = fs::read(&memo_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
-        {
-            if fresh(&m) {
-                return Ok(m.sha256);
-            }
-        }
-        let sha256 = hash_file(&abs).map_err(io)?;
-        let memo = Memo {
-            path: abs.clone(),
-            size: meta.len(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            ino: meta.ino(),
-            sha256: sha256.clone(),
-        };
-        if let Ok(b) = serde_json::to_vec(&memo) {
-            let _ = write_atomic(&memo_path, &b, 0o644);
-        }
-        Ok(sha256)
+        memo_hash(Some(&self.root.join("cache/hash")), path)
+            .map_err(|e| ImageError::io(format!("cannot read `{}`", path.display()), e))
     }
 
     /// Records that the output tree `out` uses this store (its manifest lists what).
@@ -243,9 +204,60 @@ impl Store {
         let path = self.root.join("roots").join(format!("{id}.json"));
         let bytes = serde_json::to_vec(&Root { out: &abs }).map_err(io::Error::other);
         bytes
-            .and_then(|b| write_atomic(&path, &b, 0o644))
+            .and_then(|b| vocc_runtime::atomic::write(&path, &b, 0o644))
             .map_err(|e| ImageError::io(format!("cannot write `{}`", path.display()), e))
     }
+}
+
+/// The sha256 of a regular file, remembered in `memo_dir` (when given) by its
+/// resolved path, device, inode, size and modification time. The file is opened as
+/// [`crate::sources::open_regular`] does, so a FIFO or a device is refused, and the
+/// identity compared is that of the file read.
+pub fn memo_hash(memo_dir: Option<&Path>, path: &Path) -> io::Result<String> {
+    #[derive(Serialize, Deserialize, PartialEq)]
+    struct Memo {
+        path: PathBuf,
+        #[serde(default)]
+        dev: u64,
+        size: u64,
+        mtime: i64,
+        mtime_nsec: i64,
+        ino: u64,
+        sha256: String,
+    }
+    let abs = fs::canonicalize(path)?;
+    let file = crate::sources::open_regular(&abs)?;
+    let meta = file.metadata()?;
+    let mut memo = Memo {
+        path: abs.clone(),
+        dev: meta.dev(),
+        size: meta.len(),
+        mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
+        ino: meta.ino(),
+        sha256: String::new(),
+    };
+    let id = sha256_hex(abs.as_os_str().as_encoded_bytes());
+    let memo_path = memo_dir.map(|d| d.join(format!("{id}.json")));
+    if let Some(old) = memo_path
+        .as_ref()
+        .and_then(|p| fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+    {
+        let same = Memo {
+            sha256: String::new(),
+            ..old
+        } == memo;
+        if same {
+            return Ok(old.sha256);
+        }
+    }
+    memo.sha256 = hash_reader(file)?;
+    if let (Some(p), Ok(b)) = (memo_path, serde_json::to_vec(&memo)) {
+        // Only a cache: a store that cannot be written is read again next time.
+        let _ = vocc_runtime::atomic::write(&p, &b, 0o644);
+    }
+    Ok(memo.sha256)
 }
 
 /// A work directory that removes itself.
@@ -295,8 +307,10 @@ pub struct GcReport {
 
 /// Removes every object no registered output tree uses, the index entries that named
 /// them, caches no remaining entry uses, and leftovers of killed builds. An output
-/// tree counts while its `manifest.json` exists; what it uses is what its manifest's
-/// `images` list.
+/// tree counts while its directory exists. What it uses is what its manifest's
+/// `images` list **and** what its `layers/` and `nodes/` actually link to (symbolic
+/// links into `objects/`, hard links sharing an object's inode): a manifest edited by
+/// hand, or lost, never makes gc delete an object a tree still uses.
 pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
     let store = Store::open_exclusive(dir)?;
     let root = store.root().to_path_buf();
@@ -308,33 +322,46 @@ pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
 
     // What the live output trees use.
     let mut live: BTreeSet<String> = BTreeSet::new();
+    let mut linked: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let objects = root.join("objects");
     let roots_dir = root.join("roots");
     for e in fs::read_dir(&roots_dir).map_err(io(&roots_dir))?.flatten() {
         #[derive(Deserialize)]
         struct Root {
             out: PathBuf,
         }
-        let used = fs::read(e.path())
+        let out = fs::read(e.path())
             .ok()
             .and_then(|b| serde_json::from_slice::<Root>(&b).ok())
-            .and_then(|r| fs::read(r.out.join("manifest.json")).ok())
+            .map(|r| r.out)
+            .filter(|out| out.is_dir());
+        let Some(out) = out else {
+            report.roots_removed += 1;
+            fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            continue;
+        };
+        report.roots_kept += 1;
+        if let Some(m) = fs::read(out.join("manifest.json"))
+            .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|m| {
+        {
+            live.extend(
                 m.get("images")
                     .and_then(|i| i.as_array())
                     .into_iter()
                     .flatten()
-                    .filter_map(|i| i.get("sha256")?.as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
-            });
-        match used {
-            Some(shas) => {
-                report.roots_kept += 1;
-                live.extend(shas);
-            }
-            None => {
-                report.roots_removed += 1;
-                fs::remove_file(e.path()).map_err(io(&e.path()))?;
+                    .filter_map(|i| i.get("sha256")?.as_str().map(str::to_owned)),
+            );
+        }
+        tree_links(&out, &objects, &mut live, &mut linked);
+    }
+    // Objects a tree holds hard links to, found by inode.
+    if !linked.is_empty() {
+        for e in fs::read_dir(&objects).map_err(io(&objects))?.flatten() {
+            if let Ok(m) = e.metadata() {
+                if linked.contains(&(m.dev(), m.ino())) {
+                    live.insert(e.file_name().to_string_lossy().into_owned());
+                }
             }
         }
     }
@@ -357,7 +384,6 @@ pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
         }
     }
 
-    let objects = root.join("objects");
     for e in fs::read_dir(&objects).map_err(io(&objects))?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if live.contains(&name) {
@@ -391,13 +417,55 @@ pub fn gc(dir: &Path) -> Result<GcReport, ImageError> {
     Ok(report)
 }
 
+/// What the output tree `out` links to in `objects`: symbolic links (layers, kernels)
+/// by the object's name, hard links (node files) by device and inode. Only the two
+/// levels vocc writes are looked at: `layers/<cluster>/*` and `nodes/<node>/*`.
+fn tree_links(
+    out: &Path,
+    objects: &Path,
+    names: &mut BTreeSet<String>,
+    inodes: &mut BTreeSet<(u64, u64)>,
+) {
+    for top in ["layers", "nodes"] {
+        let Ok(groups) = fs::read_dir(out.join(top)) else {
+            continue;
+        };
+        for group in groups.flatten() {
+            let Ok(files) = fs::read_dir(group.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let Ok(meta) = fs::symlink_metadata(f.path()) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() {
+                    if let Ok(target) = fs::read_link(f.path()) {
+                        let target = group.path().join(target);
+                        if target.parent() == Some(objects) {
+                            if let Some(n) = target.file_name() {
+                                names.insert(n.to_string_lossy().into_owned());
+                            }
+                        }
+                    }
+                } else if meta.is_file() && meta.nlink() > 1 {
+                    inodes.insert((meta.dev(), meta.ino()));
+                }
+            }
+        }
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::render::hex(&Sha256::digest(bytes).into())
 }
 
 /// The sha256 of a file's bytes.
 pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
+    hash_reader(File::open(path)?)
+}
+
+/// The sha256 of what `f` reads.
+pub(crate) fn hash_reader(mut f: impl Read) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -410,31 +478,32 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(crate::render::hex(&h.finalize().into()))
 }
 
-/// Writes `path` through a synced temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)
-}
-
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_file_hashes_are_remembered_by_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = dir.path().join("memo");
+        fs::create_dir_all(&memo).unwrap();
+        let f = dir.path().join("image");
+        fs::write(&f, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(memo_hash(Some(&memo), &f).unwrap(), abc);
+        // The memo is what answers while the file's identity is unchanged ...
+        let entry = fs::read_dir(&memo).unwrap().next().unwrap().unwrap().path();
+        let text = fs::read_to_string(&entry)
+            .unwrap()
+            .replace(abc, "remembered");
+        fs::write(&entry, text).unwrap();
+        assert_eq!(memo_hash(Some(&memo), &f).unwrap(), "remembered");
+        // ... and a new content (another inode, size or time) is read again.
+        let tmp = dir.path().join("new");
+        fs::write(&tmp, b"abcd").unwrap();
+        fs::rename(&tmp, &f).unwrap();
+        assert_ne!(memo_hash(Some(&memo), &f).unwrap(), "remembered");
+    }
 
     #[test]
     fn insert_names_objects_by_content_and_lookup_needs_them() {

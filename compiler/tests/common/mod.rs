@@ -413,6 +413,7 @@ fn plan(model: &Model) -> Plan {
             reserve: 0,
             disk: 1 << 44,
             address: None,
+            link: None,
         })
         .collect();
     let site = &model.site;
