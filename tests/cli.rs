@@ -109,8 +109,18 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn fmt_leaves_shipped_appliances_unchanged_and_is_idempotent() {
+    // Every shipped file is already in the canonical layout, as `.ci/run` checks.
+    let shipped = appliances();
+    let mut args = vec!["fmt", "--check"];
+    args.extend(shipped.iter().map(String::as_str));
+    let out = vocc(&args, &root());
+    assert!(
+        out.status.success(),
+        "`vocc fmt --check` on the shipped appliances failed:\n{}",
+        text(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
-    for f in appliances() {
+    for f in shipped {
         let src = std::fs::read_to_string(root().join(&f)).unwrap();
         let p = dir.path().join("x.voc");
         std::fs::write(&p, &src).unwrap();
@@ -139,7 +149,7 @@ fn fmt_rewrites_in_place() {
     let p = dir.path().join("a.voc");
     std::fs::write(
         &p,
-        "cluster a {   # the cluster\nvo \"a\"     hypervisor kvm\n}\n",
+        "cluster a {   # the cluster\nvo \"a\"   ;  hypervisor kvm\n}\n",
     )
     .unwrap();
     let out = vocc(&["fmt", "--check", "a.voc"], dir.path());
@@ -148,7 +158,7 @@ fn fmt_rewrites_in_place() {
     assert!(out.status.success());
     assert_eq!(
         std::fs::read_to_string(&p).unwrap(),
-        "cluster a {  # the cluster\n  vo \"a\"\n  hypervisor kvm\n}\n"
+        "cluster a {  # the cluster\n  vo \"a\"; hypervisor kvm\n}\n"
     );
 }
 

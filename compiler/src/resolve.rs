@@ -8,7 +8,9 @@
 //! [`Notes`]: the spans of parts of statements, the definitions that were reported
 //! broken, and the roles missing a statement that failed.
 
-use crate::args::{check_guest_path, one_of, shown, size_text, unknown_value, Args, Vars};
+use crate::args::{
+    check_guest_path, new_statement_hint, one_of, shown, size_text, unknown_value, Args, Vars,
+};
 use crate::load::Loaded;
 use crate::model::*;
 use std::collections::btree_map::Entry;
@@ -1405,6 +1407,13 @@ impl<'a> Resolver<'a> {
                     want_layer = true;
                     last_plus = Some(v.span);
                 }
+                (ValueKind::Word(w), false) if new_statement_hint(w, "root").is_some() => {
+                    let d = Diagnostic::error(v.span, format!("unexpected `{w}` in `root`"))
+                        .with_label("not joined to the layers with `+`")
+                        .with_hint(new_statement_hint(w, "root").unwrap_or_default());
+                    self.err(d);
+                    return;
+                }
                 (ValueKind::Word(_) | ValueKind::Str(_) | ValueKind::List(_), false) => {
                     self.err(
                         Diagnostic::error(
@@ -2403,15 +2412,60 @@ fn package_problem(s: &str) -> Option<String> {
 /// usable as host names.
 pub const CLUSTER_NAME_MAX: usize = 40;
 
-/// `name` made into a host name label, if that leaves anything.
+/// `name` made into a host name label, if that leaves anything: lowercase, accented
+/// Latin letters without their accents (`wörker` → `worker`), other characters as `-`
+/// (one for a run of them), at most 63 characters.
 fn example_name(name: &str) -> Option<String> {
-    let fixed: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let fixed = fixed.trim_matches('-').to_string();
-    (!fixed.is_empty() && fixed != name).then_some(fixed)
+    let mut fixed = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let mut ascii = [0u8; 4];
+        let c = if c.is_ascii_alphanumeric() {
+            Some(&*c.encode_utf8(&mut ascii))
+        } else {
+            unaccented(c)
+        };
+        match c {
+            Some(c) => fixed.push_str(c),
+            None if !fixed.ends_with('-') => fixed.push('-'),
+            None => {}
+        }
+    }
+    let mut fixed: String = fixed.trim_matches('-').chars().take(63).collect();
+    while fixed.ends_with('-') {
+        fixed.pop();
+    }
+    (!fixed.is_empty() && fixed != name && valid_hostname(&fixed)).then_some(fixed)
+}
+
+/// The ASCII letters a lowercase Latin letter with an accent (or a ligature) is
+/// written with, if any.
+fn unaccented(c: char) -> Option<&'static str> {
+    const TABLE: [(&str, &str); 17] = [
+        ("àáâãäåāăą", "a"),
+        ("çćĉċč", "c"),
+        ("ďđ", "d"),
+        ("èéêëēĕėęě", "e"),
+        ("ĝğġģ", "g"),
+        ("ìíîïĩīĭįı", "i"),
+        ("ĺļľł", "l"),
+        ("ñńņňŉ", "n"),
+        ("òóôõöøōŏő", "o"),
+        ("ŕŗř", "r"),
+        ("śŝşš", "s"),
+        ("ţťŧ", "t"),
+        ("ùúûüũūŭůűų", "u"),
+        ("ýÿŷ", "y"),
+        ("žźż", "z"),
+        ("œ", "oe"),
+        ("æ", "ae"),
+    ];
+    if c == 'ß' {
+        return Some("ss");
+    }
+    TABLE
+        .iter()
+        .find(|(from, _)| from.contains(c))
+        .map(|(_, to)| *to)
 }
 
 /// Names become host names, file names and config keys: keep them plain. With
