@@ -11,6 +11,10 @@ use crate::model::*;
 use crate::resolve::{and, check_name, unknown, valid_hostname, Kind, Notes, Part};
 use vocc_dsl::{Diagnostic, Document, Span, Stmt, Value, ValueKind};
 
+/// The longest value (in characters) vocc accepts: more is a mistake, and config files
+/// and kernel command lines have limits of their own.
+pub const MAX_VALUE_CHARS: usize = 1024;
+
 /// Values are spliced into config files line by line: a newline or another control
 /// character in any of them would let one value write several lines.
 pub fn control_characters<'d>(
@@ -47,6 +51,21 @@ pub fn control_characters<'d>(
                         "values are written into line-based config files: remove {escape}"
                     )),
             );
+        } else if text.chars().count() > MAX_VALUE_CHARS {
+            diags.push(
+                Diagnostic::error(
+                    v.span,
+                    format!(
+                        "value of `{kw}` is {} characters long",
+                        text.chars().count()
+                    ),
+                )
+                .with_label("too long")
+                .with_hint(format!(
+                    "a value has at most {MAX_VALUE_CHARS} characters: names, paths and \
+                     command lines are much shorter"
+                )),
+            );
         }
     }
     fn stmt(s: &Stmt, diags: &mut Vec<Diagnostic>) {
@@ -58,6 +77,18 @@ pub fn control_characters<'d>(
     }
 }
 
+/// A cluster without roles makes no nodes: a warning, for input that is otherwise
+/// right (a cluster with mistakes may well be unfinished).
+pub fn no_roles(diags: &mut Vec<Diagnostic>, c: &Cluster) {
+    if c.roles.is_empty() {
+        diags.push(
+            Diagnostic::warning(c.origin.span, format!("cluster `{}` has no roles", c.name))
+                .with_label("makes no nodes")
+                .with_hint("add `role NAME { root LAYER … }` for each kind of node"),
+        );
+    }
+}
+
 /// Names, networks, layers, mounts and exports of one cluster.
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
     let net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
@@ -66,7 +97,6 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
     // The cluster name was checked when it was read; node ids are only worth checking
     // once it is right.
     let cluster_ok = valid_hostname(&c.name) && c.name.len() <= crate::resolve::CLUSTER_NAME_MAX;
-
     for r in &c.roles {
         host_names(diags, c, r, cluster_ok);
         for n in &r.nics {

@@ -31,6 +31,33 @@ impl Compilation {
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(Diagnostic::is_error)
     }
+
+    /// For `vocc build`: the error when the model has no node to build (the checker
+    /// only warns, since a file without clusters is fine to check).
+    pub fn nothing_to_build(&self) -> Option<Diagnostic> {
+        let model = self.model.as_ref()?;
+        if model.clusters.iter().any(|c| !c.nodes.is_empty()) {
+            return None;
+        }
+        let file = vocc_dsl::FileId(0);
+        let name = &self.map.get(file).name;
+        let what = if model.clusters.is_empty() {
+            "defines no cluster"
+        } else {
+            "has no role that makes a node"
+        };
+        Some(
+            Diagnostic::error(
+                Span::new(file, 0, 0),
+                format!("nothing to build: `{name}` {what}"),
+            )
+            .with_label("in this file")
+            .with_hint(
+                "an appliance defines `cluster NAME { … }` with at least one `role`; give \
+                     it to `vocc build`",
+            ),
+        )
+    }
 }
 
 /// Why a compilation could not even start.
@@ -53,18 +80,15 @@ pub fn compile(
     // What the parser and the control character pass report: the first word on a
     // value. Later phases do not add their own diagnostic for the same value.
     let mut diags = Vec::new();
-    let files =
-        load::load(world, &mut map, &mut diags, path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let files = match load::load(world, &mut map, &mut diags, path) {
+        Ok(files) => files,
+        Err(source) => return unreadable(map, diags, path, source),
+    };
     let site_files: Vec<Loaded> = match &options.site {
-        Some(p) => {
-            load::load(world, &mut map, &mut diags, p).map_err(|source| LoadError::Read {
-                path: p.clone(),
-                source,
-            })?
-        }
+        Some(p) => match load::load(world, &mut map, &mut diags, p) {
+            Ok(files) => files,
+            Err(source) => return unreadable(map, diags, p, source),
+        },
         None => Vec::new(),
     };
     let (vars, var_docs) = command_line_vars(&mut map, &mut diags, &options.vars);
@@ -124,6 +148,12 @@ pub fn compile(
             );
         }
     }
+    if resolved.clusters.is_empty()
+        && resolved.sites.is_empty()
+        && !diags.iter().chain(&rdiags).any(Diagnostic::is_error)
+    {
+        rdiags.push(nothing_defined(&map, &files));
+    }
     let in_file = one_site(resolved.sites, &mut rdiags);
     let site = match site.or(in_file) {
         Some(s) => s,
@@ -137,6 +167,11 @@ pub fn compile(
         crate::alloc::nodes(&mut rdiags, c, &mut macs, &notes);
     }
     node_ids(&clusters, &mut rdiags);
+    if !diags.iter().chain(&rdiags).any(Diagnostic::is_error) {
+        clusters
+            .iter()
+            .for_each(|c| crate::check::no_roles(&mut rdiags, c));
+    }
     unknown_overrides(&var_docs, &options.vars, &overrides, &notes, &mut rdiags);
 
     // One mistake, one diagnostic: drop what a later phase says about a value the
@@ -158,6 +193,57 @@ pub fn compile(
         model,
         diags,
         files: all_files,
+    })
+}
+
+/// The warning for input that defines neither a cluster nor a site (an empty file, one
+/// with only a byte order mark or comments, shared definitions alone).
+fn nothing_defined(map: &SourceMap, files: &[Loaded]) -> Diagnostic {
+    let root = files.last().map_or(vocc_dsl::FileId(0), |f| f.file);
+    let name = &map.get(root).name;
+    let what = if files.iter().all(|f| f.doc.stmts.is_empty()) {
+        "has no statements"
+    } else {
+        "defines no cluster and no site"
+    };
+    Diagnostic::warning(Span::new(root, 0, 0), format!("`{name}` {what}"))
+        .with_label("nothing to check or build")
+        .with_hint("an appliance defines `cluster NAME { … }`, a site file `site NAME { … }`")
+}
+
+/// A file that cannot be read: when it is not UTF-8 that is the input's fault, told
+/// as a diagnostic at its first bad byte; anything else is a [`LoadError`].
+fn unreadable(
+    mut map: SourceMap,
+    mut diags: Vec<Diagnostic>,
+    path: &Path,
+    source: std::io::Error,
+) -> Result<Compilation, LoadError> {
+    let Some(bad) = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<crate::world::NotUtf8>())
+    else {
+        return Err(LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        });
+    };
+    let file = map.add(path.display().to_string(), bad.text.clone());
+    // The bad byte reads as U+FFFD, three bytes long, in the text kept for rendering.
+    let span = Span::new(file, bad.offset, bad.offset + '\u{FFFD}'.len_utf8());
+    diags.push(
+        Diagnostic::error(span, format!("`{}` is not UTF-8 text", path.display()))
+            .with_label(format!("byte 0x{:02x} starts no UTF-8 character", bad.byte))
+            .with_hint(
+                "save the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`); vocc \
+                 reads nothing else",
+            ),
+    );
+    Ok(Compilation {
+        map,
+        model: None,
+        diags,
+        files: vec![path.to_path_buf()],
     })
 }
 

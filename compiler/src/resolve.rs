@@ -574,7 +574,23 @@ impl<'a> Resolver<'a> {
             "domain" => {
                 let example = "domain \"osg.example.org\"";
                 if let Some((d, span)) = a.name("a DNS domain", example, &mut self.diags) {
-                    if d.split('.').all(valid_hostname) {
+                    if d.len() > DOMAIN_MAX {
+                        self.err(
+                            Diagnostic::error(
+                                span,
+                                format!(
+                                    "domain of cluster `{}` is {} characters long",
+                                    cluster.name,
+                                    d.len()
+                                ),
+                            )
+                            .with_label("too long")
+                            .with_hint(format!(
+                                "a domain has at most {DOMAIN_MAX} characters, so that \
+                                 `<host name>.<domain>` stays within DNS's 253"
+                            )),
+                        );
+                    } else if d.split('.').all(valid_hostname) {
                         cluster.domain = d;
                     } else {
                         let bad = d.split('.').find(|l| !valid_hostname(l)).unwrap_or("");
@@ -2407,6 +2423,10 @@ fn package_problem(s: &str) -> Option<String> {
     }
     None
 }
+
+/// The longest a cluster's DNS domain may be: a node's name `<host name>.<domain>`
+/// must fit in DNS's 253 characters with a host name of up to 63.
+pub const DOMAIN_MAX: usize = 253 - 64;
 
 /// The longest a cluster name may be: node ids `<cluster>-<host name>` must stay
 /// usable as host names.
