@@ -16,6 +16,9 @@ pub struct Vars {
     scopes: Vec<HashMap<String, Value>>,
     /// Values given on the command line (`--var name=value`): they win over `let`.
     pub overrides: HashMap<String, Value>,
+    /// Variables whose `--var` value was reported wrong: statements using them are
+    /// skipped without another diagnostic.
+    pub broken: std::collections::HashSet<String>,
     /// Whether an unknown variable goes unreported (its statement is still skipped):
     /// for shared definitions no cluster uses, whose variables may be meant to come
     /// from the clusters that would use them.
@@ -64,6 +67,9 @@ impl Vars {
     ) -> Option<Value> {
         match &v.kind {
             ValueKind::Var(name) => {
+                if self.broken.contains(name) {
+                    return None;
+                }
                 let Some(def) = self.get(name) else {
                     if self.lenient {
                         return None;

@@ -91,8 +91,15 @@ pub fn no_roles(diags: &mut Vec<Diagnostic>, c: &Cluster) {
 
 /// Names, networks, layers, mounts and exports of one cluster.
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
-    let net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
-    let layer_names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
+    // Shared definitions a role could use are candidates for did-you-mean too.
+    let mut net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
+    net_names.extend(notes.shared(Kind::Network));
+    net_names.sort_unstable();
+    net_names.dedup();
+    let mut layer_names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
+    layer_names.extend(notes.shared(Kind::Layer));
+    layer_names.sort_unstable();
+    layer_names.dedup();
     let net_known = |n: &str| c.network(n).is_some() || notes.broken(&c.name, Kind::Network, n);
     // The cluster name was checked when it was read; node ids are only worth checking
     // once it is right.

@@ -260,7 +260,8 @@ fn explains(map: &SourceMap, first: &Diagnostic, d: &Diagnostic) -> bool {
 
 /// Parses each `--var name=value` as `let name = [value]` in a file of its own, so
 /// that its mistakes are reported like any other. The brackets keep a value that is
-/// spelt like a keyword (`--var kind=cluster`) from starting a statement.
+/// spelt like a keyword (`--var kind=cluster`) from starting a statement. The file
+/// shows what the user typed, `--var name=value`, and every span is moved onto it.
 fn command_line_vars(
     map: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
@@ -270,13 +271,25 @@ fn command_line_vars(
     let mut docs = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for (i, (name, value)) in given.iter().enumerate() {
-        let (file, doc) = load::parse_into(
-            map,
-            diags,
-            &format!("<--var {}>", i + 1),
-            format!("let {name} = [{value}]\n"),
-        );
-        let whole = Span::new(file, 0, map.get(file).text.len().saturating_sub(1));
+        let shown = format!("--var {name}={value}");
+        let file = map.add(format!("<--var {}>", i + 1), shown.clone());
+        let (mut doc, mut found) = vocc_dsl::parse(file, &format!("let {name} = [{value}]\n"));
+        let onto = VarSpans {
+            name: name.len() as u32,
+            value: value.len() as u32,
+        };
+        for d in &mut found {
+            d.span = onto.span(d.span);
+            for l in &mut d.secondary {
+                l.span = onto.span(l.span);
+            }
+        }
+        onto.doc(&mut doc);
+        if found.iter().any(Diagnostic::is_error) {
+            vars.broken.insert(name.clone());
+        }
+        diags.append(&mut found);
+        let whole = Span::new(file, 0, shown.len());
         let stmt = doc.stmts.first().filter(|_| doc.stmts.len() == 1);
         let name_value = stmt.and_then(|s| s.args.first());
         let at = name_value.map_or(whole, |v| v.span);
@@ -333,6 +346,54 @@ fn command_line_vars(
     (vars, docs)
 }
 
+/// Where the parts of `let NAME = [VALUE]` (the text parsed for a `--var`) stand in
+/// `--var NAME=VALUE` (the text shown).
+struct VarSpans {
+    name: u32,
+    value: u32,
+}
+
+impl VarSpans {
+    fn offset(&self, o: u32) -> u32 {
+        let (n, v) = (self.name, self.value);
+        match o {
+            // `let ` → the start.
+            0..=3 => 0,
+            // The name, 2 further on.
+            o if o <= 4 + n => o + 2,
+            // ` = [` → the start of the value.
+            o if o < 8 + n => 7 + n,
+            // The value, 1 further back.
+            o if o <= 8 + n + v => o - 1,
+            _ => 7 + n + v,
+        }
+    }
+
+    fn span(&self, s: Span) -> Span {
+        let start = self.offset(s.start);
+        Span {
+            start,
+            end: self.offset(s.end).max(start),
+            ..s
+        }
+    }
+
+    fn value(&self, v: &mut Value) {
+        v.span = self.span(v.span);
+        if let ValueKind::List(items) = &mut v.kind {
+            items.iter_mut().for_each(|i| self.value(i));
+        }
+    }
+
+    fn doc(&self, doc: &mut Document) {
+        for s in &mut doc.stmts {
+            s.keyword.span = self.span(s.keyword.span);
+            s.span = self.span(s.span);
+            s.args.iter_mut().for_each(|v| self.value(v));
+        }
+    }
+}
+
 /// A `--var` for a variable no `let` defines is probably misspelt.
 fn unknown_overrides(
     docs: &[Document],
@@ -351,16 +412,17 @@ fn unknown_overrides(
             continue;
         }
         let span = stmt.args.first().map_or(stmt.keyword.span, |v| v.span);
-        let mut d = Diagnostic::error(
-            span,
-            format!("`--var {name}` sets a variable no `let` defines"),
-        )
-        .with_label("unknown variable");
-        d = match vocc_dsl::diag::suggest(name, notes.let_names.iter().map(String::as_str)) {
+        let mut d = Diagnostic::error(span, format!("there is no `let {name}` to override"))
+            .with_label("no such variable");
+        let names: Vec<&str> = notes.let_names.iter().map(String::as_str).collect();
+        d = match vocc_dsl::diag::suggest(name, names.iter().copied()) {
             Some(s) => d.with_hint(format!("did you mean `--var {s}=…`?")),
+            None if names.is_empty() => d.with_hint(
+                "`--var` overrides a `let` of the appliance, and it has none: remove the `--var`",
+            ),
             None => d.with_hint(format!(
-                "`--var` overrides a `let`: add `let {name} = …` to the appliance, or remove the \
-                 `--var`"
+                "`--var` overrides a `let` of the appliance; it has {}",
+                crate::args::one_of(&names).replace(" or ", " and ")
             )),
         };
         diags.push(d);

@@ -64,6 +64,9 @@ pub struct Notes {
     sched_broken: HashSet<String>,
     /// Every variable a `let` defines, in any scope.
     pub let_names: BTreeSet<String>,
+    /// The names of shared (top-level or imported) definitions, for did-you-mean:
+    /// a cluster holds only the ones its roles use.
+    pub shared: BTreeSet<(Kind, String)>,
 }
 
 impl Notes {
@@ -77,6 +80,14 @@ impl Notes {
             .contains(&(cluster.to_string(), kind, name.to_string()))
     }
 
+    /// The names of the shared definitions of a kind.
+    pub fn shared(&self, kind: Kind) -> impl Iterator<Item = &str> {
+        self.shared
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, n)| n.as_str())
+    }
+
     pub fn incomplete(&self, cluster: &str, role: &str) -> bool {
         self.incomplete
             .contains(&(cluster.to_string(), role.to_string()))
@@ -88,6 +99,7 @@ impl Notes {
         self.incomplete.extend(other.incomplete);
         self.sched_broken.extend(other.sched_broken);
         self.let_names.extend(other.let_names);
+        self.shared.extend(other.shared);
     }
 }
 
@@ -380,6 +392,7 @@ impl<'a> Resolver<'a> {
                 self.diags.push(duplicate(kind.name(), &name, span, prev));
             }
             Entry::Vacant(e) => {
+                self.notes.shared.insert((kind, name.clone()));
                 e.insert(stmt);
             }
         }
@@ -2217,7 +2230,7 @@ impl<'a> Resolver<'a> {
 }
 
 /// The kinds of shared definitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Network,
     Layer,
