@@ -107,14 +107,35 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
     for r in &c.roles {
         host_names(diags, c, r, cluster_ok);
         for n in &r.nics {
+            let span = notes.part(n.origin.span, Part::NicNetwork);
             if !net_known(&n.network) {
-                let span = notes.part(n.origin.span, Part::NicNetwork);
                 diags.push(unknown(
                     "network",
                     &n.network,
                     span,
                     net_names.iter().copied(),
                 ));
+            } else if let (Some(m @ (NicMethod::Pool | NicMethod::Dhcp)), Some(net)) =
+                (n.method, c.network(&n.network).filter(|n| !n.is_private()))
+            {
+                let how = if m == NicMethod::Pool { "pool" } else { "dhcp" };
+                diags.push(
+                    Diagnostic::error(
+                        n.origin.span,
+                        format!(
+                            "`{}` takes a `{how}` address on network `{}` ({}), which is \
+                             not a private range",
+                            n.name,
+                            net.name,
+                            net.cidr()
+                        ),
+                    )
+                    .with_label("vocc would hand out public addresses")
+                    .with_hint(
+                        "write the address the NIC has on a public network (`nic eth1 public \
+                         192.0.2.10`), or put the NIC on a private network",
+                    ),
+                );
             }
         }
         for l in &r.root {
@@ -160,6 +181,23 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
                     span,
                     net_names.iter().copied(),
                 ));
+            } else if let Some(net) = c.network(&e.network).filter(|n| !n.is_private()) {
+                diags.push(
+                    Diagnostic::error(
+                        span,
+                        format!(
+                            "`{}` is exported to network `{}` ({}), which is not a private range",
+                            e.path,
+                            net.name,
+                            net.cidr()
+                        ),
+                    )
+                    .with_label("every address of this subnet could mount it")
+                    .with_hint(format!(
+                        "export only to a private network ({})",
+                        crate::model::private_ranges_text()
+                    )),
+                );
             } else if !incomplete && !r.nics.iter().any(|n| n.network == e.network) {
                 diags.push(
                     Diagnostic::error(

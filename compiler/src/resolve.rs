@@ -32,6 +32,8 @@ pub struct Defs<'a> {
 /// origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Part {
+    /// The `subnet` value of a network (by the network's origin).
+    Subnet,
     NicNetwork,
     NicAddress,
     DiskLayer,
@@ -733,6 +735,7 @@ impl<'a> Resolver<'a> {
             origin: self.origin(span),
         };
         let mut gateway_span = None;
+        let mut subnet_span = None;
         for s in stmt.children() {
             if !Context::Network.is_keyword(&s.keyword.name) {
                 continue;
@@ -743,7 +746,10 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             match s.keyword.name.as_str() {
-                "subnet" => subnet = self.subnet(&mut a),
+                "subnet" => {
+                    subnet = self.subnet(&mut a);
+                    subnet_span = s.args.first().map(|v| v.span);
+                }
                 "assign" => {
                     if let Some((m, _)) = a.choice(NIC_METHODS, "assign pool", &mut self.diags) {
                         net.assign = match m {
@@ -793,6 +799,33 @@ impl<'a> Resolver<'a> {
         };
         net.subnet = ip;
         net.prefix = prefix;
+        let subnet_span = subnet_span.unwrap_or(span);
+        self.part(net.origin.span, Part::Subnet, subnet_span);
+        if matches!(net.assign, Assign::Pool | Assign::Dhcp) && !net.is_private() {
+            let how = if net.assign == Assign::Pool {
+                "assign pool"
+            } else {
+                "assign dhcp"
+            };
+            self.err(
+                Diagnostic::error(
+                    subnet_span,
+                    format!(
+                        "network `{}` hands out addresses of `{ip}/{prefix}`, which is not a \
+                         private range",
+                        net.name
+                    ),
+                )
+                .with_label(format!(
+                    "not private, and `{how}` gives its addresses to nodes"
+                ))
+                .with_hint(format!(
+                    "use a private range ({}), or `assign static` for a public network whose \
+                     addresses are yours",
+                    crate::model::private_ranges_text()
+                )),
+            );
+        }
         if let (Some(g), Some(sp)) = (net.gateway, gateway_span) {
             self.part(net.origin.span, Part::Gateway, sp);
             if !net.contains(g) {
@@ -827,6 +860,23 @@ impl<'a> Resolver<'a> {
                         Diagnostic::error(span, format!("subnet `{ip}/{p}` has host bits set"))
                             .with_label("not a network address")
                             .with_hint(format!("the network address is `{net_addr}/{p}`")),
+                    );
+                    None
+                } else if *p < 8 {
+                    self.err(
+                        Diagnostic::error(span, format!("subnet `{ip}/{p}` is wider than a `/8`"))
+                            .with_label("far too many addresses for a cluster")
+                            .with_hint("use a prefix of `/8` or longer, as in `10.20.0.0/24`"),
+                    );
+                    None
+                } else if let Some(what) = special_range(*ip, *p) {
+                    self.err(
+                        Diagnostic::error(span, format!("subnet `{ip}/{p}` is {what}"))
+                            .with_label("no cluster can use these addresses")
+                            .with_hint(format!(
+                                "use a private range: {}",
+                                crate::model::private_ranges_text()
+                            )),
                     );
                     None
                 } else if *p > 30 {
@@ -2388,6 +2438,44 @@ pub(crate) fn is_var_name(n: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// What a subnet overlapping an address range no cluster can use is: "the loopback
+/// range" and so on.
+fn special_range(ip: Ipv4Addr, prefix: u8) -> Option<&'static str> {
+    const SPECIAL: [(Ipv4Addr, u8, &str); 5] = [
+        (
+            Ipv4Addr::new(0, 0, 0, 0),
+            8,
+            "in `0.0.0.0/8`, which means \"this network\"",
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 0),
+            8,
+            "in the loopback range `127.0.0.0/8`",
+        ),
+        (
+            Ipv4Addr::new(169, 254, 0, 0),
+            16,
+            "in the link-local range `169.254.0.0/16`",
+        ),
+        (
+            Ipv4Addr::new(224, 0, 0, 0),
+            4,
+            "in the multicast range `224.0.0.0/4`",
+        ),
+        (
+            Ipv4Addr::new(240, 0, 0, 0),
+            4,
+            "in the reserved range `240.0.0.0/4`",
+        ),
+    ];
+    let mask = |p: u8| u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    SPECIAL.iter().find_map(|(net, p, what)| {
+        // Overlap: the shorter prefix's mask agrees on both.
+        let m = mask(prefix.min(*p));
+        (u32::from(ip) & m == u32::from(*net) & m).then_some(*what)
+    })
 }
 
 /// An RFC 1123 host name label.
