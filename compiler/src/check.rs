@@ -89,6 +89,49 @@ pub fn no_roles(diags: &mut Vec<Diagnostic>, c: &Cluster) {
     }
 }
 
+/// Every network with DHCP clients needs a node to serve DHCP on it: one with a
+/// static or pool address there (the renderer picks the scheduler's controller
+/// first). Run on allocated nodes of input that is otherwise right.
+pub fn dhcp_servers(diags: &mut Vec<Diagnostic>, c: &Cluster) {
+    for net in &c.networks {
+        let on = |n: &&Node| -> bool { n.nics.iter().any(|i| i.network == net.name) };
+        let client = c.nodes.iter().filter(on).find(|n| {
+            n.nics
+                .iter()
+                .any(|i| i.network == net.name && i.method == NicMethod::Dhcp)
+        });
+        let Some(client) = client else { continue };
+        let served = c.nodes.iter().any(|n| {
+            n.nics.iter().any(|i| {
+                i.network == net.name
+                    && matches!(i.method, NicMethod::Static | NicMethod::Pool)
+                    && i.address.is_some()
+            })
+        });
+        if !served {
+            diags.push(
+                Diagnostic::error(
+                    net.origin.span,
+                    format!(
+                        "network `{}` has DHCP clients but no node that can serve DHCP",
+                        net.name
+                    ),
+                )
+                .with_label("nodes ask for DHCP leases here")
+                .with_secondary(
+                    client.origin.span,
+                    format!("role `{}` asks for a lease", client.role),
+                )
+                .with_hint(format!(
+                    "give one role a fixed address on it to serve DHCP, as in `nic eth0 {} pool`, \
+                     or use `assign pool`",
+                    net.name
+                )),
+            );
+        }
+    }
+}
+
 /// Names, networks, layers, mounts and exports of one cluster.
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
     // Shared definitions a role could use are candidates for did-you-mean too.

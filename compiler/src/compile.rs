@@ -168,9 +168,10 @@ pub fn compile(
     }
     node_ids(&clusters, &mut rdiags);
     if !diags.iter().chain(&rdiags).any(Diagnostic::is_error) {
-        clusters
-            .iter()
-            .for_each(|c| crate::check::no_roles(&mut rdiags, c));
+        for c in &clusters {
+            crate::check::no_roles(&mut rdiags, c);
+            crate::check::dhcp_servers(&mut rdiags, c);
+        }
     }
     unknown_overrides(&var_docs, &options.vars, &overrides, &notes, &mut rdiags);
 
