@@ -1954,7 +1954,7 @@ impl<'a> Resolver<'a> {
             self.err(
                 Diagnostic::error(span, format!("site `{}` has no hosts", site.name))
                     .with_label("no `host`")
-                    .with_hint("add `host NAME { cpu 2  memory 4G  disk 40G }`"),
+                    .with_hint("add `host NAME { cpu 2; memory 4G; disk 40G }`"),
             );
         }
         header.map(|_| site)
