@@ -228,6 +228,10 @@ impl<'a> Files<'a> for MapFiles<'a> {
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
+        // The same word in another case (`RW` for `rw`) is the closest of all.
+        if c.to_lowercase() == word.to_lowercase() {
+            return Some(c);
+        }
         let d = edit_distance(word, c);
         let limit = (word.chars().count().max(c.chars().count()) / 3).max(1);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
@@ -274,5 +278,7 @@ mod tests {
         assert_eq!(suggest("cpu", ["cup"]), Some("cup"));
         // Three letters allow one edit; a transposition is one.
         assert_eq!(suggest("mmeory", ["memory", "mount"]), Some("memory"));
+        assert_eq!(suggest("RW", ["ro", "rw"]), Some("rw"));
+        assert_eq!(suggest("Wörker", ["worker", "wörker"]), Some("wörker"));
     }
 }
