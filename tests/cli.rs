@@ -283,7 +283,7 @@ fn a_closed_pipe_on_stdout_ends_every_command_quietly() {
     let osg = osg.to_str().unwrap();
     for args in [
         &["model", osg][..],
-        &["model", "--var", "workers=200", osg],
+        &["model", "--var", "workers=120", osg],
         &["graph", osg],
         &["check", "--json", osg],
         &["explain", osg, "worker1"],
