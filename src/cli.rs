@@ -433,9 +433,23 @@ fn explain(file: &Path, node: &str, input: &InputArgs) -> Result<ExitCode, Inter
 fn fmt(files: &[PathBuf], check: bool, stdout: bool) -> Result<ExitCode, Internal> {
     let mut code = ExitCode::SUCCESS;
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Internal(format!("cannot read `{}`: {e}", f.display())))?;
         let mut map = SourceMap::new();
+        let read = std::fs::read(f).and_then(vocc_compiler::world::decode);
+        let text = match read {
+            Ok(text) => text,
+            Err(e) => match e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<vocc_compiler::world::NotUtf8>())
+            {
+                Some(bad) => {
+                    let d = vocc_compiler::compile::not_utf8(&mut map, f, bad);
+                    print_diags(&map, &[d]);
+                    code = ExitCode::from(1);
+                    continue;
+                }
+                None => return Err(Internal(format!("cannot read `{}`: {e}", f.display()))),
+            },
+        };
         let id = map.add(f.display().to_string(), text.clone());
         match vocc_dsl::fmt::format_source(id, &text) {
             Ok(formatted) => {

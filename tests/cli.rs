@@ -338,6 +338,14 @@ fn a_file_that_is_not_utf8_is_an_input_error_at_its_first_bad_byte() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("latin1.voc:2:10"));
+    // `fmt` says the same and leaves the file alone.
+    let out = vocc(&["fmt", "latin1.voc"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("latin1.voc:2:10"));
+    assert_eq!(
+        std::fs::read(dir.path().join("latin1.voc")).unwrap(),
+        b"cluster c {\n  vo \"caf\xe9\"\n}\n"
+    );
 }
 
 #[test]

@@ -229,23 +229,27 @@ fn unreadable(
             source,
         });
     };
-    let file = map.add(path.display().to_string(), bad.text.clone());
-    // The bad byte reads as U+FFFD, three bytes long, in the text kept for rendering.
-    let span = Span::new(file, bad.offset, bad.offset + '\u{FFFD}'.len_utf8());
-    diags.push(
-        Diagnostic::error(span, format!("`{}` is not UTF-8 text", path.display()))
-            .with_label(format!("byte 0x{:02x} starts no UTF-8 character", bad.byte))
-            .with_hint(
-                "save the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`); vocc \
-                 reads nothing else",
-            ),
-    );
+    diags.push(not_utf8(&mut map, path, bad));
     Ok(Compilation {
         map,
         model: None,
         diags,
         files: vec![path.to_path_buf()],
     })
+}
+
+/// Adds a file that is not UTF-8 to `map` (bad bytes shown as U+FFFD) and returns the
+/// diagnostic at its first bad byte.
+pub fn not_utf8(map: &mut SourceMap, path: &Path, bad: &crate::world::NotUtf8) -> Diagnostic {
+    let file = map.add(path.display().to_string(), bad.text.clone());
+    // The bad byte reads as U+FFFD, three bytes long, in the text kept for rendering.
+    let span = Span::new(file, bad.offset, bad.offset + '\u{FFFD}'.len_utf8());
+    Diagnostic::error(span, format!("`{}` is not UTF-8 text", path.display()))
+        .with_label(format!("byte 0x{:02x} starts no UTF-8 character", bad.byte))
+        .with_hint(
+            "save the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`); vocc reads \
+             nothing else",
+        )
 }
 
 /// Whether `first` (from the parser or the control character pass) already explains
