@@ -264,9 +264,9 @@ fn explains(map: &SourceMap, first: &Diagnostic, d: &Diagnostic) -> bool {
 }
 
 /// Parses each `--var name=value` as `let name = [value]` in a file of its own, so
-/// that its mistakes are reported like any other. The brackets keep a value that is
-/// spelt like a keyword (`--var kind=cluster`) from starting a statement. The file
-/// shows what the user typed, `--var name=value`, and every span is moved onto it.
+/// that its mistakes are reported like any other. The brackets gather what was given,
+/// so that two values (`--var pair=1 2`) are told apart from one. The file shows what
+/// the user typed, `--var name=value`, and every span is moved onto it.
 fn command_line_vars(
     map: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
