@@ -481,6 +481,9 @@ impl<'a> Args<'a> {
             if let Some(s) = vocc_dsl::diag::suggest(w, expected.iter().copied()) {
                 return d.with_hint(format!("did you mean `{s}`?"));
             }
+            if let Some(h) = new_statement_hint(w, self.keyword()) {
+                return d.with_hint(h);
+            }
         }
         d = d.with_hint(format!("expected {}", one_of(expected)));
         d

@@ -1731,6 +1731,9 @@ impl<'a> Resolver<'a> {
                     self.err(
                         match vocc_dsl::diag::suggest(w, NIC_METHODS.iter().copied()) {
                             Some(m) => d.with_hint(format!("did you mean `{m}`?")),
+                            None if new_statement_hint(w, "nic").is_some() => {
+                                d.with_hint(new_statement_hint(w, "nic").unwrap_or_default())
+                            }
                             None => d.with_hint(format!(
                                 "use one of {}, or an address of network `{network}`",
                                 NIC_METHODS
