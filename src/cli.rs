@@ -136,6 +136,26 @@ impl InputArgs {
     }
 }
 
+/// Writes to standard output. When the reader has gone (`vocc model FILE | head`),
+/// vocc stops quietly, as Unix tools do, instead of failing on a broken pipe.
+pub fn write_stdout(args: std::fmt::Arguments) -> Result<(), Internal> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
+/// `print!` through [`write_stdout`]: `out!("{x}")?`.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// A failure that is not the input's fault: exit 2.
 pub struct Internal(String);
 
@@ -217,13 +237,26 @@ fn compile_and_plan(
     Ok((c, plan))
 }
 
+/// How many diagnostics are rendered in full; the rest are only counted, so that a
+/// file full of mistakes (or not an appliance at all) gives a readable report.
+const MAX_SHOWN: usize = 100;
+
 fn print_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) {
     if diags.is_empty() {
         return;
     }
-    let text = vocc_dsl::diag::render(map, diags, color());
+    let shown = &diags[..diags.len().min(MAX_SHOWN)];
+    let text = vocc_dsl::diag::render(map, shown, color());
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
+    let more = diags.len() - shown.len();
+    if more > 0 {
+        let _ = writeln!(
+            err,
+            "... and {more} more diagnostic{} not shown (the first {MAX_SHOWN} are above)",
+            if more == 1 { "" } else { "s" }
+        );
+    }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
         let _ = writeln!(
@@ -234,6 +267,14 @@ fn print_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) {
     }
 }
 
+/// The diagnostics for `--json`: the first [`MAX_SHOWN`] of them, and how many more
+/// there are.
+fn json_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) -> (serde_json::Value, usize) {
+    let shown = &diags[..diags.len().min(MAX_SHOWN)];
+    let list = shown.iter().map(|d| d.to_json(map)).collect::<Vec<_>>();
+    (serde_json::json!(list), diags.len() - shown.len())
+}
+
 fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, Internal> {
     let mut failed = false;
     let mut reports = Vec::new();
@@ -241,10 +282,12 @@ fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, I
         let (c, _) = compile_and_plan(f, input)?;
         failed |= c.has_errors();
         if json {
+            let (list, omitted) = json_diags(&c.map, &c.diags);
             reports.push(serde_json::json!({
                 "file": f.display().to_string(),
                 "ok": !c.has_errors(),
-                "diagnostics": c.diags.iter().map(|d| d.to_json(&c.map)).collect::<Vec<_>>(),
+                "diagnostics": list,
+                "omitted": omitted,
             }));
         } else {
             print_diags(&c.map, &c.diags);
@@ -252,7 +295,7 @@ fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, I
     }
     if json {
         let doc = serde_json::json!({ "ok": !failed, "files": reports });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -280,14 +323,23 @@ fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode,
         json,
         ref store,
     } = *flags;
-    let (c, plan) = compile_and_plan(file, input)?;
+    let (mut c, mut plan) = compile_and_plan(file, input)?;
+    if let Some(d) = c.nothing_to_build() {
+        // The error replaces the checker's warning about the same emptiness.
+        c.diags.retain(|w| w.is_error() || w.span != d.span);
+        c.diags.push(d);
+        c.model = None;
+        plan = None;
+    }
     let (Some(model), Some(plan)) = (&c.model, plan) else {
         if json {
+            let (list, omitted) = json_diags(&c.map, &c.diags);
             let doc = serde_json::json!({
                 "ok": false,
-                "diagnostics": c.diags.iter().map(|d| d.to_json(&c.map)).collect::<Vec<_>>(),
+                "diagnostics": list,
+                "omitted": omitted,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         } else {
             print_diags(&c.map, &c.diags);
         }
@@ -336,21 +388,24 @@ fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode,
         },
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        outln!(
             "built {} node{} of {} cluster{} into {}",
             summary.nodes,
             if summary.nodes == 1 { "" } else { "s" },
             summary.clusters,
             if summary.clusters == 1 { "" } else { "s" },
             out.display()
-        );
+        )?;
         if let Some(i) = &summary.images {
-            println!(
+            outln!(
                 "images: {} artifacts ({} built, {} from the store {})",
-                i.artifacts, i.built, i.hits, i.store
-            );
+                i.artifacts,
+                i.built,
+                i.hits,
+                i.store
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -361,9 +416,9 @@ fn gc(store: Option<PathBuf>, json: bool) -> Result<ExitCode, Internal> {
     let dir = store.unwrap_or_else(vocc_compiler::image::default_dir);
     let report = vocc_compiler::image::gc(&dir).map_err(|e| Internal(e.to_string()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{}: kept {} objects used by {} output trees; removed {} objects ({} MiB), {} index \
              entries, {} caches, {} stale output trees",
             dir.display(),
@@ -374,7 +429,7 @@ fn gc(store: Option<PathBuf>, json: bool) -> Result<ExitCode, Internal> {
             report.entries_removed,
             report.caches_removed,
             report.roots_removed
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -389,7 +444,7 @@ fn explain(file: &Path, node: &str, input: &InputArgs) -> Result<ExitCode, Inter
     let plan = vocc_compiler::plan::plan(model).ok();
     match vocc_compiler::explain::explain(model, plan.as_ref(), node) {
         Ok(text) => {
-            print!("{text}");
+            out!("{text}")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(msg) => {
@@ -402,14 +457,28 @@ fn explain(file: &Path, node: &str, input: &InputArgs) -> Result<ExitCode, Inter
 fn fmt(files: &[PathBuf], check: bool, stdout: bool) -> Result<ExitCode, Internal> {
     let mut code = ExitCode::SUCCESS;
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Internal(format!("cannot read `{}`: {e}", f.display())))?;
         let mut map = SourceMap::new();
+        let read = std::fs::read(f).and_then(vocc_compiler::world::decode);
+        let text = match read {
+            Ok(text) => text,
+            Err(e) => match e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<vocc_compiler::world::NotUtf8>())
+            {
+                Some(bad) => {
+                    let d = vocc_compiler::compile::not_utf8(&mut map, f, bad);
+                    print_diags(&map, &[d]);
+                    code = ExitCode::from(1);
+                    continue;
+                }
+                None => return Err(Internal(format!("cannot read `{}`: {e}", f.display()))),
+            },
+        };
         let id = map.add(f.display().to_string(), text.clone());
         match vocc_dsl::fmt::format_source(id, &text) {
             Ok(formatted) => {
                 if stdout {
-                    print!("{formatted}");
+                    out!("{formatted}")?;
                 } else if formatted != text {
                     if check {
                         eprintln!("{} is not formatted", f.display());
@@ -433,7 +502,7 @@ fn graph(file: &Path, input: &InputArgs) -> Result<ExitCode, Internal> {
     print_diags(&c.map, &c.diags);
     match &c.model {
         Some(m) => {
-            print!("{}", vocc_compiler::graph::dot(m));
+            out!("{}", vocc_compiler::graph::dot(m))?;
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::from(1)),
@@ -445,7 +514,7 @@ fn model(file: &Path, input: &InputArgs) -> Result<ExitCode, Internal> {
     print_diags(&c.map, &c.diags);
     match &c.model {
         Some(m) => {
-            println!("{}", serde_json::to_string_pretty(m)?);
+            outln!("{}", serde_json::to_string_pretty(m)?)?;
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::from(1)),

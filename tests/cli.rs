@@ -130,8 +130,18 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn fmt_leaves_shipped_appliances_unchanged_and_is_idempotent() {
+    // Every shipped file is already in the canonical layout, as `.ci/run` checks.
+    let shipped = appliances();
+    let mut args = vec!["fmt", "--check"];
+    args.extend(shipped.iter().map(String::as_str));
+    let out = vocc(&args, &root());
+    assert!(
+        out.status.success(),
+        "`vocc fmt --check` on the shipped appliances failed:\n{}",
+        text(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
-    for f in appliances() {
+    for f in shipped {
         let src = std::fs::read_to_string(root().join(&f)).unwrap();
         let p = dir.path().join("x.voc");
         std::fs::write(&p, &src).unwrap();
@@ -160,7 +170,7 @@ fn fmt_rewrites_in_place() {
     let p = dir.path().join("a.voc");
     std::fs::write(
         &p,
-        "cluster a {   # the cluster\nvo \"a\"     hypervisor kvm\n}\n",
+        "cluster a {   # the cluster\nvo \"a\"   ;  hypervisor kvm\n}\n",
     )
     .unwrap();
     let out = vocc(&["fmt", "--check", "a.voc"], dir.path());
@@ -169,7 +179,7 @@ fn fmt_rewrites_in_place() {
     assert!(out.status.success());
     assert_eq!(
         std::fs::read_to_string(&p).unwrap(),
-        "cluster a {  # the cluster\n  vo \"a\"\n  hypervisor kvm\n}\n"
+        "cluster a {  # the cluster\n  vo \"a\"; hypervisor kvm\n}\n"
     );
 }
 
@@ -252,4 +262,174 @@ fn explain_says_where_and_why() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Runs vocc with its standard output a pipe whose reading end is already closed, as
+/// for `vocc model FILE | head` once `head` has what it wants.
+fn vocc_into_closed_pipe(args: &[&str], dir: &Path) -> Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `pipe` fills two new descriptors, each owned once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    Command::new(env!("CARGO_BIN_EXE_vocc"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run vocc")
+}
+
+#[test]
+fn a_closed_pipe_on_stdout_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = root().join("appliances/demo.voc");
+    let demo = demo.to_str().unwrap();
+    let out = vocc(
+        &[
+            "build",
+            "--config-only",
+            "-o",
+            "out",
+            "--secrets",
+            "sec",
+            demo,
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let osg = root().join("appliances/osg.voc");
+    let osg = osg.to_str().unwrap();
+    for args in [
+        &["model", osg][..],
+        &["model", "--var", "workers=120", osg],
+        &["graph", osg],
+        &["check", "--json", osg],
+        &["explain", osg, "worker1"],
+        &["fmt", "--stdout", osg],
+        &[
+            "build",
+            "--config-only",
+            "-o",
+            "out2",
+            "--secrets",
+            "sec",
+            demo,
+        ],
+        &["status", "--plan", "out"],
+    ] {
+        let out = vocc_into_closed_pipe(args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "vocc {args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "vocc {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_an_input_error_at_its_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("latin1.voc"),
+        b"cluster c {\n  vo \"caf\xe9\"\n}\n",
+    )
+    .unwrap();
+    let out = vocc(&["check", "latin1.voc"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("latin1.voc:2:10"), "{err}");
+    assert!(err.contains("`latin1.voc` is not UTF-8 text"), "{err}");
+    assert!(err.contains("byte 0xe9"), "{err}");
+    // The same for `build`, and for a `--site` file.
+    let out = vocc(&["build", "--config-only", "latin1.voc"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let demo = root().join("appliances/demo.voc");
+    let out = vocc(
+        &["check", "--site", "latin1.voc", demo.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("latin1.voc:2:10"));
+    // `fmt` says the same and leaves the file alone.
+    let out = vocc(&["fmt", "latin1.voc"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("latin1.voc:2:10"));
+    assert_eq!(
+        std::fs::read(dir.path().join("latin1.voc")).unwrap(),
+        b"cluster c {\n  vo \"caf\xe9\"\n}\n"
+    );
+}
+
+#[test]
+fn input_that_defines_nothing_is_told_and_builds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.voc"), "").unwrap();
+    std::fs::write(dir.path().join("bom.voc"), "\u{feff}").unwrap();
+    std::fs::write(dir.path().join("comments.voc"), "# nothing yet\n").unwrap();
+    std::fs::write(
+        dir.path().join("noroles.voc"),
+        "cluster c {\n  hypervisor kvm\n}\n",
+    )
+    .unwrap();
+    for (f, warning) in [
+        ("empty.voc", "warning: `empty.voc` has no statements"),
+        ("bom.voc", "warning: `bom.voc` has no statements"),
+        ("comments.voc", "warning: `comments.voc` has no statements"),
+        ("noroles.voc", "warning: cluster `c` has no roles"),
+    ] {
+        let out = vocc(&["check", f], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{f}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(warning),
+            "{f}: {}",
+            text(&out.stderr)
+        );
+        let out = vocc(&["build", "--config-only", "-o", "out", f], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{f}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("error: nothing to build"),
+            "{f}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{f}");
+        assert!(!dir.path().join("out").exists(), "{f}");
+    }
+    // A site file alone is fine to check.
+    let out = vocc(&["check", "appliances/chiba.voc"], &root());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_flood_of_mistakes_shows_the_first_hundred() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = String::from("cluster c {\n");
+    for i in 0..20_000 {
+        src.push_str(&format!("  bogus{i} 1\n"));
+    }
+    src.push_str("}\n");
+    std::fs::write(dir.path().join("many.voc"), src).unwrap();
+    let out = vocc(&["check", "many.voc"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("error: unknown key").count(), 100, "{err}");
+    assert!(
+        err.contains("... and 19900 more diagnostics not shown"),
+        "{err}"
+    );
+    assert!(err.ends_with("error: 20000 errors found\n"), "{err}");
+    assert!(err.len() < 100_000, "{} bytes of diagnostics", err.len());
+    let out = vocc(&["check", "--json", "many.voc"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"][0]["diagnostics"].as_array().unwrap().len(), 100);
+    assert_eq!(v["files"][0]["omitted"], 19900);
 }

@@ -93,7 +93,7 @@ cluster {name} {{
   }}
 }}
 site s {{
-  host h1 {{ cpu 8  memory 16G  disk 200G  hypervisor [kvm xen] }}
+  host h1 {{ cpu 8; memory 16G; disk 200G; hypervisor [kvm xen] }}
   store "{WORST_STORE}"
 }}
 "#
@@ -592,10 +592,10 @@ fn dnsmasq_and_ifupdown_read_the_longest_names_back_whole() {
         r#"
 cluster {label} {{
   domain "{domain}"
-  network private {{ subnet 10.9.0.0/24  assign dhcp  dns 10.9.0.1  gateway 10.9.0.254 }}
+  network private {{ subnet 10.9.0.0/24; assign dhcp; dns 10.9.0.1; gateway 10.9.0.254 }}
   layer tiny {{ from busybox }}
-  role head {{ root tiny  nic eth0 private pool  scheduler slurm controller }}
-  role {role} {{ count 2  root tiny  nic {nic} private }}
+  role head {{ root tiny; nic eth0 private pool; scheduler slurm controller }}
+  role {role} {{ count 2; root tiny; nic {nic} private }}
 }}
 "#
     );

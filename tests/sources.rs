@@ -178,7 +178,7 @@ fn check_hashes_pinned_images_and_reports_in_json() {
     fs::write(
         t.path().join("p.voc"),
         format!(
-            "cluster pin {{\n  layer base {{ from image \"base.img\"  sha256 \"{wrong}\" }}\n  \
+            "cluster pin {{\n  layer base {{ from image \"base.img\"; sha256 \"{wrong}\" }}\n  \
              {TINY}\n}}\n"
         ),
     )

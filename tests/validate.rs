@@ -469,7 +469,7 @@ fn ifupdown_reads_the_interfaces() {
         (
             "osg-worker3",
             &["lo", "eth0"],
-            &["ip addr add 10.20.0.4/255.255.255.0"],
+            &["ip addr add 10.20.0.6/255.255.255.0"],
         ),
         (
             "gridway-bio1",

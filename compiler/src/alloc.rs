@@ -1,17 +1,18 @@
 //! Allocation: expand roles into nodes, give every NIC its address and a
 //! deterministic MAC.
 //!
-//! Stability is the rule: adding a node must not renumber the others. Pool and DHCP
-//! addresses are handed out in the order (index, role): all first nodes of every role,
-//! then all second nodes, and so on. A node's address therefore depends only on nodes
-//! with a smaller index, or the same index in an earlier role — growing a role adds
-//! nodes at the end of that order and moves nobody. MACs are a hash of the cluster,
-//! host name and interface, so they never depend on other nodes at all.
+//! Stability is the rule: adding a node to any role must not renumber the others. On
+//! each network, the roles whose NICs take pool or DHCP addresses take turns: with `L`
+//! such roles, node `k` of the `l`-th one gets free address number `(k - 1) * L + l`
+//! of the subnet (skipping static and infrastructure addresses). A node's address
+//! therefore depends only on its role, its index and what the appliance writes, never
+//! on how many nodes another role has. MACs are a hash of the cluster, host name and
+//! interface, so they never depend on other nodes at all.
 
 use crate::model::*;
 use crate::resolve::{edge_name, host_range, outside, Notes, Part};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use vocc_dsl::{Diagnostic, Span};
 
@@ -165,7 +166,45 @@ pub fn nodes(
         }
     }
 
-    // Pool and DHCP addresses in (index, role) order.
+    // Pool and DHCP addresses. On each network, the roles' NICs that take one are
+    // lanes in declaration order; node `k` of lane `l` of `L` gets the free address
+    // number `(k - 1) * L + l`, counting from the start of the subnet and skipping
+    // the static and infrastructure addresses. So an address depends only on the
+    // node's role and index and on what the appliance writes, never on how many
+    // nodes other roles have: growing any role renumbers nobody.
+    let mut lanes: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for r in &c.roles {
+        for spec in &r.nics {
+            let Some(net) = c.network(&spec.network) else {
+                continue;
+            };
+            if spec.address.is_none()
+                && matches!(
+                    effective_method(spec, net),
+                    NicMethod::Pool | NicMethod::Dhcp
+                )
+            {
+                lanes
+                    .entry(net.name.as_str())
+                    .or_default()
+                    .push((r.name.as_str(), spec.name.as_str()));
+            }
+        }
+    }
+    // Per network, the offsets in the subnet the pool skips, ascending.
+    let mut skipped: HashMap<&str, Vec<u64>> = HashMap::new();
+    for net in &c.networks {
+        let base = u64::from(u32::from(net.subnet));
+        let mut offs: Vec<u64> = taken
+            .keys()
+            .filter(|ip| net.contains(**ip))
+            .map(|ip| u64::from(u32::from(*ip)) - base)
+            .collect();
+        offs.sort_unstable();
+        skipped.insert(&net.name, offs);
+    }
+    // Nodes in (index, role) order, so that a pool too small is reported at the first
+    // node that does not fit.
     let mut order: Vec<usize> = (0..nodes.len()).collect();
     order.sort_by_key(|&i| {
         (
@@ -173,19 +212,6 @@ pub fn nodes(
             role_pos.get(nodes[i].role.as_str()).copied(),
         )
     });
-    let mut cursors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut wanted: HashMap<String, u64> = HashMap::new();
-    for nic in per_node.iter().flatten() {
-        if matches!(nic.method, NicMethod::Pool | NicMethod::Dhcp) && nic.address.is_none() {
-            *wanted.entry(nic.network.clone()).or_default() += 1;
-        }
-    }
-    // Addresses the pool cannot hand out: static ones and the infrastructure's.
-    let mut reserved: HashMap<&str, u64> = HashMap::new();
-    for net in &c.networks {
-        let n = taken.keys().filter(|ip| net.contains(**ip)).count() as u64;
-        reserved.insert(&net.name, n);
-    }
     let mut exhausted: HashSet<String> = HashSet::new();
     for &ni in &order {
         for nic in per_node[ni].iter_mut() {
@@ -195,19 +221,26 @@ pub fn nodes(
             let Some(net) = c.network(&nic.network) else {
                 continue;
             };
+            let net_lanes = lanes.get(net.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let lane = net_lanes
+                .iter()
+                .position(|(r, n)| *r == nodes[ni].role && *n == nic.name)
+                .unwrap_or(0) as u64;
+            let count = net_lanes.len().max(1) as u64;
+            let slot = (u64::from(nodes[ni].index) - 1) * count + lane;
             let base = u64::from(u32::from(net.subnet));
             let size = 1u64 << (32 - u32::from(net.prefix.min(32)));
-            let cursor = cursors.entry(net.name.clone()).or_insert(1);
-            let mut found = None;
-            while *cursor + 1 < size {
-                let ip = u32::try_from(base + *cursor).map(Ipv4Addr::from).ok();
-                *cursor += 1;
-                if let Some(ip) = ip.filter(|ip| !taken.contains_key(ip)) {
-                    found = Some(ip);
-                    break;
+            // The `slot`-th address of 1 ..= size - 2 that is not skipped.
+            let mut off = 1 + slot;
+            for t in skipped.get(net.name.as_str()).into_iter().flatten() {
+                if (1..=off).contains(t) {
+                    off += 1;
                 }
             }
-            match found {
+            let ip = (off + 1 < size)
+                .then(|| u32::try_from(base + off).map(Ipv4Addr::from).ok())
+                .flatten();
+            match ip {
                 Some(ip) => {
                     let span = nodes[ni].origin.span;
                     taken.insert(
@@ -220,13 +253,20 @@ pub fn nodes(
                     nic.address = Some(ip);
                 }
                 None if exhausted.insert(net.name.clone()) => {
-                    let want = wanted.get(&net.name).copied().unwrap_or(0);
                     let spec_span = c
                         .role(&nodes[ni].role)
                         .and_then(|r| r.nics.iter().find(|s| s.name == nic.name))
                         .map_or(nodes[ni].origin.span, |s| s.origin.span);
-                    let others = reserved.get(net.name.as_str()).copied().unwrap_or(0);
-                    diags.push(pool_exhausted(net, &nodes[ni].id, spec_span, want, others));
+                    let skips = skipped.get(net.name.as_str()).map_or(0, Vec::len) as u64;
+                    let need = pool_slots(c, net_lanes);
+                    diags.push(pool_exhausted(
+                        net,
+                        &nodes[ni].id,
+                        spec_span,
+                        need,
+                        count,
+                        skips,
+                    ));
                 }
                 None => {}
             }
@@ -374,15 +414,43 @@ fn taken_twice(
 }
 
 /// The pool of `net` has no address left for `node`.
-fn pool_exhausted(net: &Network, node: &str, span: Span, want: u64, others: u64) -> Diagnostic {
+/// How many pool slots the lanes of a network use: the largest role sets the length.
+fn pool_slots(c: &Cluster, lanes: &[(&str, &str)]) -> u64 {
+    let longest = lanes
+        .iter()
+        .filter_map(|(r, _)| c.role(r))
+        .map(|r| u64::from(r.count))
+        .max()
+        .unwrap_or(0);
+    longest * lanes.len() as u64
+}
+
+/// `need` pool slots (`lanes` per node index) do not fit beside `others` addresses
+/// the pool skips.
+fn pool_exhausted(
+    net: &Network,
+    node: &str,
+    span: Span,
+    need: u64,
+    lanes: u64,
+    others: u64,
+) -> Diagnostic {
     let hosts = (1u64 << (32 - u32::from(net.prefix.min(32)))).saturating_sub(2);
     let free = hosts.saturating_sub(others);
-    let need = want + others;
+    let total = need + others;
     // The smallest prefix whose host addresses hold every address wanted.
     let prefix = (1..=30u32)
         .rev()
-        .find(|p| (1u64 << (32 - p)) - 2 >= need)
+        .find(|p| (1u64 << (32 - p)) - 2 >= total)
         .unwrap_or(1);
+    let turns = if lanes > 1 {
+        format!(
+            " ({lanes} roles take turns, one address each per node number, so that growing one \
+             never renumbers another)"
+        )
+    } else {
+        String::new()
+    };
     Diagnostic::error(
         span,
         format!(
@@ -394,8 +462,8 @@ fn pool_exhausted(net: &Network, node: &str, span: Span, want: u64, others: u64)
     .with_label("no address left for this NIC")
     .with_secondary(net.origin.span, "network defined here")
     .with_hint(format!(
-        "{want} NICs want an address from a pool of {free}: use a larger subnet (at least \
-         `/{prefix}`) or fewer nodes"
+        "the pool hands out {need} addresses{turns} and has {free}: use a larger subnet (at \
+         least `/{prefix}`) or fewer nodes"
     ))
 }
 

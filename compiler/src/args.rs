@@ -16,6 +16,9 @@ pub struct Vars {
     scopes: Vec<HashMap<String, Value>>,
     /// Values given on the command line (`--var name=value`): they win over `let`.
     pub overrides: HashMap<String, Value>,
+    /// Variables whose `--var` value was reported wrong: statements using them are
+    /// skipped without another diagnostic.
+    pub broken: std::collections::HashSet<String>,
     /// Whether an unknown variable goes unreported (its statement is still skipped):
     /// for shared definitions no cluster uses, whose variables may be meant to come
     /// from the clusters that would use them.
@@ -64,6 +67,9 @@ impl Vars {
     ) -> Option<Value> {
         match &v.kind {
             ValueKind::Var(name) => {
+                if self.broken.contains(name) {
+                    return None;
+                }
                 let Some(def) = self.get(name) else {
                     if self.lenient {
                         return None;
@@ -454,12 +460,11 @@ impl<'a> Args<'a> {
                 )
                 .with_label("not part of this statement");
                 d = match &v.kind {
-                    ValueKind::Word(w) if keyword_of(w).is_some() => d.with_hint(format!(
-                        "`{w}` is a key of {}, not of the block it stands in: remove it or \
-                         move it into such a block",
-                        keyword_of(w).unwrap_or_default(),
-                    )),
-                    _ => d.with_hint("remove it, or start a new statement on its own line"),
+                    ValueKind::Word(w) => match new_statement_hint(w, self.keyword()) {
+                        Some(h) => d.with_hint(h),
+                        None => d.with_hint("remove it, or start a new statement after `;`"),
+                    },
+                    _ => d.with_hint("remove it, or start a new statement after `;`"),
                 };
                 diags.push(d);
             }
@@ -475,6 +480,9 @@ impl<'a> Args<'a> {
         if let ValueKind::Word(w) = &v.kind {
             if let Some(s) = vocc_dsl::diag::suggest(w, expected.iter().copied()) {
                 return d.with_hint(format!("did you mean `{s}`?"));
+            }
+            if let Some(h) = new_statement_hint(w, self.keyword()) {
+                return d.with_hint(h);
             }
         }
         d = d.with_hint(format!("expected {}", one_of(expected)));
@@ -504,14 +512,30 @@ pub fn unknown_value(word: &str, keyword: &str, span: Span, choices: &[&str]) ->
     }
 }
 
-/// Which kinds of block have `word` as a key ("a role", "a layer or a role").
-fn keyword_of(word: &str) -> Option<String> {
-    let names: Vec<&str> = Context::ALL
+/// The hint for a word that stands among a statement's values but is spelled like a
+/// key, or close to one: most likely a new statement without the `;` before it.
+pub fn new_statement_hint(word: &str, keyword: &str) -> Option<String> {
+    let mut keys: Vec<&str> = Context::ALL
         .iter()
-        .filter(|c| **c != Context::File && c.is_keyword(word))
-        .map(|c| c.name())
+        .filter(|c| **c != Context::File)
+        .flat_map(|c| c.keywords().iter().copied())
         .collect();
-    (!names.is_empty()).then(|| names.join(" or "))
+    keys.sort_unstable();
+    keys.dedup();
+    let key = if keys.contains(&word) {
+        word.to_string()
+    } else {
+        vocc_dsl::diag::suggest(word, keys.iter().copied())?.to_string()
+    };
+    let start = if key == word {
+        format!("`{word}` starts a new statement only")
+    } else {
+        format!("did you mean a new statement `{key}`? it starts one only")
+    };
+    Some(format!(
+        "{start} after a line break or `;`: write `{keyword} …; {key} …` or put it on its \
+         own line"
+    ))
 }
 
 /// "`a`, `b` or `c`"

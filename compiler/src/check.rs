@@ -14,6 +14,10 @@ use crate::model::*;
 use crate::resolve::{and, check_name, unknown, valid_hostname, Kind, Notes, Part};
 use vocc_dsl::{Diagnostic, Document, Span, Stmt, Value, ValueKind};
 
+/// The longest value (in characters) vocc accepts: more is a mistake, and config files
+/// and kernel command lines have limits of their own.
+pub const MAX_VALUE_CHARS: usize = 1024;
+
 /// Values are spliced into config files line by line: a newline or another control
 /// character in any of them would let one value write several lines.
 pub fn control_characters<'d>(
@@ -50,6 +54,21 @@ pub fn control_characters<'d>(
                         "values are written into line-based config files: remove {escape}"
                     )),
             );
+        } else if text.chars().count() > MAX_VALUE_CHARS {
+            diags.push(
+                Diagnostic::error(
+                    v.span,
+                    format!(
+                        "value of `{kw}` is {} characters long",
+                        text.chars().count()
+                    ),
+                )
+                .with_label("too long")
+                .with_hint(format!(
+                    "a value has at most {MAX_VALUE_CHARS} characters: names, paths and \
+                     command lines are much shorter"
+                )),
+            );
         }
     }
     fn stmt(s: &Stmt, diags: &mut Vec<Diagnostic>) {
@@ -61,26 +80,108 @@ pub fn control_characters<'d>(
     }
 }
 
+/// A cluster without roles makes no nodes: a warning, for input that is otherwise
+/// right (a cluster with mistakes may well be unfinished).
+pub fn no_roles(diags: &mut Vec<Diagnostic>, c: &Cluster) {
+    if c.roles.is_empty() {
+        diags.push(
+            Diagnostic::warning(c.origin.span, format!("cluster `{}` has no roles", c.name))
+                .with_label("makes no nodes")
+                .with_hint("add `role NAME { root LAYER … }` for each kind of node"),
+        );
+    }
+}
+
+/// Every network with DHCP clients needs a node to serve DHCP on it: one with a
+/// static or pool address there (the renderer picks the scheduler's controller
+/// first). Run on allocated nodes of input that is otherwise right.
+pub fn dhcp_servers(diags: &mut Vec<Diagnostic>, c: &Cluster) {
+    for net in &c.networks {
+        let on = |n: &&Node| -> bool { n.nics.iter().any(|i| i.network == net.name) };
+        let client = c.nodes.iter().filter(on).find(|n| {
+            n.nics
+                .iter()
+                .any(|i| i.network == net.name && i.method == NicMethod::Dhcp)
+        });
+        let Some(client) = client else { continue };
+        let served = c.nodes.iter().any(|n| {
+            n.nics.iter().any(|i| {
+                i.network == net.name
+                    && matches!(i.method, NicMethod::Static | NicMethod::Pool)
+                    && i.address.is_some()
+            })
+        });
+        if !served {
+            diags.push(
+                Diagnostic::error(
+                    net.origin.span,
+                    format!(
+                        "network `{}` has DHCP clients but no node that can serve DHCP",
+                        net.name
+                    ),
+                )
+                .with_label("nodes ask for DHCP leases here")
+                .with_secondary(
+                    client.origin.span,
+                    format!("role `{}` asks for a lease", client.role),
+                )
+                .with_hint(format!(
+                    "give one role a fixed address on it to serve DHCP, as in `nic eth0 {} pool`, \
+                     or use `assign pool`",
+                    net.name
+                )),
+            );
+        }
+    }
+}
+
 /// Names, networks, layers, mounts and exports of one cluster.
 pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
-    let net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
-    let layer_names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
+    // Shared definitions a role could use are candidates for did-you-mean too.
+    let mut net_names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
+    net_names.extend(notes.shared(Kind::Network));
+    net_names.sort_unstable();
+    net_names.dedup();
+    let mut layer_names: Vec<&str> = c.layers.iter().map(|l| l.name.as_str()).collect();
+    layer_names.extend(notes.shared(Kind::Layer));
+    layer_names.sort_unstable();
+    layer_names.dedup();
     let net_known = |n: &str| c.network(n).is_some() || notes.broken(&c.name, Kind::Network, n);
     // The cluster name was checked when it was read; node ids are only worth checking
     // once it is right.
     let cluster_ok = valid_hostname(&c.name) && c.name.len() <= crate::resolve::CLUSTER_NAME_MAX;
-
     for r in &c.roles {
         host_names(diags, c, r, cluster_ok);
         for n in &r.nics {
+            let span = notes.part(n.origin.span, Part::NicNetwork);
             if !net_known(&n.network) {
-                let span = notes.part(n.origin.span, Part::NicNetwork);
                 diags.push(unknown(
                     "network",
                     &n.network,
                     span,
                     net_names.iter().copied(),
                 ));
+            } else if let (Some(m @ (NicMethod::Pool | NicMethod::Dhcp)), Some(net)) =
+                (n.method, c.network(&n.network).filter(|n| !n.is_private()))
+            {
+                let how = if m == NicMethod::Pool { "pool" } else { "dhcp" };
+                diags.push(
+                    Diagnostic::error(
+                        n.origin.span,
+                        format!(
+                            "`{}` takes a `{how}` address on network `{}` ({}), which is \
+                             not a private range",
+                            n.name,
+                            net.name,
+                            net.cidr()
+                        ),
+                    )
+                    .with_label("vocc would hand out public addresses")
+                    .with_hint(
+                        "write the address the NIC has on a public network (`nic eth1 public \
+                         192.0.2.10`), or put the NIC on a private network",
+                    ),
+                );
             }
         }
         for l in &r.root {
@@ -126,6 +227,23 @@ pub fn cluster(diags: &mut Vec<Diagnostic>, c: &mut Cluster, notes: &Notes) {
                     span,
                     net_names.iter().copied(),
                 ));
+            } else if let Some(net) = c.network(&e.network).filter(|n| !n.is_private()) {
+                diags.push(
+                    Diagnostic::error(
+                        span,
+                        format!(
+                            "`{}` is exported to network `{}` ({}), which is not a private range",
+                            e.path,
+                            net.name,
+                            net.cidr()
+                        ),
+                    )
+                    .with_label("every address of this subnet could mount it")
+                    .with_hint(format!(
+                        "export only to a private network ({})",
+                        crate::model::private_ranges_text()
+                    )),
+                );
             } else if !incomplete && !r.nics.iter().any(|n| n.network == e.network) {
                 diags.push(
                     Diagnostic::error(

@@ -35,6 +35,33 @@ impl Compilation {
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(Diagnostic::is_error)
     }
+
+    /// For `vocc build`: the error when the model has no node to build (the checker
+    /// only warns, since a file without clusters is fine to check).
+    pub fn nothing_to_build(&self) -> Option<Diagnostic> {
+        let model = self.model.as_ref()?;
+        if model.clusters.iter().any(|c| !c.nodes.is_empty()) {
+            return None;
+        }
+        let file = vocc_dsl::FileId(0);
+        let name = &self.map.get(file).name;
+        let what = if model.clusters.is_empty() {
+            "defines no cluster"
+        } else {
+            "has no role that makes a node"
+        };
+        Some(
+            Diagnostic::error(
+                Span::new(file, 0, 0),
+                format!("nothing to build: `{name}` {what}"),
+            )
+            .with_label("in this file")
+            .with_hint(
+                "an appliance defines `cluster NAME { … }` with at least one `role`; give \
+                     it to `vocc build`",
+            ),
+        )
+    }
 }
 
 /// Why a compilation could not even start.
@@ -58,21 +85,17 @@ pub fn compile(
     // value. Later phases do not add their own diagnostic for the same value.
     let mut diags = Vec::new();
     let sandbox = Sandbox::new(world, path, &options.allow_paths);
-    let files = load::load(world, &mut map, &mut diags, path, &sandbox).map_err(|source| {
-        LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let files = match load::load(world, &mut map, &mut diags, path, &sandbox) {
+        Ok(files) => files,
+        Err(source) => return unreadable(map, diags, path, source),
+    };
     let site_files: Vec<Loaded> = match &options.site {
         Some(p) => {
             let site_sandbox = Sandbox::new(world, p, &options.allow_paths);
-            load::load(world, &mut map, &mut diags, p, &site_sandbox).map_err(|source| {
-                LoadError::Read {
-                    path: p.clone(),
-                    source,
-                }
-            })?
+            match load::load(world, &mut map, &mut diags, p, &site_sandbox) {
+                Ok(files) => files,
+                Err(source) => return unreadable(map, diags, p, source),
+            }
         }
         None => Vec::new(),
     };
@@ -133,6 +156,12 @@ pub fn compile(
             );
         }
     }
+    if resolved.clusters.is_empty()
+        && resolved.sites.is_empty()
+        && !diags.iter().chain(&rdiags).any(Diagnostic::is_error)
+    {
+        rdiags.push(nothing_defined(&map, &files));
+    }
     let in_file = one_site(resolved.sites, &mut rdiags);
     let site = match site.or(in_file) {
         Some(s) => s,
@@ -147,6 +176,12 @@ pub fn compile(
         crate::alloc::nodes(&mut rdiags, c, &mut macs, &notes);
     }
     node_ids(&clusters, &mut rdiags);
+    if !diags.iter().chain(&rdiags).any(Diagnostic::is_error) {
+        for c in &clusters {
+            crate::check::no_roles(&mut rdiags, c);
+            crate::check::dhcp_servers(&mut rdiags, c);
+        }
+    }
     unknown_overrides(&var_docs, &options.vars, &overrides, &notes, &mut rdiags);
 
     // One mistake, one diagnostic: drop what a later phase says about a value the
@@ -171,6 +206,61 @@ pub fn compile(
     })
 }
 
+/// The warning for input that defines neither a cluster nor a site (an empty file, one
+/// with only a byte order mark or comments, shared definitions alone).
+fn nothing_defined(map: &SourceMap, files: &[Loaded]) -> Diagnostic {
+    let root = files.last().map_or(vocc_dsl::FileId(0), |f| f.file);
+    let name = &map.get(root).name;
+    let what = if files.iter().all(|f| f.doc.stmts.is_empty()) {
+        "has no statements"
+    } else {
+        "defines no cluster and no site"
+    };
+    Diagnostic::warning(Span::new(root, 0, 0), format!("`{name}` {what}"))
+        .with_label("nothing to check or build")
+        .with_hint("an appliance defines `cluster NAME { … }`, a site file `site NAME { … }`")
+}
+
+/// A file that cannot be read: when it is not UTF-8 that is the input's fault, told
+/// as a diagnostic at its first bad byte; anything else is a [`LoadError`].
+fn unreadable(
+    mut map: SourceMap,
+    mut diags: Vec<Diagnostic>,
+    path: &Path,
+    source: std::io::Error,
+) -> Result<Compilation, LoadError> {
+    let Some(bad) = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<crate::world::NotUtf8>())
+    else {
+        return Err(LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        });
+    };
+    diags.push(not_utf8(&mut map, path, bad));
+    Ok(Compilation {
+        map,
+        model: None,
+        diags,
+        files: vec![path.to_path_buf()],
+    })
+}
+
+/// Adds a file that is not UTF-8 to `map` (bad bytes shown as U+FFFD) and returns the
+/// diagnostic at its first bad byte.
+pub fn not_utf8(map: &mut SourceMap, path: &Path, bad: &crate::world::NotUtf8) -> Diagnostic {
+    let file = map.add(path.display().to_string(), bad.text.clone());
+    // The bad byte reads as U+FFFD, three bytes long, in the text kept for rendering.
+    let span = Span::new(file, bad.offset, bad.offset + '\u{FFFD}'.len_utf8());
+    Diagnostic::error(span, format!("`{}` is not UTF-8 text", path.display()))
+        .with_label(format!("byte 0x{:02x} starts no UTF-8 character", bad.byte))
+        .with_hint(
+            "save the file as UTF-8 (for example with `iconv -f latin1 -t utf-8`); vocc reads \
+             nothing else",
+        )
+}
+
 /// Whether `first` (from the parser or the control character pass) already explains
 /// the later diagnostic `d`: it stands inside `d`'s span, which covers a single line.
 fn explains(map: &SourceMap, first: &Diagnostic, d: &Diagnostic) -> bool {
@@ -183,8 +273,9 @@ fn explains(map: &SourceMap, first: &Diagnostic, d: &Diagnostic) -> bool {
 }
 
 /// Parses each `--var name=value` as `let name = [value]` in a file of its own, so
-/// that its mistakes are reported like any other. The brackets keep a value that is
-/// spelt like a keyword (`--var kind=cluster`) from starting a statement.
+/// that its mistakes are reported like any other. The brackets gather what was given,
+/// so that two values (`--var pair=1 2`) are told apart from one. The file shows what
+/// the user typed, `--var name=value`, and every span is moved onto it.
 fn command_line_vars(
     map: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
@@ -194,13 +285,25 @@ fn command_line_vars(
     let mut docs = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for (i, (name, value)) in given.iter().enumerate() {
-        let (file, doc) = load::parse_into(
-            map,
-            diags,
-            &format!("<--var {}>", i + 1),
-            format!("let {name} = [{value}]\n"),
-        );
-        let whole = Span::new(file, 0, map.get(file).text.len().saturating_sub(1));
+        let shown = format!("--var {name}={value}");
+        let file = map.add(format!("<--var {}>", i + 1), shown.clone());
+        let (mut doc, mut found) = vocc_dsl::parse(file, &format!("let {name} = [{value}]\n"));
+        let onto = VarSpans {
+            name: name.len() as u32,
+            value: value.len() as u32,
+        };
+        for d in &mut found {
+            d.span = onto.span(d.span);
+            for l in &mut d.secondary {
+                l.span = onto.span(l.span);
+            }
+        }
+        onto.doc(&mut doc);
+        if found.iter().any(Diagnostic::is_error) {
+            vars.broken.insert(name.clone());
+        }
+        diags.append(&mut found);
+        let whole = Span::new(file, 0, shown.len());
         let stmt = doc.stmts.first().filter(|_| doc.stmts.len() == 1);
         let name_value = stmt.and_then(|s| s.args.first());
         let at = name_value.map_or(whole, |v| v.span);
@@ -257,6 +360,54 @@ fn command_line_vars(
     (vars, docs)
 }
 
+/// Where the parts of `let NAME = [VALUE]` (the text parsed for a `--var`) stand in
+/// `--var NAME=VALUE` (the text shown).
+struct VarSpans {
+    name: u32,
+    value: u32,
+}
+
+impl VarSpans {
+    fn offset(&self, o: u32) -> u32 {
+        let (n, v) = (self.name, self.value);
+        match o {
+            // `let ` → the start.
+            0..=3 => 0,
+            // The name, 2 further on.
+            o if o <= 4 + n => o + 2,
+            // ` = [` → the start of the value.
+            o if o < 8 + n => 7 + n,
+            // The value, 1 further back.
+            o if o <= 8 + n + v => o - 1,
+            _ => 7 + n + v,
+        }
+    }
+
+    fn span(&self, s: Span) -> Span {
+        let start = self.offset(s.start);
+        Span {
+            start,
+            end: self.offset(s.end).max(start),
+            ..s
+        }
+    }
+
+    fn value(&self, v: &mut Value) {
+        v.span = self.span(v.span);
+        if let ValueKind::List(items) = &mut v.kind {
+            items.iter_mut().for_each(|i| self.value(i));
+        }
+    }
+
+    fn doc(&self, doc: &mut Document) {
+        for s in &mut doc.stmts {
+            s.keyword.span = self.span(s.keyword.span);
+            s.span = self.span(s.span);
+            s.args.iter_mut().for_each(|v| self.value(v));
+        }
+    }
+}
+
 /// A `--var` for a variable no `let` defines is probably misspelt.
 fn unknown_overrides(
     docs: &[Document],
@@ -275,16 +426,17 @@ fn unknown_overrides(
             continue;
         }
         let span = stmt.args.first().map_or(stmt.keyword.span, |v| v.span);
-        let mut d = Diagnostic::error(
-            span,
-            format!("`--var {name}` sets a variable no `let` defines"),
-        )
-        .with_label("unknown variable");
-        d = match vocc_dsl::diag::suggest(name, notes.let_names.iter().map(String::as_str)) {
+        let mut d = Diagnostic::error(span, format!("there is no `let {name}` to override"))
+            .with_label("no such variable");
+        let names: Vec<&str> = notes.let_names.iter().map(String::as_str).collect();
+        d = match vocc_dsl::diag::suggest(name, names.iter().copied()) {
             Some(s) => d.with_hint(format!("did you mean `--var {s}=…`?")),
+            None if names.is_empty() => d.with_hint(
+                "`--var` overrides a `let` of the appliance, and it has none: remove the `--var`",
+            ),
             None => d.with_hint(format!(
-                "`--var` overrides a `let`: add `let {name} = …` to the appliance, or remove the \
-                 `--var`"
+                "`--var` overrides a `let` of the appliance; it has {}",
+                crate::args::one_of(&names).replace(" or ", " and ")
             )),
         };
         diags.push(d);

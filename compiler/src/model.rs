@@ -86,6 +86,32 @@ pub enum Assign {
     External,
 }
 
+/// The ranges a cluster network that vocc assigns addresses in, or that a node
+/// exports to, must lie in: RFC 1918's and the shared address space of RFC 6598.
+pub const PRIVATE_RANGES: [(Ipv4Addr, u8); 4] = [
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+];
+
+/// The private range that holds all of `subnet/prefix`, if any.
+pub fn private_range(subnet: Ipv4Addr, prefix: u8) -> Option<(Ipv4Addr, u8)> {
+    PRIVATE_RANGES.into_iter().find(|(net, p)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(*p)).unwrap_or(0);
+        prefix >= *p && u32::from(subnet) & mask == u32::from(*net)
+    })
+}
+
+/// "`10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16` or `100.64.0.0/10`", for hints.
+pub fn private_ranges_text() -> String {
+    let r: Vec<String> = PRIVATE_RANGES
+        .iter()
+        .map(|(n, p)| format!("`{n}/{p}`"))
+        .collect();
+    format!("{}, {}, {} or {}", r[0], r[1], r[2], r[3])
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Network {
     pub name: String,
@@ -111,6 +137,11 @@ impl Network {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::from(self.netmask());
         u32::from(ip) & mask == u32::from(self.subnet) & mask
+    }
+
+    /// Whether the whole subnet lies in a private range ([`PRIVATE_RANGES`]).
+    pub fn is_private(&self) -> bool {
+        private_range(self.subnet, self.prefix).is_some()
     }
 
     pub fn cidr(&self) -> String {

@@ -8,7 +8,9 @@
 //! [`Notes`]: the spans of parts of statements, the definitions that were reported
 //! broken, and the roles missing a statement that failed.
 
-use crate::args::{check_guest_path, one_of, shown, size_text, unknown_value, Args, Vars};
+use crate::args::{
+    check_guest_path, new_statement_hint, one_of, shown, size_text, unknown_value, Args, Vars,
+};
 use crate::load::Loaded;
 use crate::model::*;
 use std::collections::btree_map::Entry;
@@ -30,6 +32,8 @@ pub struct Defs<'a> {
 /// origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Part {
+    /// The `subnet` value of a network (by the network's origin).
+    Subnet,
     NicNetwork,
     NicAddress,
     DiskLayer,
@@ -65,6 +69,9 @@ pub struct Notes {
     sched_broken: HashSet<String>,
     /// Every variable a `let` defines, in any scope.
     pub let_names: BTreeSet<String>,
+    /// The names of shared (top-level or imported) definitions, for did-you-mean:
+    /// a cluster holds only the ones its roles use.
+    pub shared: BTreeSet<(Kind, String)>,
 }
 
 impl Notes {
@@ -78,6 +85,14 @@ impl Notes {
             .contains(&(cluster.to_string(), kind, name.to_string()))
     }
 
+    /// The names of the shared definitions of a kind.
+    pub fn shared(&self, kind: Kind) -> impl Iterator<Item = &str> {
+        self.shared
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, n)| n.as_str())
+    }
+
     pub fn incomplete(&self, cluster: &str, role: &str) -> bool {
         self.incomplete
             .contains(&(cluster.to_string(), role.to_string()))
@@ -89,6 +104,7 @@ impl Notes {
         self.incomplete.extend(other.incomplete);
         self.sched_broken.extend(other.sched_broken);
         self.let_names.extend(other.let_names);
+        self.shared.extend(other.shared);
     }
 }
 
@@ -381,6 +397,7 @@ impl<'a> Resolver<'a> {
                 self.diags.push(duplicate(kind.name(), &name, span, prev));
             }
             Entry::Vacant(e) => {
+                self.notes.shared.insert((kind, name.clone()));
                 e.insert(stmt);
             }
         }
@@ -575,7 +592,23 @@ impl<'a> Resolver<'a> {
             "domain" => {
                 let example = "domain \"osg.example.org\"";
                 if let Some((d, span)) = a.name("a DNS domain", example, &mut self.diags) {
-                    if d.split('.').all(valid_hostname) {
+                    if d.len() > DOMAIN_MAX {
+                        self.err(
+                            Diagnostic::error(
+                                span,
+                                format!(
+                                    "domain of cluster `{}` is {} characters long",
+                                    cluster.name,
+                                    d.len()
+                                ),
+                            )
+                            .with_label("too long")
+                            .with_hint(format!(
+                                "a domain has at most {DOMAIN_MAX} characters, so that \
+                                 `<host name>.<domain>` stays within DNS's 253"
+                            )),
+                        );
+                    } else if d.split('.').all(valid_hostname) {
                         cluster.domain = d;
                     } else {
                         let bad = d.split('.').find(|l| !valid_hostname(l)).unwrap_or("");
@@ -705,6 +738,7 @@ impl<'a> Resolver<'a> {
             origin: self.origin(span),
         };
         let mut gateway_span = None;
+        let mut subnet_span = None;
         for s in stmt.children() {
             if !Context::Network.is_keyword(&s.keyword.name) {
                 continue;
@@ -715,7 +749,10 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             match s.keyword.name.as_str() {
-                "subnet" => subnet = self.subnet(&mut a),
+                "subnet" => {
+                    subnet = self.subnet(&mut a);
+                    subnet_span = s.args.first().map(|v| v.span);
+                }
                 "assign" => {
                     if let Some((m, _)) = a.choice(NIC_METHODS, "assign pool", &mut self.diags) {
                         net.assign = match m {
@@ -765,6 +802,33 @@ impl<'a> Resolver<'a> {
         };
         net.subnet = ip;
         net.prefix = prefix;
+        let subnet_span = subnet_span.unwrap_or(span);
+        self.part(net.origin.span, Part::Subnet, subnet_span);
+        if matches!(net.assign, Assign::Pool | Assign::Dhcp) && !net.is_private() {
+            let how = if net.assign == Assign::Pool {
+                "assign pool"
+            } else {
+                "assign dhcp"
+            };
+            self.err(
+                Diagnostic::error(
+                    subnet_span,
+                    format!(
+                        "network `{}` hands out addresses of `{ip}/{prefix}`, which is not a \
+                         private range",
+                        net.name
+                    ),
+                )
+                .with_label(format!(
+                    "not private, and `{how}` gives its addresses to nodes"
+                ))
+                .with_hint(format!(
+                    "use a private range ({}), or `assign static` for a public network whose \
+                     addresses are yours",
+                    crate::model::private_ranges_text()
+                )),
+            );
+        }
         if let (Some(g), Some(sp)) = (net.gateway, gateway_span) {
             self.part(net.origin.span, Part::Gateway, sp);
             if !net.contains(g) {
@@ -799,6 +863,23 @@ impl<'a> Resolver<'a> {
                         Diagnostic::error(span, format!("subnet `{ip}/{p}` has host bits set"))
                             .with_label("not a network address")
                             .with_hint(format!("the network address is `{net_addr}/{p}`")),
+                    );
+                    None
+                } else if *p < 8 {
+                    self.err(
+                        Diagnostic::error(span, format!("subnet `{ip}/{p}` is wider than a `/8`"))
+                            .with_label("far too many addresses for a cluster")
+                            .with_hint("use a prefix of `/8` or longer, as in `10.20.0.0/24`"),
+                    );
+                    None
+                } else if let Some(what) = special_range(*ip, *p) {
+                    self.err(
+                        Diagnostic::error(span, format!("subnet `{ip}/{p}` is {what}"))
+                            .with_label("no cluster can use these addresses")
+                            .with_hint(format!(
+                                "use a private range: {}",
+                                crate::model::private_ranges_text()
+                            )),
                     );
                     None
                 } else if *p > 30 {
@@ -1426,6 +1507,13 @@ impl<'a> Resolver<'a> {
                     want_layer = true;
                     last_plus = Some(v.span);
                 }
+                (ValueKind::Word(w), false) if new_statement_hint(w, "root").is_some() => {
+                    let d = Diagnostic::error(v.span, format!("unexpected `{w}` in `root`"))
+                        .with_label("not joined to the layers with `+`")
+                        .with_hint(new_statement_hint(w, "root").unwrap_or_default());
+                    self.err(d);
+                    return;
+                }
                 (ValueKind::Word(_) | ValueKind::Str(_) | ValueKind::List(_), false) => {
                     self.err(
                         Diagnostic::error(
@@ -1664,6 +1752,9 @@ impl<'a> Resolver<'a> {
                     self.err(
                         match vocc_dsl::diag::suggest(w, NIC_METHODS.iter().copied()) {
                             Some(m) => d.with_hint(format!("did you mean `{m}`?")),
+                            None if new_statement_hint(w, "nic").is_some() => {
+                                d.with_hint(new_statement_hint(w, "nic").unwrap_or_default())
+                            }
                             None => d.with_hint(format!(
                                 "use one of {}, or an address of network `{network}`",
                                 NIC_METHODS
@@ -1887,7 +1978,7 @@ impl<'a> Resolver<'a> {
             self.err(
                 Diagnostic::error(span, format!("site `{}` has no hosts", site.name))
                     .with_label("no `host`")
-                    .with_hint("add `host NAME { cpu 2  memory 4G  disk 40G }`"),
+                    .with_hint("add `host NAME { cpu 2; memory 4G; disk 40G }`"),
             );
         }
         header.map(|_| site)
@@ -2213,7 +2304,7 @@ impl<'a> Resolver<'a> {
 }
 
 /// The kinds of shared definitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Network,
     Layer,
@@ -2373,6 +2464,44 @@ pub(crate) fn is_var_name(n: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// What a subnet overlapping an address range no cluster can use is: "the loopback
+/// range" and so on.
+fn special_range(ip: Ipv4Addr, prefix: u8) -> Option<&'static str> {
+    const SPECIAL: [(Ipv4Addr, u8, &str); 5] = [
+        (
+            Ipv4Addr::new(0, 0, 0, 0),
+            8,
+            "in `0.0.0.0/8`, which means \"this network\"",
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 0),
+            8,
+            "in the loopback range `127.0.0.0/8`",
+        ),
+        (
+            Ipv4Addr::new(169, 254, 0, 0),
+            16,
+            "in the link-local range `169.254.0.0/16`",
+        ),
+        (
+            Ipv4Addr::new(224, 0, 0, 0),
+            4,
+            "in the multicast range `224.0.0.0/4`",
+        ),
+        (
+            Ipv4Addr::new(240, 0, 0, 0),
+            4,
+            "in the reserved range `240.0.0.0/4`",
+        ),
+    ];
+    let mask = |p: u8| u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    SPECIAL.iter().find_map(|(net, p, what)| {
+        // Overlap: the shorter prefix's mask agrees on both.
+        let m = mask(prefix.min(*p));
+        (u32::from(ip) & m == u32::from(*net) & m).then_some(*what)
+    })
+}
+
 /// An RFC 1123 host name label.
 pub fn valid_hostname(s: &str) -> bool {
     !s.is_empty()
@@ -2421,19 +2550,68 @@ fn package_problem(s: &str) -> Option<String> {
     None
 }
 
+/// The longest a cluster's DNS domain may be: a node's name `<host name>.<domain>`
+/// must fit in DNS's 253 characters with a host name of up to 63.
+pub const DOMAIN_MAX: usize = 253 - 64;
+
 /// The longest a cluster name may be: node ids `<cluster>-<host name>` must stay
 /// usable as host names.
 pub const CLUSTER_NAME_MAX: usize = 40;
 
-/// `name` made into a host name label, if that leaves anything.
+/// `name` made into a host name label, if that leaves anything: lowercase, accented
+/// Latin letters without their accents (`wörker` → `worker`), other characters as `-`
+/// (one for a run of them), at most 63 characters.
 fn example_name(name: &str) -> Option<String> {
-    let fixed: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let fixed = fixed.trim_matches('-').to_string();
-    (!fixed.is_empty() && fixed != name).then_some(fixed)
+    let mut fixed = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let mut ascii = [0u8; 4];
+        let c = if c.is_ascii_alphanumeric() {
+            Some(&*c.encode_utf8(&mut ascii))
+        } else {
+            unaccented(c)
+        };
+        match c {
+            Some(c) => fixed.push_str(c),
+            None if !fixed.ends_with('-') => fixed.push('-'),
+            None => {}
+        }
+    }
+    let mut fixed: String = fixed.trim_matches('-').chars().take(63).collect();
+    while fixed.ends_with('-') {
+        fixed.pop();
+    }
+    (!fixed.is_empty() && fixed != name && valid_hostname(&fixed)).then_some(fixed)
+}
+
+/// The ASCII letters a lowercase Latin letter with an accent (or a ligature) is
+/// written with, if any.
+fn unaccented(c: char) -> Option<&'static str> {
+    const TABLE: [(&str, &str); 17] = [
+        ("àáâãäåāăą", "a"),
+        ("çćĉċč", "c"),
+        ("ďđ", "d"),
+        ("èéêëēĕėęě", "e"),
+        ("ĝğġģ", "g"),
+        ("ìíîïĩīĭįı", "i"),
+        ("ĺļľł", "l"),
+        ("ñńņňŉ", "n"),
+        ("òóôõöøōŏő", "o"),
+        ("ŕŗř", "r"),
+        ("śŝşš", "s"),
+        ("ţťŧ", "t"),
+        ("ùúûüũūŭůűų", "u"),
+        ("ýÿŷ", "y"),
+        ("žźż", "z"),
+        ("œ", "oe"),
+        ("æ", "ae"),
+    ];
+    if c == 'ß' {
+        return Some("ss");
+    }
+    TABLE
+        .iter()
+        .find(|(from, _)| from.contains(c))
+        .map(|(_, to)| *to)
 }
 
 /// Names become host names, file names and config keys: keep them plain. With

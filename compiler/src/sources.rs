@@ -246,7 +246,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<String> {
     if bytes.len() as u64 > limit {
         return Err(too_big());
     }
-    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    crate::world::decode(bytes)
 }
 
 /// Why `suite` cannot be a Debian release name (`bookworm`, `bookworm-backports`,

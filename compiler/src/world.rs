@@ -105,6 +105,60 @@ impl World for FsWorld {
     }
 }
 
+/// The error [`World::read`] gives (inside an `io::Error` of kind `InvalidData`) for a
+/// file that is not UTF-8: where its first bad byte is, and the text with every bad
+/// sequence replaced by U+FFFD (the same as the file up to `offset`).
+#[derive(Debug)]
+pub struct NotUtf8 {
+    pub text: String,
+    /// The byte offset of the first bad byte, in the file and in `text`.
+    pub offset: usize,
+    pub byte: u8,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not UTF-8: byte 0x{:02x} at line {}, column {}",
+            self.byte, self.line, self.col
+        )
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+/// A file's bytes as text, or a [`NotUtf8`] error.
+pub fn decode(bytes: Vec<u8>) -> io::Result<String> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let offset = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let before = &bytes[..offset];
+            let line = 1 + before.iter().filter(|b| **b == b'\n').count();
+            let line_start = before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            // Valid UTF-8 up to `offset`: the column counts characters.
+            let col = 1 + String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count();
+            let err = NotUtf8 {
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                offset,
+                byte: bytes.get(offset).copied().unwrap_or(0),
+                line,
+                col,
+            };
+            Err(io::Error::new(io::ErrorKind::InvalidData, err))
+        }
+    }
+}
+
 /// The text of a built-in file, if `path` names one.
 pub fn builtin(path: &Path) -> Option<&'static str> {
     match path.to_str()?.strip_prefix(BUILTIN_PREFIX)? {

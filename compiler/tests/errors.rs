@@ -6,11 +6,13 @@
 //! # expect: imports/a.voc:3:8: import cycle: `a.voc` imports `b.voc` imports `a.voc`
 //! # site: sites/small.voc
 //! # var: workers=3
+//! # help: did you mean `memory`?
 //! ```
 //!
 //! An expect line is `LINE:COL: MESSAGE` for the case file itself, or
 //! `FILE:LINE:COL: MESSAGE` for another file (relative to the case). `site` names a
-//! site file relative to the case, `var` is a `--var`. The case must produce exactly
+//! site file relative to the case, `var` is a `--var`, and each `help` is text that a
+//! hint of some diagnostic of the case must contain (written by hand, never blessed). The case must produce exactly
 //! the expected error diagnostics, in order of position: the compiler's and, when
 //! compiling succeeds, those of placement on the site. Folders beside the cases hold
 //! helper files (imports, sites) and are not cases themselves.
@@ -28,6 +30,7 @@ use vocc_dsl::{Diagnostic, SourceMap};
 const EXPECT: &str = "# expect: ";
 const SITE: &str = "# site: ";
 const VAR: &str = "# var: ";
+const HELP: &str = "# help: ";
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/inputs/errors")
@@ -38,6 +41,7 @@ struct Header {
     expect: Vec<String>,
     site: Option<PathBuf>,
     vars: Vec<(String, String)>,
+    helps: Vec<String>,
 }
 
 fn header(dir: &Path, text: &str) -> Result<Header, String> {
@@ -45,12 +49,15 @@ fn header(dir: &Path, text: &str) -> Result<Header, String> {
         expect: Vec::new(),
         site: None,
         vars: Vec::new(),
+        helps: Vec::new(),
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         if let Some(e) = line.strip_prefix(EXPECT) {
             h.expect.push(e.to_string());
         } else if let Some(s) = line.strip_prefix(SITE) {
             h.site = Some(dir.join(s.trim()));
+        } else if let Some(text) = line.strip_prefix(HELP) {
+            h.helps.push(text.trim().to_string());
         } else if let Some(v) = line.strip_prefix(VAR) {
             let (name, value) = v
                 .split_once('=')
@@ -135,6 +142,14 @@ fn outcome(path: &Path) -> Result<Outcome, String> {
         .collect();
 
     let mut problems = String::new();
+    for want in &header.helps {
+        if !diags
+            .iter()
+            .any(|d| d.hints.iter().any(|h| h.contains(want.as_str())))
+        {
+            let _ = writeln!(problems, "  no hint says `{want}`");
+        }
+    }
     for d in &diags {
         for p in style_problems(d) {
             let _ = writeln!(problems, "  {}: {p}", short(&c.map, d, path, &dir));

@@ -11,8 +11,15 @@ fn drawn(text: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.voc");
     std::fs::write(&file, text).unwrap();
-    let c = compile(&FsWorld, &file, &Options::default()).unwrap();
-    let model = c.model.expect("the appliance compiles");
+    drawn_file(&file)
+}
+
+/// The same for the appliance file `file`, where it is (beside its layers).
+fn drawn_file(file: &Path) -> Vec<String> {
+    let c = compile(&FsWorld, file, &Options::default()).unwrap();
+    let model = c
+        .model
+        .unwrap_or_else(|| panic!("{}", vocc_dsl::diag::render(&c.map, &c.diags, false)));
     let dot = vocc_compiler::graph::dot(&model);
     let mut child = Command::new("dot")
         .arg("-Tsvg")
@@ -48,7 +55,7 @@ fn drawn(text: &str) -> Vec<String> {
 #[test]
 fn labels_are_drawn_on_separate_lines() {
     let osg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliances/osg.voc");
-    let texts = drawn(&std::fs::read_to_string(osg).unwrap());
+    let texts = drawn_file(&osg);
     assert!(
         !texts.iter().any(|t| t.contains("\\n")),
         "a literal `\\n` is drawn: {texts:#?}"
@@ -72,7 +79,7 @@ fn values_are_drawn_as_written() {
   vo "a\\Nb \"c\" \\G & <d> \\n"
   network private { subnet 10.9.0.0/24 }
   layer tiny { from busybox }
-  role head { root tiny  nic eth0 private }
+  role head { root tiny; nic eth0 private }
 }"#,
     );
     assert!(

@@ -21,9 +21,9 @@ fn rendered(kind: &str, node: &str) -> Vec<(String, String)> {
   layer tiny {{ from busybox }}
   queue a for "fusion" default
   queue b
-  role head {{ root tiny  nic eth0 private  scheduler {kind} controller }}
-  role w {{ count 2  root tiny  nic eth0 private  scheduler {kind} compute queue a }}
-  role x {{ root tiny  nic eth0 private  scheduler {kind} compute queue b }}
+  role head {{ root tiny; nic eth0 private; scheduler {kind} controller }}
+  role w {{ count 2; root tiny; nic eth0 private; scheduler {kind} compute queue a }}
+  role x {{ root tiny; nic eth0 private; scheduler {kind} compute queue b }}
 }}
 "#
         ),
@@ -113,7 +113,7 @@ fn an_implicit_queue_takes_every_job() {
     fs::write(
         &file,
         "cluster c {\n  vo \"fusion\"\n  network private { subnet 10.9.0.0/24 }\n  \
-         layer tiny { from busybox }\n  role head { root tiny  nic eth0 private  scheduler \
+         layer tiny { from busybox }\n  role head { root tiny; nic eth0 private; scheduler \
          slurm controller compute }\n}\n",
     )
     .unwrap();

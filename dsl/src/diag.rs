@@ -228,8 +228,12 @@ impl<'a> Files<'a> for MapFiles<'a> {
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
+        // The same word in another case (`RW` for `rw`) is the closest of all.
+        if c.to_lowercase() == word.to_lowercase() {
+            return Some(c);
+        }
         let d = edit_distance(word, c);
-        let limit = (word.len().max(c.len()) / 3).max(1);
+        let limit = (word.chars().count().max(c.chars().count()) / 3).max(1);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
@@ -237,17 +241,44 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     best.map(|(_, c)| c)
 }
 
+/// The optimal string alignment distance between two words, in characters: insertions,
+/// deletions, substitutions and transpositions of neighbours (`memroy` → `memory`)
+/// each count as one edit.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the distance table.
+    let mut before: Vec<usize> = Vec::new();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
             let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            let mut d = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            if i > 0 && j > 0 && *ca == b[j - 1] && a[i - 1] == *cb {
+                d = d.min(before[j - 1] + 1);
+            }
+            cur[j + 1] = d;
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transposition_is_one_edit() {
+        assert_eq!(edit_distance("memroy", "memory"), 1);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("privat", "private"), 1);
+        assert_eq!(edit_distance("wörker", "worker"), 1);
+        assert_eq!(suggest("cpu", ["cup"]), Some("cup"));
+        // Three letters allow one edit; a transposition is one.
+        assert_eq!(suggest("mmeory", ["memory", "mount"]), Some("memory"));
+        assert_eq!(suggest("RW", ["ro", "rw"]), Some("rw"));
+        assert_eq!(suggest("Wörker", ["worker", "wörker"]), Some("wörker"));
+    }
 }

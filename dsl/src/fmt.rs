@@ -1,12 +1,14 @@
 //! The formatter: a canonical layout of a document that keeps every comment.
 //!
-//! The layout: one statement per line, two spaces of indentation per block, values
-//! separated by one space and printed as written, `keyword values {` … `}` for blocks
-//! and `keyword values {}` for empty ones, lists on one line unless the list holds
-//! comments or the statement would be wider than [`MAX_WIDTH`] columns (then the list,
-//! or the longest of its lists, is printed one item per line). A comment on its own line stays on its own line, indented like what follows
-//! it; a comment after a statement stays at the end of that statement's line, two spaces
-//! after it. One blank line is kept where the source had one or more between two
+//! The layout: one statement per line, except that statements without a block that
+//! the source joined on one line with `;` stay joined as `a; b` while the line fits in
+//! [`MAX_WIDTH`] columns (`cpu 1; memory 512M`); two spaces of indentation per block,
+//! values separated by one space and printed as written, `keyword values {` … `}` for
+//! blocks and `keyword values {}` for empty ones, lists on one line unless the list
+//! holds comments or the statement would be wider than [`MAX_WIDTH`] columns (then the
+//! list, or the longest of its lists, is printed one item per line). A comment on its
+//! own line stays on its own line, indented like what follows it; a comment after a
+//! statement stays at the end of that statement's line, two spaces after it. One blank line is kept where the source had one or more between two
 //! statements or comments; none after `{`, before `}` or at the start of the file.
 //!
 //! Comments are placed by walking the tree in source order with a cursor into
@@ -79,12 +81,54 @@ impl<'a> Printer<'a> {
         // End of the previous statement or comment in the source; `None` at the start of
         // a block, where no blank line is printed.
         let mut prev: Option<usize> = None;
-        for s in stmts {
-            self.own_line_comments(s.span.start as usize, level, &mut prev, true);
-            self.blank_line(prev, s.span.start as usize);
-            prev = Some(self.stmt(s, level));
+        // The width of the line being printed when it holds joined statements.
+        let mut line = 0;
+        for (i, s) in stmts.iter().enumerate() {
+            let joined = i > 0 && line > 0;
+            if !joined {
+                self.own_line_comments(s.span.start as usize, level, &mut prev, true);
+                self.blank_line(prev, s.span.start as usize);
+            }
+            let next = stmts.get(i + 1);
+            let width = self.joinable(s).unwrap_or(0);
+            line = if joined {
+                line + 2 + width
+            } else {
+                level * INDENT.len() + width
+            };
+            let join_next = next.is_some_and(|n| {
+                width > 0 && self.joinable(n).is_some_and(|w| line + 2 + w <= MAX_WIDTH) && {
+                    let gap = self.src(s.span.end as usize, n.span.start as usize);
+                    gap.contains(';') && !gap.contains('\n')
+                }
+            });
+            prev = Some(self.stmt(s, level, joined, !join_next));
+            if !join_next {
+                line = 0;
+            }
         }
         self.own_line_comments(end, level, &mut prev, true);
+    }
+
+    /// The width of a statement that may share its line with others: one without a
+    /// block, printed on one line, with no comment inside it.
+    fn joinable(&self, s: &Stmt) -> Option<usize> {
+        if s.block.is_some() {
+            return None;
+        }
+        let (start, end) = (s.span.start, s.span.end);
+        if self.comments[self.next..]
+            .iter()
+            .any(|c| c.span.start >= start && c.span.start < end)
+        {
+            return None;
+        }
+        let width = s.keyword.name.chars().count()
+            + s.args
+                .iter()
+                .map(|v| 1 + self.inline(v).chars().count())
+                .sum::<usize>();
+        (width <= MAX_WIDTH).then_some(width)
     }
 
     /// Prints, each on its own line, the pending comments that start before `pos`.
@@ -152,9 +196,10 @@ impl<'a> Printer<'a> {
         self.out.push('\n');
     }
 
-    /// Prints a statement; returns where it ends in the source, including the comment
-    /// printed at the end of its line.
-    fn stmt(&mut self, s: &Stmt, level: usize) -> usize {
+    /// Prints a statement, after `; ` when it is `joined` to the one before; returns
+    /// where it ends in the source, including the comment printed at the end of its
+    /// line when it `ends_line`.
+    fn stmt(&mut self, s: &Stmt, level: usize, joined: bool, ends_line: bool) -> usize {
         let header_end = s.args.last().map_or(s.keyword.span.end, |v| v.span.end) as usize;
         let inline: Vec<String> = s.args.iter().map(|v| self.inline(v)).collect();
         let width = level * INDENT.len()
@@ -174,7 +219,11 @@ impl<'a> Printer<'a> {
             }
         }
 
-        self.indent(level);
+        if joined {
+            self.out.push_str("; ");
+        } else {
+            self.indent(level);
+        }
         self.out.push_str(&s.keyword.name);
         for (i, v) in s.args.iter().enumerate() {
             self.out.push(' ');
@@ -184,6 +233,9 @@ impl<'a> Printer<'a> {
             self.block(b, header_end, level);
         }
         let end = s.span.end as usize;
+        if !ends_line {
+            return end;
+        }
         let comment = self.trailing(end, &[';']);
         let end = comment.as_ref().map_or(end, |(_, e)| *e);
         self.end_line(comment);
@@ -272,8 +324,28 @@ mod tests {
     fn splits_statements_and_normalises_space() {
         assert_eq!(
             fmt("role r {cpu 1   memory 512M;swap 2G}\n\n\n"),
-            "role r {\n  cpu 1\n  memory 512M\n  swap 2G\n}\n"
+            "role r {\n  cpu 1 memory 512M; swap 2G\n}\n"
         );
+        assert_eq!(
+            fmt("role r {\n  cpu 1;memory 512M ;  swap 2G # c\n  count 1\n}"),
+            "role r {\n  cpu 1; memory 512M; swap 2G  # c\n  count 1\n}\n"
+        );
+        assert_eq!(
+            fmt("role r { count 1; disk x {} ; cpu 1 }"),
+            "role r {\n  count 1\n  disk x {}\n  cpu 1\n}\n"
+        );
+    }
+
+    #[test]
+    fn joined_statements_split_when_the_line_is_too_wide() {
+        let long = "x".repeat(60);
+        let text = format!("role r {{ cmdline {long}; cmdline {long}; cpu 1 }}");
+        let out = fmt(&text);
+        assert_eq!(
+            out,
+            format!("role r {{\n  cmdline {long}\n  cmdline {long}; cpu 1\n}}\n")
+        );
+        assert_eq!(fmt(&out), out);
     }
 
     #[test]

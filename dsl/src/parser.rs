@@ -1,9 +1,10 @@
 //! The parser: text to [`Document`] plus every diagnostic, recovering after errors.
 //!
-//! Statements are `keyword value* block?`. A statement ends at a line break, `;`, `}`,
-//! the `{` of its block, or a bare word that is a keyword of the current block
-//! ([`Context::is_keyword`]), which is how `cpu 1  memory 512M` makes two statements.
-//! GRAMMAR.md describes the same rules for people.
+//! Statements are `keyword value* block?`. A statement ends by syntax alone: at a line
+//! break, `;`, `}` or the `{` of its block (then at its `}`); no word ends it, so a new
+//! keyword never changes how an existing file parses, and `cpu 1; memory 512M` is how
+//! two statements share a line. The context of a block ([`Context`]) is used only to
+//! report unknown keys. GRAMMAR.md describes the same rules for people.
 
 use crate::classify::classify;
 use crate::diag::{suggest, Diagnostic};
@@ -126,7 +127,7 @@ impl Parser<'_> {
                 .with_label("a statement starts with a key")
                 .with_hint(hint),
         );
-        let _ = self.tail(Context::Unknown, Context::Unknown, "", depth);
+        let _ = self.tail(Context::Unknown, "", depth);
     }
 
     fn stmt(&mut self, ctx: Context, depth: usize) -> Stmt {
@@ -152,7 +153,7 @@ impl Parser<'_> {
             self.unknown_key(ctx, &keyword);
         }
         let child = ctx.child(&keyword.name);
-        let (args, block) = self.tail(ctx, child, &keyword.name, depth);
+        let (args, block) = self.tail(child, &keyword.name, depth);
         let mut span = keyword.span;
         if let Some(last) = args.last() {
             span = span.to(last.span);
@@ -193,21 +194,14 @@ impl Parser<'_> {
         self.diags.push(d);
     }
 
-    /// The values and the optional block of a statement whose keyword was just read.
-    /// `ctx` decides where the statement ends, `child` is the context of its block.
-    fn tail(
-        &mut self,
-        ctx: Context,
-        child: Context,
-        keyword: &str,
-        depth: usize,
-    ) -> (Vec<Value>, Option<Block>) {
+    /// The values and the optional block of a statement whose keyword was just read;
+    /// `child` is the context of its block.
+    fn tail(&mut self, child: Context, keyword: &str, depth: usize) -> (Vec<Value>, Option<Block>) {
         let mut args = Vec::new();
         while let Some(tok) = self.peek().cloned() {
             match tok.kind {
                 TokenKind::Newline | TokenKind::Semi | TokenKind::RBrace => break,
                 TokenKind::LBrace => return (args, Some(self.block(child, keyword, depth))),
-                TokenKind::Bare if ctx.is_keyword(self.slice(&tok)) => return (args, None),
                 TokenKind::Bare | TokenKind::Str(_) | TokenKind::LBracket => {
                     args.push(self.value(depth))
                 }
@@ -419,12 +413,24 @@ mod tests {
     }
 
     #[test]
-    fn keywords_split_a_line_into_statements() {
-        let (tree, diags) = shape("role r { cpu 1  memory 512M  swap 200M }");
+    fn semicolons_split_a_line_into_statements() {
+        let (tree, diags) = shape("role r { cpu 1; memory 512M;swap 200M }");
         assert_eq!(diags, Vec::<String>::new());
         assert_eq!(
             tree,
             "role word(r) {\n  cpu int(1)\n  memory size(536870912)\n  swap size(209715200)\n}\n"
+        );
+    }
+
+    #[test]
+    fn keywords_do_not_end_statements() {
+        // A layer named like a key of the block is an ordinary value: adding a keyword
+        // to the language never changes how an existing file parses.
+        let (tree, diags) = shape("role r { root swap + disk\n cpu 1 memory 2 }");
+        assert_eq!(diags, Vec::<String>::new());
+        assert_eq!(
+            tree,
+            "role word(r) {\n  root word(swap) plus word(disk)\n  cpu int(1) word(memory) int(2)\n}\n"
         );
     }
 
@@ -460,7 +466,7 @@ mod tests {
 
     #[test]
     fn value_spans_cover_their_tokens() {
-        let text = "layer os { packages [a \"b\"\n c]  size 2G }";
+        let text = "layer os { packages [a \"b\"\n c]; size 2G }";
         let (doc, diags) = parse(FileId(0), text);
         assert!(diags.is_empty());
         let layer = &doc.stmts[0];

@@ -1,9 +1,8 @@
 //! Which keywords start a statement in which kind of block.
 //!
-//! The parser uses this table to split several statements on one line
-//! (`cpu 1  memory 512M`) and to report unknown keys; the compiler uses the same
-//! [`Context`] values when it interprets statements. A name that is also a keyword of
-//! the block it is used in must be quoted (`root "disk"`).
+//! The parser uses this table only to report unknown keys, never to decide where a
+//! statement ends (that is syntax alone: a line break, `;` or `}`); the compiler uses
+//! the same [`Context`] values when it interprets statements.
 
 /// The kind of block a statement stands in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -377,6 +377,10 @@ cluster c {
     nic eth0 private
     nic eth1 lab
   }
+  role dhcpd {
+    root os
+    nic eth0 lab pool
+  }
 }
 "#;
 
