@@ -823,9 +823,21 @@ const DAEMONS: &[(SchedulerKind, Part, &[&str])] = &[
     (SchedulerKind::Sge, Part::Compute, &["gridengine-exec"]),
     // Torque 4 and later: client commands and pbs_server authorize through trqauthd.
     (SchedulerKind::Pbs, Part::Any, &["trqauthd"]),
-    (SchedulerKind::Pbs, Part::Controller, &["pbs_server", "torque-server"]),
-    (SchedulerKind::Pbs, Part::Controller, &["pbs_sched", "torque-scheduler"]),
-    (SchedulerKind::Pbs, Part::Compute, &["pbs_mom", "torque-mom"]),
+    (
+        SchedulerKind::Pbs,
+        Part::Controller,
+        &["pbs_server", "torque-server"],
+    ),
+    (
+        SchedulerKind::Pbs,
+        Part::Controller,
+        &["pbs_sched", "torque-scheduler"],
+    ),
+    (
+        SchedulerKind::Pbs,
+        Part::Compute,
+        &["pbs_mom", "torque-mom"],
+    ),
 ];
 
 /// One line of `/etc/vocc/services`.
