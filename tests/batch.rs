@@ -179,11 +179,17 @@ fn condor_problems(built: &Built) -> Vec<String> {
     );
     for (cluster, head) in clusters {
         let head_fqdn = format!("{}.{}", head.hostname, cluster.domain);
-        // Every role of a node reads the same file: read one node per role.
+        // The nodes of a role share one file: HTCondor reads it once per role.
         for role in cluster.roles.iter().filter(|r| r.scheduler.is_some()) {
             let s = role.scheduler.as_ref().unwrap();
             let node = cluster.nodes_of(&role.name).next().unwrap();
             let file = built.file(node, "etc/condor/condor_config.local");
+            let text = built.read(node, "etc/condor/condor_config.local");
+            for other in cluster.nodes_of(&role.name) {
+                if built.read(other, "etc/condor/condor_config.local") != text {
+                    problems.push(format!("{}: its file differs from {}'s", other.id, node.id));
+                }
+            }
             let got = match condor_read(&file, &names) {
                 Ok(got) => got,
                 Err(e) => {
@@ -641,6 +647,22 @@ fn torque_files_follow_torques_formats_and_say_what_the_cluster_is() {
                 .map(|q| &q.name)
                 .collect();
             assert_eq!(queues, declared, "{}", at("qmgr queues"));
+            // A queue for a VO takes the jobs of the VO's Unix group only.
+            for q in &cluster.scheduler.as_ref().unwrap().queues {
+                let attrs = &qmgr.queues[&q.name];
+                match &q.vo {
+                    Some(vo) => assert!(
+                        yes(attrs.get("acl_group_enable")) && attrs.get("acl_groups") == Some(vo),
+                        "{}",
+                        at(&format!("queue {} is not limited to `{vo}`", q.name))
+                    ),
+                    None => assert!(
+                        !yes(attrs.get("acl_group_enable")),
+                        "{}",
+                        at(&format!("queue {} is limited to a group", q.name))
+                    ),
+                }
+            }
             for (q, attrs) in &qmgr.queues {
                 assert!(
                     yes(attrs.get("enabled")) && yes(attrs.get("started")),
