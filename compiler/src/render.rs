@@ -621,8 +621,8 @@ fn cluster_files<'a>(
     Ok(shared)
 }
 
-/// Renders the role-wide files of `role`: fstab, exports, cloud-init user-data, and
-/// the batch system's per-role configuration.
+/// Renders the role-wide files of `role`: fstab, exports, cloud-init user-data, the
+/// batch system's services the boot hook starts, and its per-role configuration.
 fn role_files(
     out: &mut Rendered,
     facts: &ClusterFacts<'_>,
@@ -654,9 +654,13 @@ fn role_files(
     if let Some(sr) = sched.filter(|s| s.kind == SchedulerKind::Condor) {
         vars["condor"] = json!({ "daemons": data::condor_daemons(sr) });
     }
+    vars["services"] = value(data::services(role));
     let ctx = Context::from(vars);
 
-    let mut wanted = vec![("fstab", guest("/etc/fstab"))];
+    let mut wanted = vec![
+        ("fstab", guest("/etc/fstab")),
+        ("services", guest("/etc/vocc/services")),
+    ];
     if !role.exports.is_empty() {
         wanted.push(("exports", guest("/etc/exports")));
     }

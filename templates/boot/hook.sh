@@ -11,7 +11,8 @@
 #                      addresses, see below), as shell assignments
 #   vocc/files/...     the node's files, at their place in the guest (etc/hostname,
 #                      etc/hosts, etc/fstab, etc/network/interfaces, etc/exports,
-#                      etc/slurm/slurm.conf, etc/munge/munge.key, ...)
+#                      etc/slurm/slurm.conf, etc/munge/munge.key, etc/vocc/services:
+#                      the batch system daemons to start or keep off, ...)
 #   meta-data, user-data, network-config   for cloud-init (not used here)
 #
 # It prints `vocc: configured NODE` when done; the root's init prints the readiness
@@ -116,22 +117,65 @@ if [ -f "$key" ]; then
 	chmod 0400 "$key"
 fi
 
-# systemd units this node runs or does not run (a shared layer installs the services
-# of every role). Changing the links before PID 1 starts needs no daemon-reload.
+# Services this node runs or does not run (a shared layer installs the services of
+# every role): VOCC_ENABLE and VOCC_DISABLE, and the batch system's daemons in
+# etc/vocc/services (`on|off NAME...`, one daemon per line, under every name its
+# packagings give its service). A service is a systemd unit, or a SysV script that
+# systemd's generator runs when rc2.d-rc5.d start it. Changing the links before PID 1
+# starts needs no daemon-reload.
 wants="$root/etc/systemd/system/multi-user.target.wants"
+# enable NAME: start the service at boot; false when the layer has no such service.
+enable() {
+	for dir in lib/systemd/system usr/lib/systemd/system etc/systemd/system; do
+		if [ -f "$root/$dir/$1.service" ]; then
+			mkdir -p "$wants"
+			ln -sf "/$dir/$1.service" "$wants/$1.service"
+			return 0
+		fi
+	done
+	[ -f "$root/etc/init.d/$1" ] || return 1
+	for level in 2 3 4 5; do
+		started "$level" "$1" >/dev/null && continue
+		mkdir -p "$root/etc/rc$level.d"
+		ln -s "../init.d/$1" "$root/etc/rc$level.d/S01$1"
+	done
+}
+# started LEVEL NAME: print the links that start the SysV script NAME in LEVEL.
+started() {
+	found=1
+	for link in "$root/etc/rc$1.d"/S[0-9][0-9]"$2"; do
+		[ -L "$link" ] || [ -e "$link" ] || continue
+		echo "$link"
+		found=0
+	done
+	return $found
+}
+# disable NAME: keep the service from starting at boot.
+disable() {
+	rm -f "$wants/$1.service"
+	for level in 2 3 4 5; do
+		started "$level" "$1" | while read -r link; do rm -f "$link"; done
+	done
+}
 if [ -d "$root/etc/systemd/system" ]; then
 	for unit in $VOCC_DISABLE; do
-		rm -f "$wants/$unit.service"
+		disable "$unit"
 	done
 	for unit in $VOCC_ENABLE; do
-		for dir in lib/systemd/system usr/lib/systemd/system etc/systemd/system; do
-			if [ -f "$root/$dir/$unit.service" ]; then
-				mkdir -p "$wants"
-				ln -sf "/$dir/$unit.service" "$wants/$unit.service"
-				break
-			fi
-		done
+		enable "$unit"
 	done
+	if [ -f "$root/etc/vocc/services" ]; then
+		while read -r state names; do
+			case "$state" in
+			off) for name in $names; do disable "$name"; done ;;
+			on)
+				for name in $names; do
+					enable "$name" && break
+				done || say "this layer has none of the services $names"
+				;;
+			esac
+		done <"$root/etc/vocc/services"
+	fi
 fi
 
 # Fixed addresses (VOCC_NET: NAME,MAC,ADDRESS/PREFIX,GATEWAY ...), set now, when the

@@ -802,6 +802,73 @@ pub(super) fn condor_daemons(s: &SchedRole) -> String {
     d.join(", ")
 }
 
+/// The part of a batch system a daemon belongs to.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Every node that takes part in the batch system.
+    Any,
+    Controller,
+    Compute,
+}
+
+/// The daemons of each batch system and who runs them, each under the names its
+/// service has in the packagings vocc knows: a systemd unit, or a SysV script that
+/// systemd runs through its generator (Debian's gridengine, Debian's older torque).
+const DAEMONS: &[(SchedulerKind, Part, &[&str])] = &[
+    (SchedulerKind::Slurm, Part::Any, &["munge"]),
+    (SchedulerKind::Slurm, Part::Controller, &["slurmctld"]),
+    (SchedulerKind::Slurm, Part::Compute, &["slurmd"]),
+    (SchedulerKind::Condor, Part::Any, &["condor"]),
+    (SchedulerKind::Sge, Part::Controller, &["gridengine-master"]),
+    (SchedulerKind::Sge, Part::Compute, &["gridengine-exec"]),
+    // Torque 4 and later: client commands and pbs_server authorize through trqauthd.
+    (SchedulerKind::Pbs, Part::Any, &["trqauthd"]),
+    (
+        SchedulerKind::Pbs,
+        Part::Controller,
+        &["pbs_server", "torque-server"],
+    ),
+    (
+        SchedulerKind::Pbs,
+        Part::Controller,
+        &["pbs_sched", "torque-scheduler"],
+    ),
+    (
+        SchedulerKind::Pbs,
+        Part::Compute,
+        &["pbs_mom", "torque-mom"],
+    ),
+];
+
+/// One line of `/etc/vocc/services`.
+#[derive(Serialize)]
+pub(super) struct Service {
+    /// Whether the role runs the daemon (a shared layer carries every role's).
+    pub on: bool,
+    /// The names of its service, space-separated.
+    pub names: String,
+}
+
+/// Every batch system daemon vocc knows, and whether nodes of `role` run it: those of
+/// the role's part of its batch system on, all others off.
+pub(super) fn services(role: &Role) -> Vec<Service> {
+    DAEMONS
+        .iter()
+        .map(|(kind, part, names)| {
+            let s = role.scheduler.as_ref().filter(|s| s.kind == *kind);
+            let on = match part {
+                Part::Any => s.is_some(),
+                Part::Controller => s.is_some_and(|s| s.controller),
+                Part::Compute => s.is_some_and(|s| s.compute),
+            };
+            Service {
+                on,
+                names: names.join(" "),
+            }
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 pub(super) struct Lease<'a> {
     pub mac: &'a str,

@@ -82,6 +82,7 @@ templates! {
     "networkd.network" => "/etc/systemd/network/10-<nic>.network", Node, Config;
     "fstab" => "/etc/fstab", Role, Config;
     "exports" => "/etc/exports", Role, Config;
+    "services" => "/etc/vocc/services", Role, Config;
     "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
     "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
     "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
