@@ -70,7 +70,10 @@ impl Built {
 fn generate(file: &Path, templates: Option<&Path>) -> Built {
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let compiled = |site: Option<PathBuf>| {
-        let options = Options { site, vars: vec![] };
+        let options = Options {
+            site,
+            ..Default::default()
+        };
         let c = compile(&FsWorld, file, &options).unwrap();
         let model = c.model?;
         let plan = vocc_compiler::plan::plan(&model).ok()?;

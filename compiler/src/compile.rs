@@ -479,6 +479,7 @@ fn local_site(
         hosts: Vec::new(),
         bridges: Vec::new(),
         store: String::new(),
+        access: Default::default(),
         origin: Origin::default(),
     }))
 }

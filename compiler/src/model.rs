@@ -376,7 +376,32 @@ pub struct Site {
     /// Network name → host bridge.
     pub bridges: Vec<(String, String)>,
     pub store: String,
+    /// How the control machine reaches every host's `vocc-host`.
+    pub access: SiteAccess,
     pub origin: Origin,
+}
+
+/// How the control machine reaches the hosts of a site (`access` in a site).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(tag = "via", rename_all = "lowercase")]
+pub enum SiteAccess {
+    /// Every host is the machine vocc runs on.
+    #[default]
+    Local,
+    /// OpenSSH to each host's `address`, with a key, host keys checked.
+    Ssh {
+        user: String,
+        identity: String,
+        known_hosts: String,
+        program: String,
+        origin: Origin,
+    },
+    /// The site's own Slurm: `srun -w HOST`.
+    Slurm {
+        program: String,
+        conf: Option<String>,
+        origin: Origin,
+    },
 }
 
 impl Cluster {

@@ -8,6 +8,8 @@
 //! [`Notes`]: the spans of parts of statements, the definitions that were reported
 //! broken, and the roles missing a statement that failed.
 
+mod access;
+
 use crate::args::{
     check_guest_path, new_statement_hint, one_of, shown, size_text, unknown_value, Args, Vars,
 };
@@ -1905,12 +1907,13 @@ impl<'a> Resolver<'a> {
             self.let_stmt(s, &mut scope);
         }
         self.vars.push(scope);
-        self.once(stmt, &format!("site `{name}`"), &["store"]);
+        self.once(stmt, &format!("site `{name}`"), &["store", "access"]);
         let mut site = Site {
             name,
             hosts: Vec::new(),
             bridges: Vec::new(),
             store: "/var/lib/vocc".into(),
+            access: SiteAccess::Local,
             origin: self.origin(span),
         };
         let mut host_spans: HashMap<String, Span> = HashMap::new();
@@ -1948,6 +1951,11 @@ impl<'a> Resolver<'a> {
                     a.done(&mut self.diags);
                     self.no_block(s);
                 }
+                "access" => {
+                    if let Some(access) = self.access(s) {
+                        site.access = access;
+                    }
+                }
                 "store" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
                     if !a.poisoned() {
@@ -1974,6 +1982,26 @@ impl<'a> Resolver<'a> {
             }
         }
         self.vars.pop();
+        if let SiteAccess::Ssh { origin, .. } = &site.access {
+            let access = origin.span;
+            for h in site.hosts.iter().filter(|h| h.address.is_none()) {
+                self.diags.push(
+                    Diagnostic::error(
+                        h.origin.span,
+                        format!(
+                            "host `{}` has no `address`, which `access ssh` needs",
+                            h.name
+                        ),
+                    )
+                    .with_label("no address")
+                    .with_secondary(access, "vocc reaches the hosts over SSH")
+                    .with_hint(format!(
+                        "give it one: `host {} {{ address 10.0.0.1; … }}`",
+                        h.name
+                    )),
+                );
+            }
+        }
         if !stmt.children().iter().any(|s| s.keyword.name == "host") {
             self.err(
                 Diagnostic::error(span, format!("site `{}` has no hosts", site.name))

@@ -15,13 +15,15 @@ pub enum Context {
     Layer,
     Role,
     Host,
+    /// A site's `access`: how the control machine reaches the hosts.
+    Access,
     /// The block of an unknown statement: anything goes, statements end at line ends.
     Unknown,
 }
 
 impl Context {
     /// Every context, for messages such as "`memory` is a key of a role".
-    pub const ALL: [Context; 8] = [
+    pub const ALL: [Context; 9] = [
         Context::File,
         Context::Cluster,
         Context::Site,
@@ -29,6 +31,7 @@ impl Context {
         Context::Layer,
         Context::Role,
         Context::Host,
+        Context::Access,
         Context::Unknown,
     ];
 
@@ -49,7 +52,7 @@ impl Context {
                 "queue",
                 "partition",
             ],
-            Context::Site => &["host", "bridge", "store", "let"],
+            Context::Site => &["host", "bridge", "store", "access", "let"],
             Context::Network => &["subnet", "assign", "gateway", "dns", "uplink"],
             Context::Layer => &["from", "packages", "size", "sha256"],
             Context::Role => &[
@@ -75,6 +78,7 @@ impl Context {
                 "overcommit",
                 "address",
             ],
+            Context::Access => &["user", "identity", "known_hosts", "program", "conf"],
             Context::Unknown => &[],
         }
     }
@@ -92,6 +96,7 @@ impl Context {
             (Context::File | Context::Cluster, "layer") => Context::Layer,
             (Context::File | Context::Cluster, "role") => Context::Role,
             (Context::Site, "host") => Context::Host,
+            (Context::Site, "access") => Context::Access,
             _ => Context::Unknown,
         }
     }
@@ -106,6 +111,7 @@ impl Context {
             Context::Layer => "a layer",
             Context::Role => "a role",
             Context::Host => "a host",
+            Context::Access => "a site's access",
             Context::Unknown => "this block",
         }
     }

@@ -744,11 +744,51 @@ impl Runtime {
         {
             stage::unstage(&self.layout, l);
         }
+        // What a host could not remove stays recorded, to be removed by `down`.
+        let failed: HashSet<String> = self
+            .unstage_remote(cluster_name)
+            .into_iter()
+            .map(|(host, _)| host)
+            .collect();
         let prefix = format!("{cluster_name}/");
         journal.staged.retain(|key, _| {
-            !key.split_once(':')
-                .is_some_and(|(_, l)| l.starts_with(&prefix))
+            key.split_once(':')
+                .is_some_and(|(h, l)| !l.starts_with(&prefix) || failed.contains(h))
         });
+    }
+
+    /// Removes the cluster's layers from the hosts reached over a link; the hosts that
+    /// could not remove them, and why.
+    fn unstage_remote(&self, cluster_name: &str) -> Vec<(String, String)> {
+        let hosts: Vec<&crate::plan::PlanHost> = self
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| h.link.is_some())
+            .collect();
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        let layers: Vec<&crate::plan::PlanLayer> = self
+            .plan
+            .layers
+            .iter()
+            .filter(|l| l.cluster == cluster_name)
+            .collect();
+        stage::unstage_remote(&self.layout, &layers, &hosts)
+            .into_iter()
+            .filter_map(|(host, r)| match r {
+                Ok(removed) if removed.errors.is_empty() => None,
+                Ok(removed) => Some((
+                    host,
+                    format!(
+                        "could not remove staged layers: {}",
+                        removed.errors.join("; ")
+                    ),
+                )),
+                Err(e) => Some((host, format!("could not remove staged layers: {e}"))),
+            })
+            .collect()
     }
 
     /// Reclaims everything of a cluster: its processes, domains, overlays, staged
@@ -798,6 +838,9 @@ impl Runtime {
                 .filter(|l| l.cluster == cluster_name)
             {
                 stage::unstage(&self.layout, l);
+            }
+            for (host, why) in self.unstage_remote(cluster_name) {
+                results.insert(format!("(host {host})"), Err(why));
             }
         }
         // Directories of the store that are left empty (another cluster's files keep
@@ -853,6 +896,12 @@ impl Runtime {
             }
         }
         let ok = report_nodes.iter().all(|n| n.error.is_none()) && results.is_empty();
+        // What is not a node's: the state directory, a host's store.
+        let mut warnings: Vec<String> = results
+            .into_iter()
+            .filter_map(|(what, r)| r.err().map(|e| format!("{what}: {e}")))
+            .collect();
+        warnings.sort();
         Ok(Report {
             operation: "down".to_owned(),
             cluster: cluster_name.to_owned(),
@@ -863,7 +912,7 @@ impl Runtime {
             staging: Vec::new(),
             nodes: report_nodes,
             ok,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub enum HostOp {
     Hello,
     Receive,
+    Remove,
 }
 
 impl HostOp {
@@ -22,6 +23,7 @@ impl HostOp {
         match self {
             HostOp::Hello => "hello",
             HostOp::Receive => "receive",
+            HostOp::Remove => "remove",
         }
     }
 }

@@ -321,3 +321,43 @@ fn fail_all(
     }
     out
 }
+
+/// Removes `layers` from the stores of hosts reached over a link, all hosts at once.
+/// Each host's answer, or why it could not be asked.
+pub fn unstage_remote(
+    layout: &Layout,
+    layers: &[&PlanLayer],
+    hosts: &[&crate::plan::PlanHost],
+) -> Vec<(String, std::result::Result<crate::hostops::Removed, String>)> {
+    use crate::hostlink::HostOp;
+    use crate::hostops::{call, Remove};
+    let request = Remove {
+        root: layout.store.display().to_string(),
+        paths: layers
+            .iter()
+            .flat_map(|l| ["img", "vmlinuz", "initrd"].map(|ext| artifacts::layer_rel(l, ext)))
+            .collect(),
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .filter_map(|h| Some((h, h.link.as_ref()?)))
+            .map(|(h, link)| {
+                let request = &request;
+                s.spawn(move || {
+                    let r = call(
+                        link,
+                        HostOp::Remove,
+                        request,
+                        std::time::Duration::from_secs(60),
+                    );
+                    (h.name.clone(), r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|t| t.join().expect("a removal does not panic"))
+            .collect()
+    })
+}

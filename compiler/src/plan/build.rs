@@ -4,11 +4,13 @@
 
 use super::layer_id;
 use super::place::{demand, Decision};
+use crate::model::SiteAccess;
 use crate::model::{
     Access, Assign, Cluster, Hypervisor, LayerSource, Model, NicMethod, Persistence,
 };
 use std::collections::{BTreeSet, HashMap};
 use vocc_dsl::Diagnostic;
+use vocc_runtime::hostlink::HostLink;
 use vocc_runtime::plan::{
     self, Action, PlanCluster, PlanDisk, PlanHost, PlanLayer, PlanNetwork, PlanNic, PlanNode,
     StageItem, State, Step,
@@ -34,7 +36,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
             reserve: h.reserve,
             disk: h.disk,
             address: h.address.clone(),
-            link: None,
+            link: link(&site.access, h),
         })
         .collect();
     let clusters: Vec<PlanCluster> = model
@@ -396,5 +398,31 @@ fn hypervisor(hypervisor: Hypervisor) -> plan::Hypervisor {
     match hypervisor {
         Hypervisor::Xen => plan::Hypervisor::Xen,
         Hypervisor::Kvm => plan::Hypervisor::Kvm,
+    }
+}
+
+/// How the control machine reaches host `h`, from the site's `access`.
+fn link(access: &SiteAccess, h: &crate::model::Host) -> Option<HostLink> {
+    match access {
+        SiteAccess::Local => None,
+        SiteAccess::Ssh {
+            user,
+            identity,
+            known_hosts,
+            program,
+            ..
+        } => Some(HostLink::Ssh {
+            // The checker requires an address of every host under `access ssh`.
+            address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+            user: user.clone(),
+            identity: identity.into(),
+            known_hosts: known_hosts.into(),
+            program: program.clone(),
+        }),
+        SiteAccess::Slurm { program, conf, .. } => Some(HostLink::Slurm {
+            node: h.name.clone(),
+            program: program.clone(),
+            conf: conf.as_ref().map(Into::into),
+        }),
     }
 }

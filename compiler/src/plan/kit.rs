@@ -40,6 +40,7 @@ pub fn site(name: &str, hosts: Vec<Host>) -> Site {
             ("public".to_owned(), "xenbr0".to_owned()),
         ],
         store: "/var/lib/vocc".to_owned(),
+        access: Default::default(),
         origin: Origin::default(),
     }
 }

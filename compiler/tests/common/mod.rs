@@ -395,6 +395,7 @@ fn finish(mut clusters: Vec<Cluster>) -> (Model, Plan) {
             ("public".into(), "xenbr0".into()),
         ],
         store: "/var/lib/vocc".into(),
+        access: Default::default(),
         origin: origin("site", 1),
     };
     let model = Model { clusters, site };

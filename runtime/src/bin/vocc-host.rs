@@ -5,10 +5,11 @@
 //!
 //!   vocc-host hello      prints its version and the sha256 of its own binary
 //!   vocc-host receive    receives a file into the host's store (see `relay`)
+//!   vocc-host remove     removes files from the host's store (see `hostops`)
 
 use std::io::{self, Write};
 use std::process::ExitCode;
-use vocc_runtime::relay;
+use vocc_runtime::{hostops, relay};
 
 fn main() -> ExitCode {
     let op = std::env::args().nth(1).unwrap_or_default();
@@ -19,9 +20,10 @@ fn main() -> ExitCode {
     let result = match op.as_str() {
         "hello" => hello(&mut output),
         "receive" => relay::serve_receive(&mut input, &mut output),
+        "remove" => hostops::serve_remove(&mut input, &mut output),
         _ => {
             eprintln!(
-                "vocc-host: unknown operation `{}` (hello, receive)",
+                "vocc-host: unknown operation `{}` (hello, receive, remove)",
                 op.escape_debug()
             );
             return ExitCode::from(2);

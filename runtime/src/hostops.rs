@@ -1,0 +1,184 @@
+//! The host half's one-shot operations, and the control side that calls them: one JSON
+//! request on the link's stdin, one JSON answer on its stdout. `remove` takes files out
+//! of the host's store (what `unstage` and `down` leave on no host); the paths it gets
+//! are relative to the store and must stay inside it.
+
+use crate::hostlink::{HostLink, HostOp};
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Remove these files (relative to `root`, the host's store) and the directories they
+/// leave empty below it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Remove {
+    pub root: String,
+    pub paths: Vec<String>,
+}
+
+/// What `remove` did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Removed {
+    /// Files removed now.
+    pub removed: usize,
+    /// Files that were not there.
+    pub absent: usize,
+    /// What could not be removed, and why.
+    pub errors: Vec<String>,
+}
+
+/// A relative path of plain components, inside whatever it is joined to.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    let plain = !rel.is_empty()
+        && !rel.chars().any(char::is_control)
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(root.join(p))
+    } else {
+        Err(format!(
+            "`{}` is not a plain relative path",
+            rel.escape_debug()
+        ))
+    }
+}
+
+/// The host half of `remove`.
+pub fn serve_remove(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let answer = match serde_json::from_str::<Remove>(&line) {
+        Err(e) => Removed {
+            errors: vec![format!("a bad request: {e}")],
+            ..Removed::default()
+        },
+        Ok(req) => remove_here(&req),
+    };
+    writeln!(
+        output,
+        "{}",
+        serde_json::to_string(&answer).map_err(io::Error::other)?
+    )?;
+    output.flush()
+}
+
+fn remove_here(req: &Remove) -> Removed {
+    let mut out = Removed::default();
+    let root = match crate::relay::check_path(&req.root) {
+        Ok(r) => r,
+        Err(e) => {
+            out.errors.push(format!("the store: {e}"));
+            return out;
+        }
+    };
+    for rel in &req.paths {
+        let path = match inside(&root, rel) {
+            Ok(p) => p,
+            Err(e) => {
+                out.errors.push(e);
+                continue;
+            }
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => out.removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => out.absent += 1,
+            Err(e) => out.errors.push(format!("`{}`: {e}", path.display())),
+        }
+        // A partial transfer of the file goes too.
+        let _ = std::fs::remove_file(crate::relay::partial_path(&path));
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == root || !d.starts_with(&root) || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    out
+}
+
+/// Runs one one-shot operation on a host: sends `request`, reads the answer.
+pub fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
+    link: &HostLink,
+    op: HostOp,
+    request: &Q,
+    limit: Duration,
+) -> Result<A, String> {
+    link.connect()?;
+    let mut child = link
+        .command(op)?
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the link to the host: {e}"))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&line);
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the host did not answer within {} s",
+                    limit.as_secs()
+                ));
+            }
+        }
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    match stdout.lines().next() {
+        Some(l) => serde_json::from_str(l)
+            .map_err(|e| format!("the host answered something else than vocc-host ({e})")),
+        None => Err(format!(
+            "the host gave no answer: {}",
+            stderr.trim().lines().last().unwrap_or("the link closed")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_stays_inside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("layers/demo")).unwrap();
+        std::fs::write(store.join("layers/demo/tiny.img"), b"x").unwrap();
+        std::fs::write(dir.path().join("victim"), b"keep").unwrap();
+        let req = Remove {
+            root: store.display().to_string(),
+            paths: vec![
+                "layers/demo/tiny.img".into(),
+                "layers/demo/tiny.initrd".into(),
+                "../victim".into(),
+                "/etc/passwd".into(),
+            ],
+        };
+        let out = remove_here(&req);
+        assert_eq!(out.removed, 1);
+        assert_eq!(out.absent, 1);
+        assert_eq!(out.errors.len(), 2, "{out:?}");
+        assert!(dir.path().join("victim").exists());
+        // The emptied directories below the store went with the file.
+        assert!(!store.join("layers").exists());
+        assert!(store.exists());
+    }
+}
