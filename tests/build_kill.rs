@@ -19,7 +19,7 @@ use vocc_compiler::output::Manifest;
 use vocc_runtime::Plan;
 
 /// The two worker counts the rebuilds alternate between.
-const COUNTS: [u32; 2] = [1999, 1989];
+const COUNTS: [u32; 2] = [1499, 1489];
 /// How many kills.
 const KILLS: u32 = 10;
 

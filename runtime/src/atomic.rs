@@ -39,13 +39,16 @@ impl AtomicFile {
             path: path.to_path_buf(),
             file: Some(file),
         };
-        me.file_mut().set_permissions(fs::Permissions::from_mode(mode))?;
+        me.file_mut()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
         Ok(me)
     }
 
     /// The open temporary file.
     pub fn file_mut(&mut self) -> &mut File {
-        self.file.as_mut().expect("an AtomicFile holds its file until commit")
+        self.file
+            .as_mut()
+            .expect("an AtomicFile holds its file until commit")
     }
 
     /// Where the content goes on `commit`.
@@ -143,7 +146,10 @@ mod tests {
         write(&path, b"old", 0o644).unwrap();
         write(&path, b"new", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
