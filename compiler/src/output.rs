@@ -67,7 +67,8 @@ use std::sync::Arc;
 use vocc_runtime::Plan;
 
 /// A file the caller wants written into the tree besides the rendered ones (a model
-/// dump, a report): at `path` relative to OUT, atomically, and listed in the manifest.
+/// dump, a report): at `path` relative to OUT (a name the tree does not use itself), with
+/// the rest of the tree, and listed in the manifest.
 #[derive(Debug, Clone)]
 pub struct ExtraFile {
     pub path: String,
