@@ -50,11 +50,14 @@ fn build(args: &[&str], out: &Path, secrets: &Path) {
     );
 }
 
-/// Every regular file under `dir`, by relative path.
+/// Every regular file of the output tree `dir` as its users see it (through the
+/// links at its top, leaving out its hidden machinery), by relative path.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     walkdir::WalkDir::new(dir)
+        .follow_links(true)
         .sort_by_file_name()
         .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_string_lossy().starts_with('.'))
         .map(Result::unwrap)
         .filter(|e| e.file_type().is_file())
         .map(|e| {

@@ -157,13 +157,14 @@ pub fn build(
         path: options.out.clone(),
         source,
     };
-    let written =
-        output::write_tree(&options.out, &rendered, &plan, &extra).map_err(write_error)?;
+    // The tree is written beside the current one, the images placed in it, and then
+    // it replaces the current one at once.
+    let staged = output::stage_tree(&options.out, &rendered, &plan, &extra).map_err(write_error)?;
     // --- images: placed in the tree, listed in the manifest ---
     let images = match images {
         Some((images, store)) => {
-            let mut manifest = written.manifest().map_err(write_error)?;
-            crate::image::install(&images, &options.out, &mut manifest)?;
+            let mut manifest = staged.written().manifest().map_err(write_error)?;
+            crate::image::install(&images, staged.dir(), &options.out, &mut manifest)?;
             Some(ImageSummary {
                 store: store.display().to_string(),
                 artifacts: manifest.images.len(),
@@ -173,6 +174,7 @@ pub fn build(
         }
         None => None,
     };
+    let written = staged.commit().map_err(write_error)?;
     Ok(BuildSummary {
         ok: true,
         out: options.out.display().to_string(),

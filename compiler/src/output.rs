@@ -12,6 +12,12 @@
 //! OUT/manifest.json             every file written: path, sha256, size, kind, node, source
 //! ```
 //!
+//! Each build writes its tree whole into a new directory beside the current one and
+//! switches to it with one rename (`output/tree.rs`): the names above are symbolic
+//! links through `OUT/.vocc-tree`, which names the current tree, so a build killed at
+//! any moment leaves OUT wholly the old tree or wholly the new one, and the next build
+//! removes what the killed one left.
+//!
 //! Hard links keep the output linear in the cluster size: a cluster-wide file such as
 //! /etc/hosts grows with the cluster, and a copy per node would make the tree grow
 //! with its square. Where a file system refuses another link to one inode (ext4 stops
@@ -29,18 +35,16 @@
 //! the manifest as it goes, while the plan is serialized.
 //!
 //! Invariants: the tree depends only on what is written, never on what was there
-//! before or on when (no timestamps; sorted manifest; stale objects and node
-//! directories are removed). A name under `objects/` always holds its whole content:
-//! objects are written under a temporary name and renamed. `objects/` holds exactly
-//! the contents that two or more files of the tree have, and each file with such a
-//! content is a hard link to its object (or a copy, past the file system's link
-//! limit); every other file has one link. The node directories are built beside the
-//! old ones and swapped in with two renames, so a killed build leaves the previous
-//! nodes in place. Nothing is synced to disk: the atomicity is against a killed
-//! process, not a power cut. One build writes to an OUT at a time.
+//! before or on when (no timestamps; sorted manifest; each build writes a whole new
+//! tree). `objects/` holds exactly the contents that two or more files of the tree
+//! have, and each file with such a content is a hard link to its object (or a copy,
+//! past the file system's link limit); every other file has one link. Readers of OUT
+//! see the previous build's tree until the new one is complete; one build writes to
+//! an OUT at a time (it holds `OUT/.vocc-lock`), and none touches `OUT/.vocc-run/`.
 
 mod dir;
 mod manifest;
+mod tree;
 
 pub use manifest::{Manifest, ManifestFile, ManifestImage, ManifestObject, MANIFEST_VERSION};
 
@@ -58,12 +62,13 @@ use std::ffi::CStr;
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::sync::Arc;
 use vocc_runtime::Plan;
 
 /// A file the caller wants written into the tree besides the rendered ones (a model
-/// dump, a report): at `path` relative to OUT, atomically, and listed in the manifest.
+/// dump, a report): at `path` relative to OUT (a name the tree does not use itself), with
+/// the rest of the tree, and listed in the manifest.
 #[derive(Debug, Clone)]
 pub struct ExtraFile {
     pub path: String,
@@ -95,38 +100,82 @@ impl Written {
 
 /// Writes the rendered files of every node of `plan`, the plan and `extra` under
 /// `out`, replacing what an earlier build left there, and the manifest of it all as
-/// `OUT/manifest.json`.
+/// `OUT/manifest.json`: [`stage_tree`], then [`Staged::commit`].
 pub fn write_tree(
     out: &Path,
     rendered: &Rendered,
     plan: &Plan,
     extra: &[ExtraFile],
 ) -> io::Result<Written> {
+    stage_tree(out, rendered, plan, extra)?.commit()
+}
+
+/// A tree written in full beside the current one of OUT, which it replaces at once
+/// on [`Staged::commit`]; dropped uncommitted, it is removed and OUT keeps its tree.
+/// OUT stays locked against other builds until then.
+pub struct Staged {
+    out: tree::Out,
+    generation: tree::Generation,
+    written: Written,
+}
+
+impl Staged {
+    /// Where the new tree is: what goes into it before the commit (images) goes here,
+    /// at the paths it will have relative to OUT.
+    pub fn dir(&self) -> &Path {
+        self.generation.path()
+    }
+
+    /// What was written.
+    pub fn written(&self) -> &Written {
+        &self.written
+    }
+
+    /// Makes the new tree OUT's, by one rename, and removes the old one.
+    pub fn commit(self) -> io::Result<Written> {
+        self.out.switch(self.generation)?;
+        Ok(self.written)
+    }
+}
+
+/// Writes the tree of [`write_tree`] into a new generation of `out`, which is not yet
+/// OUT's tree: readers of OUT see the tree of the previous build until the commit.
+pub fn stage_tree(
+    out: &Path,
+    rendered: &Rendered,
+    plan: &Plan,
+    extra: &[ExtraFile],
+) -> io::Result<Staged> {
     let nodes = node_dirs(rendered, plan)?;
-    fs::create_dir_all(out)?;
-    let objects_path = out.join("objects");
-    fs::create_dir_all(&objects_path)?;
-    let staging = out.join(".nodes.new");
-    let old = out.join(".nodes.old");
-    remove_all(&staging)?;
-    remove_all(&old)?;
+    let extra_paths = extra
+        .iter()
+        .map(|e| extra_path(&e.path))
+        .collect::<io::Result<Vec<_>>>()?;
+    let out = tree::Out::open(out)?;
+    let generation = out.new_generation()?;
+    let dir = generation.path();
+    let objects_path = dir.join("objects");
+    fs::create_dir(&objects_path)?;
 
     let contents = Contents::count(&nodes, rendered)?;
-    let (present, leftovers) = read_objects(&objects_path)?;
     let fix_modes = umask_interferes(&objects_path)?;
 
     // Contents several files share, written once under their names first.
-    contents
-        .stored
-        .par_iter()
-        .filter(|(d, _)| !present.contains(*d))
-        .try_for_each(|(d, object)| write_object(&objects_path, &hex(d), object, fix_modes))?;
+    contents.stored.par_iter().try_for_each(|(d, object)| {
+        create(
+            &objects_path.join(hex(d)),
+            &object.bytes,
+            object.mode,
+            fix_modes,
+        )
+    })?;
 
-    // The node directories, built aside while the plan is serialized, then swapped in.
+    // The node directories, written while the plan is serialized.
     let sets = SharedSets::of(&nodes, rendered)?;
-    fs::create_dir(&staging)?;
+    let nodes_path = dir.join("nodes");
+    fs::create_dir(&nodes_path)?;
     let writer = NodeWriter {
-        staging: Dir::open(&staging)?,
+        nodes: Dir::open(&nodes_path)?,
         objects: Dir::open(&objects_path)?,
         rendered,
         multi: &contents.multi,
@@ -134,55 +183,28 @@ pub fn write_tree(
     };
     let (node_lines, plan_file) = rayon::join(
         || writer.write_all(&nodes, &sets.ids),
-        || Pending::serialize(&out.join("plan.json"), plan),
+        || serialize(&dir.join("plan.json"), plan),
     );
-    // A plan written for nodes that failed is removed when dropped.
     let node_lines = node_lines?;
-    let plan_file = plan_file?;
+    let (plan_sha256, plan_size) = plan_file?;
     drop(writer);
-    let current = out.join("nodes");
-    let had_nodes = current.exists();
-    if had_nodes {
-        fs::rename(&current, &old)?;
-    }
-    fs::rename(&staging, &current)?;
-    if had_nodes {
-        let children: Vec<PathBuf> = fs::read_dir(&old)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<io::Result<_>>()?;
-        children.par_iter().try_for_each(|c| remove_all(c))?;
-        remove_all(&old)?;
-    }
-
-    // Objects no two files share any more, and leftovers of killed builds.
-    present
-        .par_iter()
-        .filter(|d| !contents.multi.contains(d))
-        .map(hex)
-        .chain(leftovers.into_par_iter())
-        .try_for_each(|n| match fs::remove_file(objects_path.join(n)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })?;
 
     // The plan, the extra files and the manifest.
     let mut top = vec![ManifestFile {
         path: "plan.json".into(),
-        sha256: plan_file.sha256.clone(),
-        size: plan_file.size,
+        sha256: plan_sha256,
+        size: plan_size,
         kind: "plan".into(),
         scope: "plan".into(),
         cluster: None,
         node: None,
         source: format!("site `{}`", plan.site),
     }];
-    plan_file.commit()?;
-    for e in extra {
-        let rel = safe_relative(&e.path)?;
+    for (e, rel) in extra.iter().zip(extra_paths) {
         if let Some(parent) = rel.parent() {
-            fs::create_dir_all(out.join(parent))?;
+            fs::create_dir_all(dir.join(parent))?;
         }
-        write_atomic(&out.join(rel), &e.bytes)?;
+        create(&dir.join(rel), &e.bytes, 0o644, true)?;
         top.push(ManifestFile {
             path: e.path.clone(),
             sha256: sha256(&e.bytes),
@@ -204,12 +226,21 @@ pub fn write_tree(
             ("nodes", node_lines),
         ],
     );
-    manifest::write_pieces(out, &pieces)?;
-    Ok(Written {
+    let mut f = create_file(&dir.join("manifest.json"), 0o644, true)?;
+    for piece in &pieces {
+        f.write_all(piece)?;
+    }
+    drop(f);
+    let written = Written {
         files: node_files + top.len(),
         contents: contents.distinct,
         objects: contents.stored.len(),
         manifest: pieces,
+    };
+    Ok(Staged {
+        out,
+        generation,
+        written,
     })
 }
 
@@ -416,8 +447,8 @@ fn dir_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// What writing the node directories needs.
 struct NodeWriter<'a> {
-    /// `OUT/.nodes.new`
-    staging: Dir,
+    /// The new generation's `nodes/`.
+    nodes: Dir,
     objects: Dir,
     rendered: &'a Rendered,
     /// The contents that `objects/` holds.
@@ -475,7 +506,7 @@ impl<'a> NodeWriter<'a> {
         // A parent sorts before its children.
         parents.sort_unstable();
         parents.dedup();
-        let dir = self.staging.make_dir(c_str(buf, name)?)?;
+        let dir = self.nodes.make_dir(c_str(buf, name)?)?;
         for p in parents {
             dir.mkdir(c_str(buf, p)?)?;
         }
@@ -562,92 +593,19 @@ fn hex_name(d: &Digest) -> [u8; 65] {
     name
 }
 
-/// The digest an object's name stands for.
-fn digest_of(name: &str) -> Option<Digest> {
-    if name.len() != 64 {
-        return None;
-    }
-    let mut d = [0u8; 32];
-    for (i, pair) in name.as_bytes().chunks(2).enumerate() {
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        d[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(d)
-}
-
-/// The objects under `objects/`, and the other names there (leftovers of killed
-/// builds).
-fn read_objects(dir: &Path) -> io::Result<(HashSet<Digest, DigestState>, Vec<String>)> {
-    let mut present = HashSet::default();
-    let mut leftovers = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let name = e?.file_name();
-        let name = name.to_string_lossy();
-        match digest_of(&name) {
-            Some(d) => {
-                present.insert(d);
-            }
-            None => leftovers.push(name.into_owned()),
-        }
-    }
-    Ok((present, leftovers))
-}
-
-/// A file written under a temporary name, hashed as it was written, to be renamed
-/// into place once the rest of the tree is (and removed if it never is).
-struct Pending {
-    tmp: PathBuf,
-    path: PathBuf,
-    sha256: String,
-    size: u64,
-    committed: bool,
-}
-
-impl Pending {
-    /// Writes `value` as pretty JSON and a newline, for `path`.
-    fn serialize(path: &Path, value: &impl Serialize) -> io::Result<Pending> {
-        let tmp = temporary(path);
-        let _ = fs::remove_file(&tmp);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        let mut w = Hashing {
-            inner: BufWriter::with_capacity(1 << 16, file),
-            hasher: Sha256::new(),
-            size: 0,
-        };
-        serde_json::to_writer_pretty(&mut w, value).map_err(io::Error::other)?;
-        w.write_all(b"\n")?;
-        w.inner.flush()?;
-        Ok(Pending {
-            tmp,
-            path: path.to_path_buf(),
-            sha256: hex(&w.hasher.finalize().into()),
-            size: w.size,
-            committed: false,
-        })
-    }
-
-    fn commit(mut self) -> io::Result<()> {
-        fs::rename(&self.tmp, &self.path)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
+/// Writes `value` as pretty JSON and a newline to the new file `path`; returns its
+/// sha256 and size.
+fn serialize(path: &Path, value: &impl Serialize) -> io::Result<(String, u64)> {
+    let file = create_file(path, 0o644, true)?;
+    let mut w = Hashing {
+        inner: BufWriter::with_capacity(1 << 16, file),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    serde_json::to_writer_pretty(&mut w, value).map_err(io::Error::other)?;
+    w.write_all(b"\n")?;
+    w.inner.flush()?;
+    Ok((hex(&w.hasher.finalize().into()), w.size))
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -688,22 +646,22 @@ fn node_name(dir: &str) -> io::Result<&str> {
     }
 }
 
-/// `path` if it is relative and stays inside the tree.
-fn safe_relative(path: &str) -> io::Result<&Path> {
+/// The path of an extra file, relative to OUT, if it stays inside the tree and does
+/// not take a name the tree or OUT has for itself.
+fn extra_path(path: &str) -> io::Result<&Path> {
     let p = Path::new(path);
-    if p.components().all(|c| matches!(c, Component::Normal(_))) && !path.is_empty() {
+    let reserved = ["nodes", "objects", "plan.json", "manifest.json"];
+    let first = path.split('/').next().unwrap_or_default();
+    if p.components().all(|c| matches!(c, Component::Normal(_)))
+        && !path.is_empty()
+        && !first.starts_with('.')
+        && !reserved.contains(&first)
+    {
         Ok(p)
     } else {
         Err(invalid(format!(
-            "`{path}` is not a relative path inside the output"
+            "`{path}` is not a relative path inside the output that the output leaves free"
         )))
-    }
-}
-
-fn remove_all(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -723,8 +681,10 @@ fn umask_interferes(dir: &Path) -> io::Result<bool> {
     Ok(mode != 0o644)
 }
 
-fn create(path: &Path, bytes: &[u8], mode: u32, fix_mode: bool) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
+/// Creates the new file `path` with permission bits `mode` (exactly, with
+/// `fix_mode`).
+fn create_file(path: &Path, mode: u32, fix_mode: bool) -> io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
@@ -732,28 +692,11 @@ fn create(path: &Path, bytes: &[u8], mode: u32, fix_mode: bool) -> io::Result<()
     if fix_mode {
         f.set_permissions(fs::Permissions::from_mode(mode))?;
     }
-    f.write_all(bytes)
+    Ok(f)
 }
 
-fn write_object(objects: &Path, name: &str, object: &Object, fix_mode: bool) -> io::Result<()> {
-    let tmp = objects.join(format!(".tmp.{name}.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    create(&tmp, &object.bytes, object.mode, fix_mode)?;
-    fs::rename(&tmp, objects.join(name))
-}
-
-/// The temporary name `path` is written under: in the same directory, hidden.
-fn temporary(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// Writes `path` through a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temporary(path);
-    let _ = fs::remove_file(&tmp);
-    create(&tmp, bytes, 0o644, true)?;
-    fs::rename(&tmp, path)
+fn create(path: &Path, bytes: &[u8], mode: u32, fix_mode: bool) -> io::Result<()> {
+    create_file(path, mode, fix_mode)?.write_all(bytes)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -785,9 +728,6 @@ mod tests {
         let name = hex_name(&d);
         assert_eq!(&name[..64], hex(&d).as_bytes());
         assert_eq!(name[64], 0);
-        assert_eq!(digest_of(&hex(&d)), Some(d));
-        assert_eq!(digest_of(".tmp.x"), None);
-        assert_eq!(digest_of(&"G".repeat(64)), None);
         assert!(plain_relative("files/etc/hosts"));
         for bad in ["", "/etc", "a//b", "a/../b", "./a", "a/"] {
             assert!(!plain_relative(bad), "{bad}");

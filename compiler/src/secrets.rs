@@ -6,16 +6,19 @@
 //! it comes from `getrandom` only. Secret files are 0600 in 0700 directories, and a
 //! secret file that others can read is refused rather than used.
 //!
-//! Layout: `<dir>/<cluster>/munge.key`. The command line picks `dir`, by default
+//! Layout: `<dir>/<cluster>/munge.key`, and `<dir>/<cluster>/.vocc-lock`, held while a
+//! key is made (written with [`vocc_runtime::atomic`]). The command line picks `dir`, by default
 //! `<appliance dir>/.vocc/secrets` (see [`default_dir`]).
 
 use crate::model::{Model, SchedulerKind};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use vocc_runtime::atomic;
 
 /// The size of a munge key: 1024 random bytes.
 pub const MUNGE_KEY_LEN: usize = 1024;
@@ -106,32 +109,59 @@ fn load_or_create(dir: &Path, name: &str, len: usize) -> Result<Vec<u8>, Secrets
         .create(dir)
         .map_err(io_err(dir))?;
 
+    // One maker at a time per directory: a build that waited finds the key the
+    // first one made, so racing builds all use the same key.
+    let _lock = lock(dir).map_err(io_err(dir))?;
+    sweep(dir).map_err(io_err(dir))?;
+    match read(&path, len) {
+        Err(SecretsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
     let mut key = vec![0u8; len];
     getrandom::fill(&mut key).map_err(|e| SecretsError::Random {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    // Written under a temporary name and linked into place, so that a killed build
-    // never leaves a short key, and two builds racing keep the first key made.
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(&key)?;
-        f.sync_all()
-    })();
-    let linked = written.and_then(|()| fs::hard_link(&tmp, &path));
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(key),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read(&path, len),
-        Err(e) => Err(io_err(&path)(e)),
+    // A killed build never leaves a short key.
+    atomic::write(&path, &key, 0o600).map_err(io_err(&path))?;
+    Ok(key)
+}
+
+/// Holds the lock of the secrets directory `dir` until dropped (or the process dies).
+fn lock(dir: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(".vocc-lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(file)
+}
+
+/// Removes the temporaries of makers that were killed: this version's, and the
+/// `.<name>.<pid>.tmp` of earlier ones.
+fn sweep(dir: &Path) -> io::Result<()> {
+    atomic::sweep(dir)?;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let pid = name
+            .strip_suffix(".tmp")
+            .and_then(|r| r.rsplit_once('.'))
+            .map(|(_, pid)| pid);
+        if name.starts_with('.')
+            && pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path, len: usize) -> Result<Vec<u8>, SecretsError> {
@@ -156,4 +186,41 @@ fn read(path: &Path, len: usize) -> Result<Vec<u8>, SecretsError> {
         });
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_maker_leaves_no_temporary_and_racing_makers_share_one_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        fs::create_dir(&dir).unwrap();
+        // What killed makers left: a short key under this version's and an earlier
+        // version's temporary names.
+        let leaked = atomic::temporary(&dir.join("munge.key"));
+        fs::write(&leaked, b"short").unwrap();
+        fs::write(dir.join(".munge.key.4242.tmp"), b"short").unwrap();
+
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let makers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| load_or_create(&dir, "munge.key", 64).unwrap()))
+                .collect();
+            makers.into_iter().map(|m| m.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0] && k.len() == 64));
+        assert_eq!(fs::read(dir.join("munge.key")).unwrap(), keys[0]);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".vocc-lock")
+            .collect();
+        assert_eq!(names, ["munge.key"]);
+        let mode = fs::metadata(dir.join("munge.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use vocc_compiler::output::{write_tree, ExtraFile, Manifest};
+use vocc_compiler::output::{stage_tree, write_tree, ExtraFile, Manifest};
 use vocc_compiler::render::{render, Templates};
 use vocc_runtime::Plan;
 
@@ -241,25 +241,190 @@ fn a_rebuild_equals_a_fresh_build() {
     let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
     write_tree(reused.path(), &rendered, &plan, &[]).unwrap();
     assert!(reused.path().join("nodes/osg-worker11").is_dir());
-    // Leftovers of a killed build are cleaned up too.
-    fs::create_dir_all(reused.path().join(".nodes.new/junk")).unwrap();
+    // What killed builds left is removed: temporaries of this version and of earlier
+    // ones, and a generation that never became current. The runtime's state stays.
+    for leftover in [".nodes.new/junk", ".vocc-tree.9/nodes/x"] {
+        fs::create_dir_all(reused.path().join(leftover)).unwrap();
+    }
+    fs::write(reused.path().join(".plan.json.4242.tmp"), b"half").unwrap();
+    fs::write(reused.path().join(".manifest.json.7.0.vocc-tmp"), b"half").unwrap();
     fs::write(reused.path().join("objects/.tmp.deadbeef.1"), b"half").unwrap();
+    fs::create_dir_all(reused.path().join(".vocc-run/osg")).unwrap();
+    fs::write(reused.path().join(".vocc-run/osg/journal.json"), b"{}").unwrap();
 
     write("osg", reused.path());
     write("osg", fresh.path());
     assert!(!reused.path().join("nodes/osg-worker11").exists());
     assert!(!reused.path().join("nodes/voc-head").exists());
     assert_eq!(read_tree(reused.path()), read_tree(fresh.path()));
-    let entries: BTreeSet<String> = fs::read_dir(reused.path())
+    assert_eq!(entries(reused.path()), entries(fresh.path()));
+    assert_eq!(
+        fs::read(reused.path().join(".vocc-run/osg/journal.json")).unwrap(),
+        b"{}"
+    );
+}
+
+/// The names at the top of `out`, leaving out the runtime's state, with the number of
+/// the current generation as `N`.
+fn entries(out: &Path) -> BTreeSet<String> {
+    let current = fs::read_link(out.join(".vocc-tree")).unwrap();
+    let current = current.to_str().unwrap();
+    fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+        .filter(|n| n != ".vocc-run")
+        .map(|n| {
+            if n == current {
+                ".vocc-tree.N".into()
+            } else {
+                n
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_top_of_the_tree_is_links_through_the_current_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    write("osg", out);
     assert_eq!(
-        entries,
-        ["manifest.json", "nodes", "objects", "plan.json"]
-            .map(String::from)
-            .into()
+        entries(out),
+        [
+            ".vocc-lock",
+            ".vocc-tree",
+            ".vocc-tree.N",
+            "manifest.json",
+            "nodes",
+            "objects",
+            "plan.json"
+        ]
+        .map(String::from)
+        .into()
     );
+    for name in ["manifest.json", "nodes", "objects", "plan.json"] {
+        assert_eq!(
+            fs::read_link(out.join(name)).unwrap(),
+            Path::new(".vocc-tree").join(name)
+        );
+    }
+    assert_eq!(
+        fs::read_link(out.join(".vocc-tree")).unwrap(),
+        Path::new(".vocc-tree.1")
+    );
+    write("osg", out);
+    assert_eq!(
+        fs::read_link(out.join(".vocc-tree")).unwrap(),
+        Path::new(".vocc-tree.2")
+    );
+    assert!(
+        !out.join(".vocc-tree.1").exists(),
+        "the old tree is removed"
+    );
+    // A name the new tree does not have leaves OUT with it.
+    let extra = ExtraFile {
+        path: "reports/model.json".into(),
+        bytes: b"{}\n".to_vec(),
+        kind: "model".into(),
+        cluster: None,
+        source: "fixtures/osg.voc".into(),
+    };
+    let (_, plan, rendered) = render_fixture("osg");
+    write_tree(out, &rendered, &plan, &[extra]).unwrap();
+    assert_eq!(fs::read(out.join("reports/model.json")).unwrap(), b"{}\n");
+    write("osg", out);
+    assert!(fs::symlink_metadata(out.join("reports")).is_err());
+}
+
+/// Checks that every file the manifest of `out` lists is there with its content, and
+/// that `nodes/` holds the plan's nodes only.
+fn check_whole(out: &Path) {
+    let manifest: Manifest =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    for f in &manifest.files {
+        assert_eq!(
+            sha(&fs::read(out.join(&f.path)).unwrap()),
+            f.sha256,
+            "{}",
+            f.path
+        );
+    }
+    let plan: Plan = serde_json::from_slice(&fs::read(out.join("plan.json")).unwrap()).unwrap();
+    let planned: BTreeSet<String> = plan.nodes.iter().map(|n| n.dir.clone()).collect();
+    let present: BTreeSet<String> = fs::read_dir(out.join("nodes"))
+        .unwrap()
+        .map(|e| format!("nodes/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(present, planned);
+}
+
+#[test]
+fn a_tree_of_an_earlier_version_is_replaced_whole() {
+    // The layout an earlier vocc wrote: real files and directories at the top, with
+    // the leftovers of a killed build.
+    let old = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = old.path();
+    let (model, plan) = build_fixtures(&["synthetic-12", "condor"]);
+    let templates = Templates::embedded().unwrap();
+    let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
+    write_tree(out, &rendered, &plan, &[]).unwrap();
+    let current = out.join(fs::read_link(out.join(".vocc-tree")).unwrap());
+    for name in ["manifest.json", "nodes", "objects", "plan.json"] {
+        fs::remove_file(out.join(name)).unwrap();
+        fs::rename(current.join(name), out.join(name)).unwrap();
+    }
+    fs::remove_file(out.join(".vocc-tree")).unwrap();
+    fs::remove_dir(&current).unwrap();
+    fs::create_dir_all(out.join("layers/osg")).unwrap();
+    fs::write(out.join("layers/osg/os.img"), b"layer").unwrap();
+    fs::create_dir_all(out.join(".nodes.old/osg-worker1")).unwrap();
+    fs::write(out.join(".plan.json.4242.tmp"), b"half").unwrap();
+
+    write("osg", out);
+    write("osg", fresh.path());
+    check_whole(out);
+    assert_eq!(read_tree(out), read_tree(fresh.path()));
+    assert_eq!(entries(out), entries(fresh.path()));
+}
+
+#[test]
+fn a_tree_dropped_before_its_commit_leaves_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    write("osg", out);
+    let before = read_tree(out);
+    let names = entries(out);
+    let (model, plan) = build_fixtures(&["condor"]);
+    let templates = Templates::embedded().unwrap();
+    let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
+    let staged = stage_tree(out, &rendered, &plan, &[]).unwrap();
+    assert!(staged.dir().join("plan.json").is_file());
+    // Readers see the old tree while the new one is written.
+    assert_eq!(read_tree(out), before);
+    drop(staged);
+    assert_eq!(read_tree(out), before);
+    assert_eq!(entries(out), names);
+}
+
+#[test]
+fn concurrent_builds_into_one_directory_do_not_interleave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let a = render_fixture("osg");
+    let (model, plan) = build_fixtures(&["condor", "pbs"]);
+    let templates = Templates::embedded().unwrap();
+    let rendered = render(&model, &plan, &templates, &test_secrets(&model)).unwrap();
+    let b = (model, plan, rendered);
+    for _ in 0..4 {
+        std::thread::scope(|s| {
+            for (_, plan, rendered) in [&a, &b, &a, &b] {
+                s.spawn(move || write_tree(out, rendered, plan, &[]).unwrap());
+            }
+        });
+        check_whole(out);
+        assert_eq!(fs::read_dir(out).unwrap().count(), 7, "{:?}", entries(out));
+    }
 }
 
 #[test]

@@ -1148,10 +1148,16 @@ fn explain(old: &serde_json::Value, new: &serde_json::Value) -> String {
     parts.join("; ")
 }
 
-/// Places the artifacts in the output tree (after [`crate::output::write_tree`], which
-/// rebuilt `nodes/`), removes layers no longer built, registers the tree with the
-/// store for `vocc gc`, and writes the manifest with its `images`.
-pub fn install(images: &Images, out: &Path, manifest: &mut Manifest) -> Result<(), ImageError> {
+/// Places the artifacts in the tree `out` (staged by [`crate::output::stage_tree`],
+/// which wrote `nodes/`), removes layers no longer built, registers the output
+/// directory `root` with the store for `vocc gc`, and writes the manifest with its
+/// `images`.
+pub fn install(
+    images: &Images,
+    out: &Path,
+    root: &Path,
+    manifest: &mut Manifest,
+) -> Result<(), ImageError> {
     let io = |what: &Path| {
         let what = what.display().to_string();
         move |e: io::Error| ImageError::io(format!("cannot place `{what}`"), e)
@@ -1197,7 +1203,7 @@ pub fn install(images: &Images, out: &Path, manifest: &mut Manifest) -> Result<(
         }
     }
     let store = Store::open(&images.store)?;
-    store.register_root(out)?;
+    store.register_root(root)?;
     manifest.images = images.placed.iter().map(|p| p.image.clone()).collect();
     manifest.images.sort_by(|a, b| a.path.cmp(&b.path));
     manifest.write(out).map_err(io(&out.join("manifest.json")))

@@ -32,15 +32,13 @@
 //! [`crate::output::write_tree`] writes this form straight from the rendered files,
 //! node by node; [`Manifest::to_json`] writes the same bytes from the expanded form.
 
-use super::temporary;
 use crate::render::DigestState;
 use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use vocc_runtime::atomic::AtomicFile;
 
 /// The version of the manifest format.
 pub const MANIFEST_VERSION: u32 = 2;
@@ -133,21 +131,12 @@ impl Manifest {
 }
 
 /// Writes `OUT/manifest.json` from its pieces, atomically.
-pub(super) fn write_pieces(out: &Path, pieces: &[Vec<u8>]) -> io::Result<()> {
-    let path = out.join("manifest.json");
-    let tmp = temporary(&path);
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    f.set_permissions(fs::Permissions::from_mode(0o644))?;
+fn write_pieces(out: &Path, pieces: &[Vec<u8>]) -> io::Result<()> {
+    let mut f = AtomicFile::create(&out.join("manifest.json"), 0o644)?;
     for piece in pieces {
         f.write_all(piece)?;
     }
-    drop(f);
-    fs::rename(&tmp, &path)
+    f.commit()
 }
 
 impl Serialize for Manifest {

@@ -530,11 +530,15 @@ pub fn text(rendered: &vocc_compiler::render::Rendered, node: &str, path: &str) 
     String::from_utf8(rendered.content(f).unwrap().to_vec()).unwrap()
 }
 
-/// Every regular file under `dir`: relative path → (content, permission bits).
+/// Every regular file of the output tree `dir` as its users see it (through the
+/// links at its top, leaving out its hidden machinery): relative path → (content,
+/// permission bits).
 pub fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
     use std::os::unix::fs::PermissionsExt;
     walkdir::WalkDir::new(dir)
+        .follow_links(true)
         .into_iter()
+        .filter_entry(|e| e.depth() != 1 || !e.file_name().to_string_lossy().starts_with('.'))
         .map(Result::unwrap)
         .filter(|e| e.file_type().is_file())
         .map(|e| {
