@@ -1,0 +1,139 @@
+//! A site of several hosts, as an operator runs it: the lab's site file says how vocc
+//! reaches the hosts (SSH, or the lab's Slurm), `vocc build` places the demo cluster on
+//! them, `vocc up --until staged` puts every layer the nodes need on the hosts that run
+//! them, verified, and `vocc down` leaves nothing on any host.
+
+mod common;
+
+use common::lab::Lab;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `vocc-host`, built beside `vocc` by `cargo test --workspace` (the runtime's own
+/// tests need it too).
+fn host_program() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_vocc")).with_file_name("vocc-host");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p vocc-runtime --bin vocc-host` (or the whole \
+         workspace's tests)",
+        p.display()
+    );
+    p
+}
+
+fn vocc(lab: &Lab, args: &[&str]) -> common::Ran {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vocc"));
+    cmd.args(args);
+    common::run(&mut cmd, Duration::from_secs(300))
+}
+
+/// Every file under the host's store, as paths relative to it.
+fn store_files(lab: &Lab, host: &str) -> Vec<String> {
+    let root = lab.dir.join(host).join("store");
+    let mut out: Vec<String> = walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn stage_and_remove(way: &str, site_file: &str) {
+    let _serial = common::serial();
+    let lab = Lab::up_with(
+        &format!("site-{way}"),
+        3,
+        "100mbit",
+        &["--host-program", &host_program().display().to_string()],
+    );
+    let out = lab.dir.join("out");
+    // The tests' image store: layers and kernels are built (and downloaded) once.
+    let store = std::env::var_os("VOCC_TEST_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store"));
+    let site = lab.dir.join(site_file);
+    let (out_s, store_s, site_s) = (
+        out.display().to_string(),
+        store.display().to_string(),
+        site.display().to_string(),
+    );
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
+    let ran = vocc(
+        &lab,
+        &[
+            "build", demo, "--site", &site_s, "-o", &out_s, "--store", &store_s,
+        ],
+    );
+    assert!(ran.success(), "{}", ran.report());
+    // From here on this test is the control machine, on the lab's network only.
+    lab.enter_control();
+
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let used: Vec<String> = {
+        let mut h: Vec<String> = plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["host"].as_str().unwrap().to_owned())
+            .collect();
+        h.sort();
+        h.dedup();
+        h
+    };
+    assert!(used.len() >= 2, "the demo should span hosts: {used:?}");
+
+    let ran = vocc(&lab, &["up", &out_s, "--until", "staged"]);
+    assert!(ran.success(), "{}", ran.report());
+    eprintln!("{}", ran.stdout);
+    for host in ["h1", "h2", "h3"] {
+        let files = store_files(&lab, host);
+        if used.iter().any(|h| h == host) {
+            assert_eq!(
+                files,
+                [
+                    "layers/demo/tiny.img",
+                    "layers/demo/tiny.initrd",
+                    "layers/demo/tiny.vmlinuz"
+                ],
+                "{host}"
+            );
+        } else {
+            assert!(files.is_empty(), "{host} runs no node but got {files:?}");
+        }
+    }
+    // Verified on arrival: each host's image is the built one.
+    let built = std::fs::read(out.join("layers/demo/tiny.img")).unwrap();
+    for host in &used {
+        let staged = std::fs::read(lab.dir.join(host).join("store/layers/demo/tiny.img")).unwrap();
+        assert!(staged == built, "{host}'s image differs from the build's");
+    }
+    // Again: nothing to send.
+    let ran = vocc(&lab, &["up", &out_s, "--until", "staged"]);
+    assert!(ran.success(), "{}", ran.report());
+    assert!(ran.stdout.contains("already staged"), "{}", ran.stdout);
+
+    let ran = vocc(&lab, &["down", &out_s]);
+    assert!(ran.success(), "{}", ran.report());
+    for host in ["h1", "h2", "h3"] {
+        assert_eq!(
+            store_files(&lab, host),
+            Vec::<String>::new(),
+            "{host} keeps files"
+        );
+    }
+}
+
+#[test]
+fn the_demo_is_staged_on_lab_hosts_over_ssh_and_removed_by_down() {
+    stage_and_remove("ssh", "site.voc");
+}
+
+#[test]
+fn the_demo_is_staged_on_lab_hosts_through_slurm_and_removed_by_down() {
+    stage_and_remove("slurm", "site-slurm.voc");
+}
