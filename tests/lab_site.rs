@@ -23,7 +23,7 @@ fn host_program() -> PathBuf {
     p
 }
 
-fn vocc(lab: &Lab, args: &[&str]) -> common::Ran {
+fn vocc(args: &[&str]) -> common::Ran {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vocc"));
     cmd.args(args);
     common::run(&mut cmd, Duration::from_secs(300))
@@ -62,12 +62,9 @@ fn stage_and_remove(way: &str, site_file: &str) {
         site.display().to_string(),
     );
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
-    let ran = vocc(
-        &lab,
-        &[
-            "build", demo, "--site", &site_s, "-o", &out_s, "--store", &store_s,
-        ],
-    );
+    let ran = vocc(&[
+        "build", demo, "--site", &site_s, "-o", &out_s, "--store", &store_s,
+    ]);
     assert!(ran.success(), "{}", ran.report());
     // From here on this test is the control machine, on the lab's network only.
     lab.enter_control();
@@ -87,7 +84,7 @@ fn stage_and_remove(way: &str, site_file: &str) {
     };
     assert!(used.len() >= 2, "the demo should span hosts: {used:?}");
 
-    let ran = vocc(&lab, &["up", &out_s, "--until", "staged"]);
+    let ran = vocc(&["up", &out_s, "--until", "staged"]);
     assert!(ran.success(), "{}", ran.report());
     eprintln!("{}", ran.stdout);
     for host in ["h1", "h2", "h3"] {
@@ -113,11 +110,11 @@ fn stage_and_remove(way: &str, site_file: &str) {
         assert!(staged == built, "{host}'s image differs from the build's");
     }
     // Again: nothing to send.
-    let ran = vocc(&lab, &["up", &out_s, "--until", "staged"]);
+    let ran = vocc(&["up", &out_s, "--until", "staged"]);
     assert!(ran.success(), "{}", ran.report());
     assert!(ran.stdout.contains("already staged"), "{}", ran.stdout);
 
-    let ran = vocc(&lab, &["down", &out_s]);
+    let ran = vocc(&["down", &out_s]);
     assert!(ran.success(), "{}", ran.report());
     for host in ["h1", "h2", "h3"] {
         assert_eq!(
