@@ -8,7 +8,7 @@ mod common;
 
 use common::lab::Lab;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vocc_runtime::distribute::{distribute, HostResult, Outcome, Strategy, Target, Transfer};
 use vocc_runtime::hostlink::HostLink;
@@ -34,6 +34,26 @@ fn targets(lab: &Lab) -> Vec<Target> {
         .collect()
 }
 
+/// A layer of `SIZE` bytes on the control machine, and its sha256.
+fn layer(lab: &Lab) -> (PathBuf, String) {
+    let source = lab.dir.join("layer.img");
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs::write(&source, &bytes).unwrap();
+    let sha = sha256_file(&source).unwrap();
+    (source, sha)
+}
+
+fn transfer<'a>(source: &'a Path, sha: &'a str) -> Transfer<'a> {
+    Transfer {
+        source,
+        size: SIZE as u64,
+        sha256: sha,
+        stall_secs: 3,
+    }
+}
+
 fn table(results: &[HostResult]) -> String {
     results
         .iter()
@@ -46,18 +66,8 @@ fn a_layer_reaches_every_host_once_and_a_cut_link_fails_only_its_host() {
     let _serial = common::serial();
     let lab = Lab::up("stage", HOSTS, "24mbit");
     lab.enter_control();
-    let source = lab.dir.join("layer.img");
-    let bytes: Vec<u8> = (0..SIZE)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    fs::write(&source, &bytes).unwrap();
-    let sha = sha256_file(&source).unwrap();
-    let transfer = Transfer {
-        source: &source,
-        size: SIZE as u64,
-        sha256: &sha,
-        stall_secs: 3,
-    };
+    let (source, sha) = layer(&lab);
+    let transfer = transfer(&source, &sha);
     let hosts = targets(&lab);
 
     // First run: h4's link is cut while the layer is on its way (6 MiB at 24 Mbit/s
@@ -130,18 +140,8 @@ fn a_layer_reaches_every_host_through_the_sites_slurm() {
     let _serial = common::serial();
     let lab = Lab::up("slurm", 3, "24mbit");
     lab.enter_control();
-    let source = lab.dir.join("layer.img");
-    let bytes: Vec<u8> = (0..SIZE)
-        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
-        .collect();
-    fs::write(&source, &bytes).unwrap();
-    let sha = sha256_file(&source).unwrap();
-    let transfer = Transfer {
-        source: &source,
-        size: SIZE as u64,
-        sha256: &sha,
-        stall_secs: 3,
-    };
+    let (source, sha) = layer(&lab);
+    let transfer = transfer(&source, &sha);
     let hosts: Vec<Target> = (1..=3)
         .map(|i| Target {
             host: format!("h{i}"),
