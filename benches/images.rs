@@ -170,7 +170,7 @@ fn cluster_build(dir: &Path, layer: &Path, store: &Path) {
     let text = format!(
         "site bench {{\n  host h[01-10] {{ cpu 16; memory 64G; disk 500G }}\n  store \"/var/lib/vocc\"\n}}\n\
          cluster big {{\n  network n {{ subnet 10.40.0.0/16 }}\n  layer tiny {{ from busybox }}\n  \
-         layer data {{ from image \"{}\"  sha256 \"{sha}\" }}\n  role node {{\n    count {NODES}\n    \
+         layer data {{ from image \"{}\"; sha256 \"{sha}\" }}\n  role node {{\n    count {NODES}\n    \
          root tiny\n    disk data at /data ro\n    swap 64M\n    nic eth0 n\n  }}\n}}\n",
         layer.display()
     );

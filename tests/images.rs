@@ -443,7 +443,7 @@ fn pinned_images_are_verified_and_used_as_they_are() {
     let appliance = |sha: &str| {
         format!(
             "cluster pin {{\n  network n {{ subnet 10.31.0.0/24 }}\n  layer tiny {{ from busybox }}\n  \
-             layer base {{ from image \"base.qcow2\"  sha256 \"{sha}\" }}\n  role a {{\n    root tiny\n    \
+             layer base {{ from image \"base.qcow2\"; sha256 \"{sha}\" }}\n  role a {{\n    root tiny\n    \
              disk base at /opt/base rw\n    nic eth0 n\n  }}\n}}\n"
         )
     };
