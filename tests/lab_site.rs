@@ -1,7 +1,8 @@
 //! A site of several hosts, as an operator runs it: the lab's site file says how vocc
 //! reaches the hosts (SSH, or the lab's Slurm), `vocc build` places the demo cluster on
 //! them, `vocc up --until staged` puts every layer the nodes need on the hosts that run
-//! them, verified, and `vocc down` leaves nothing on any host.
+//! them, verified, and `vocc down` leaves nothing on any host. Over SSH, the hosts do
+//! not have vocc-host yet: vocc installs its own first.
 
 mod common;
 
@@ -42,13 +43,21 @@ fn store_files(lab: &Lab, host: &str) -> Vec<String> {
     out
 }
 
-fn stage_and_remove(way: &str, site_file: &str) {
+/// `install`: the site names a program path where nothing is yet, and vocc puts its own
+/// vocc-host there (checked by its sha256) before staging.
+fn stage_and_remove(way: &str, site_file: &str, install: bool) {
     let _serial = common::serial();
+    let name = format!("site-{way}");
+    let program = if install {
+        Lab::dir_for(&name).join("bin/vocc-host")
+    } else {
+        host_program()
+    };
     let lab = Lab::up_with(
-        &format!("site-{way}"),
+        &name,
         3,
         "100mbit",
-        &["--host-program", &host_program().display().to_string()],
+        &["--host-program", &program.display().to_string()],
     );
     let out = lab.dir.join("out");
     // The tests' image store: layers and kernels are built (and downloaded) once.
@@ -84,9 +93,14 @@ fn stage_and_remove(way: &str, site_file: &str) {
     };
     assert!(used.len() >= 2, "the demo should span hosts: {used:?}");
 
+    assert_eq!(program.is_file(), !install);
     let ran = vocc(&["up", &out_s, "--until", "staged"]);
     assert!(ran.success(), "{}", ran.report());
     eprintln!("{}", ran.stdout);
+    assert!(
+        std::fs::read(&program).unwrap() == std::fs::read(host_program()).unwrap(),
+        "the hosts run another vocc-host"
+    );
     for host in ["h1", "h2", "h3"] {
         let files = store_files(&lab, host);
         if used.iter().any(|h| h == host) {
@@ -127,10 +141,10 @@ fn stage_and_remove(way: &str, site_file: &str) {
 
 #[test]
 fn the_demo_is_staged_on_lab_hosts_over_ssh_and_removed_by_down() {
-    stage_and_remove("ssh", "site.voc");
+    stage_and_remove("ssh", "site.voc", true);
 }
 
 #[test]
 fn the_demo_is_staged_on_lab_hosts_through_slurm_and_removed_by_down() {
-    stage_and_remove("slurm", "site-slurm.voc");
+    stage_and_remove("slurm", "site-slurm.voc", false);
 }

@@ -269,9 +269,9 @@ fn slurmctld_restricts_a_partition_for_a_vo_to_its_group() {
   layer tiny { from busybox }
   partition osg for "vocc-no-such-group" default
   partition other
-  role head { root tiny  nic eth0 private  scheduler slurm controller }
-  role worker { count 2  root tiny  nic eth0 private  scheduler slurm compute partition osg }
-  role extra { root tiny  nic eth0 private  scheduler slurm compute partition other }
+  role head { root tiny; nic eth0 private; scheduler slurm controller }
+  role worker { count 2; root tiny; nic eth0 private; scheduler slurm compute partition osg }
+  role extra { root tiny; nic eth0 private; scheduler slurm compute partition other }
 }
 "#,
     )

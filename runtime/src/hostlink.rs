@@ -233,6 +233,61 @@ impl HostLink {
         }
     }
 
+    /// A command that runs the fixed shell `script` on the host, with `args` as its
+    /// positional parameters (`$1`…). The script is vocc's own text, never a value
+    /// from a plan; every argument must pass [`check_program`], since over SSH it is a
+    /// word of the remote shell's line.
+    pub fn shell(&self, script: &'static str, args: &[&str]) -> Result<Command, String> {
+        self.check()?;
+        for a in args {
+            check_program(a)?;
+        }
+        assert!(
+            !script.contains('\''),
+            "a host script holds no single quote"
+        );
+        let mut cmd = match self {
+            HostLink::Local { .. } => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script).arg("sh").args(args);
+                c
+            }
+            HostLink::Ssh {
+                address,
+                user,
+                identity,
+                known_hosts,
+                ..
+            } => {
+                let mut c = Command::new("ssh");
+                c.args(ssh_options(identity, known_hosts, user))
+                    .args(["-o", "ControlMaster=no", "-T", "--"])
+                    .arg(address)
+                    .arg("sh")
+                    .arg("-c")
+                    .arg(format!("'{script}'"))
+                    .arg("sh")
+                    .args(args);
+                c
+            }
+            HostLink::Slurm { node, conf, .. } => {
+                let mut c = Command::new("srun");
+                if let Some(conf) = conf {
+                    c.env("SLURM_CONF", conf);
+                }
+                c.args(["--quiet", "-N1", "-n1", "-w"])
+                    .arg(node)
+                    .args(["--", "sh", "-c", script, "sh"])
+                    .args(args);
+                c
+            }
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(cmd)
+    }
+
     /// Checks every word that would reach a command line.
     pub fn check(&self) -> Result<(), String> {
         match self {

@@ -182,3 +182,86 @@ mod tests {
         assert!(store.exists());
     }
 }
+
+/// What `vocc-host hello` says of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hello {
+    pub program: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// Makes sure the host runs this very `vocc-host` (`local`, the binary beside the control
+/// side's): asks the host's, and when it is missing or another build, copies `local` to
+/// the program path the site names, then asks again. Says what it did.
+pub fn ensure_program(link: &HostLink, local: &Path) -> Result<String, String> {
+    let want = crate::relay::sha256_file(local)
+        .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+    if let Ok(h) = hello(link) {
+        if h.sha256 == want {
+            return Ok("found installed".to_owned());
+        }
+    }
+    install(link, local)?;
+    match hello(link) {
+        Ok(h) if h.sha256 == want => Ok("installed".to_owned()),
+        Ok(h) => Err(format!(
+            "the installed vocc-host has sha256 {}, not {want}: is the program path shared \
+             with another version?",
+            h.sha256
+        )),
+        Err(e) => Err(format!("vocc-host does not run after installing it: {e}")),
+    }
+}
+
+/// Asks the host's `vocc-host` who it is.
+pub fn hello(link: &HostLink) -> Result<Hello, String> {
+    call(
+        link,
+        HostOp::Hello,
+        &serde_json::json!({}),
+        Duration::from_secs(30),
+    )
+}
+
+/// Copies `local` to the host's program path: written under a temporary name beside it,
+/// made executable, renamed into place. The only words of the remote command are the
+/// (checked, plain) program path and fixed ones.
+fn install(link: &HostLink, local: &Path) -> Result<(), String> {
+    let program = match link {
+        HostLink::Local { program } => {
+            return crate::atomic::install(program, |tmp| {
+                std::fs::copy(local, tmp)?;
+                std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            })
+            .map_err(|e| format!("cannot install `{}`: {e}", program.display()));
+        }
+        HostLink::Ssh { program, .. } | HostLink::Slurm { program, .. } => program.clone(),
+    };
+    link.check()?;
+    let script = "set -e; p=\"$1\"; mkdir -p \"${p%/*}\"; t=\"$p.vocc-install.$$\"; \
+                  cat > \"$t\"; chmod 755 \"$t\"; mv -f \"$t\" \"$p\"";
+    let mut cmd = link.shell(script, &[&program])?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the link to the host: {e}"))?;
+    let mut file = std::fs::File::open(local)
+        .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        io::copy(&mut file, &mut stdin).map_err(|e| format!("sending vocc-host: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("installing vocc-host: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot install vocc-host at `{program}`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -229,6 +229,32 @@ pub fn stage_remote(
             .map(|h| (h.name.clone(), Err(why.clone())))
             .collect();
     };
+    // Each host runs this control side's own vocc-host (installed now if it does not).
+    let local = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("vocc-host"))
+        .filter(|p| p.is_file());
+    std::thread::scope(|s| {
+        let checks: Vec<_> = hosts
+            .iter()
+            .filter_map(|h| Some((h, h.link.as_ref()?)))
+            .map(|(h, link)| {
+                let local = local.as_deref();
+                s.spawn(move || {
+                    let r = match local {
+                        Some(local) => crate::hostops::ensure_program(link, local).map(|_| ()),
+                        None => crate::hostops::hello(link).map(|_| ()),
+                    };
+                    (h.name.clone(), r)
+                })
+            })
+            .collect();
+        for c in checks {
+            if let Ok((host, Err(e))) = c.join() {
+                results.insert(host.clone(), Err(format!("host `{host}`: {e}")));
+            }
+        }
+    });
     let mut received: HashMap<String, u64> = HashMap::new();
     for ext in ["img", "vmlinuz", "initrd"] {
         let source = artifacts::built(layout, layer, ext);

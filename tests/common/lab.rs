@@ -31,7 +31,7 @@ impl Lab {
             .find(|p| p.is_file())
             .expect("scripts/lab in the workspace");
         let prefix = format!("vocc-t{}-{name}", std::process::id());
-        let dir = std::env::temp_dir().join(&prefix);
+        let dir = Lab::dir_for(name);
         let home =
             std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's namespace");
         let lab = Lab {
@@ -80,6 +80,11 @@ impl Lab {
             .arg("--prefix")
             .arg(&self.prefix);
         run(&mut cmd, Duration::from_secs(180))
+    }
+
+    /// The folder of the lab `up` makes under `name`, known before it is made.
+    pub fn dir_for(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vocc-t{}-{name}", std::process::id()))
     }
 
     /// Runs a command on a member of the lab (`ctl` or `h1`...) and waits for it.
