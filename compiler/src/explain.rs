@@ -391,9 +391,11 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     fn says_when_the_plan_is_older_than_the_model() {
         let model = model(vec![osg(2, 256 * MIB)], roomy());
         let mut plan = crate::plan::plan(&model).unwrap();
-        assert!(!explain(&model, &Previous::none(), Some(&plan), "osg-worker1")
-            .unwrap()
-            .contains("note:"));
+        assert!(
+            !explain(&model, &Previous::none(), Some(&plan), "osg-worker1")
+                .unwrap()
+                .contains("note:")
+        );
         plan.nodes[1].host = "c01".to_owned();
         let text = explain(&model, &Previous::none(), Some(&plan), "osg-worker1").unwrap();
         assert!(

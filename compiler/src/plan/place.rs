@@ -331,7 +331,11 @@ struct Pending<'a> {
 /// stays on its host if that host is still in the site, runs the cluster's hypervisor
 /// and has room after the nodes kept before it; then the other nodes are spread. The
 /// decisions come in that order, which is the order placement took.
-fn decide_with(model: &Model, previous: &Previous, record: bool) -> (Vec<Decision>, Vec<Diagnostic>) {
+fn decide_with(
+    model: &Model,
+    previous: &Previous,
+    record: bool,
+) -> (Vec<Decision>, Vec<Diagnostic>) {
     let site = &model.site;
     let mut hosts: Vec<HostState> = site
         .hosts
@@ -380,7 +384,9 @@ fn decide_with(model: &Model, previous: &Previous, record: bool) -> (Vec<Decisio
                     .map(|layer_disk| (i, layer_disk))
             });
         match kept {
-            Some(chosen) => decisions.push(decide_one(&mut hosts, &p, demand, Some(chosen), record)),
+            Some(chosen) => {
+                decisions.push(decide_one(&mut hosts, &p, demand, Some(chosen), record))
+            }
             None => rest.push(p),
         }
     }
