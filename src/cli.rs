@@ -440,8 +440,8 @@ fn previous_placement(out: &Path) -> Previous {
             return Previous::none();
         }
     };
-    match vocc_runtime::schema::load_plan(&text) {
-        Ok(plan) => Previous::from_plan(&plan),
+    match Previous::read(&text) {
+        Ok(previous) => previous,
         Err(e) => {
             eprintln!(
                 "warning: cannot use the previous plan `{}`: {e}; every node is placed afresh",

@@ -37,6 +37,42 @@ impl Previous {
         }
     }
 
+    /// The placement of a plan's text (`plan.json`), read for nothing else: the site
+    /// and each node's id and host, of a plan of this version of the format. Reading
+    /// no more than that keeps a rebuild of thousands of nodes from paying for a full
+    /// load of the plan (which [`vocc_runtime::schema::load_plan`] does).
+    pub fn read(json: &str) -> Result<Previous, String> {
+        #[derive(serde::Deserialize)]
+        struct Placed {
+            schema_version: u32,
+            site: String,
+            nodes: Vec<PlacedNode>,
+        }
+        #[derive(serde::Deserialize)]
+        struct PlacedNode {
+            id: String,
+            host: String,
+        }
+        let placed: Placed = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if placed.schema_version != vocc_runtime::SCHEMA_VERSION {
+            return Err(format!(
+                "it is of schema version {}, this vocc writes version {}",
+                placed.schema_version,
+                vocc_runtime::SCHEMA_VERSION
+            ));
+        }
+        // These names are printed (by `explain`): refuse what would reach a terminal raw.
+        let words =
+            std::iter::once(&placed.site).chain(placed.nodes.iter().flat_map(|n| [&n.id, &n.host]));
+        if let Some(bad) = words.into_iter().find(|w| w.chars().any(char::is_control)) {
+            return Err(format!("it names {bad:?}, with a control character"));
+        }
+        Ok(Previous {
+            site: placed.site,
+            hosts: placed.nodes.into_iter().map(|n| (n.id, n.host)).collect(),
+        })
+    }
+
     /// The host node `id` ran on, when the earlier plan was made for site `site`.
     fn host(&self, site: &str, id: &str) -> Option<&str> {
         if self.site != site {

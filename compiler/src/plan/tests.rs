@@ -504,3 +504,33 @@ fn kept_nodes_stay_put_and_a_full_host_gives_up_its_later_nodes() {
     .unwrap();
     assert_eq!(hosts_of(&placement.plan), hosts_of(&before));
 }
+
+#[test]
+fn the_previous_placement_is_read_from_a_plans_text() {
+    let roomy_site = site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB));
+    let before = plan(&model(vec![osg(8, 512 * MIB)], roomy_site.clone())).unwrap();
+    let mut text = serde_json::to_string(&before).unwrap();
+    let previous = Previous::read(&text).unwrap();
+    let mut site = roomy_site;
+    site.hosts.remove(1);
+    let model = model(vec![osg(8, 512 * MIB)], site);
+    assert_eq!(
+        hosts_of(&plan_after(&model, &previous).unwrap()),
+        hosts_of(&plan_after(&model, &Previous::from_plan(&before)).unwrap())
+    );
+
+    text = text.replacen("\"host\":\"c03\"", "\"host\":\"c\\u001b[2J\"", 1);
+    assert_eq!(
+        Previous::read(&text).unwrap_err(),
+        "it names \"c\\u{1b}[2J\", with a control character"
+    );
+    let other = text.replacen(
+        &format!("\"schema_version\":{}", vocc_runtime::SCHEMA_VERSION),
+        "\"schema_version\":999",
+        1,
+    );
+    assert!(Previous::read(&other)
+        .unwrap_err()
+        .starts_with("it is of schema version 999"));
+    assert!(Previous::read("{ not a plan").is_err());
+}
