@@ -4,7 +4,7 @@
 //! same tree moves no node but the new ones and those whose host is gone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Node id → (host, [(address, mac)]).
@@ -57,7 +57,7 @@ fn build(dir: &Path, text: &str, out: &str) -> Output {
     output
 }
 
-fn placement(out: &PathBuf) -> Placement {
+fn placement(out: &Path) -> Placement {
     let text = std::fs::read_to_string(out.join("plan.json")).unwrap();
     let plan = vocc_runtime::schema::load_plan(&text).unwrap();
     plan.nodes
