@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vocc_compiler::plan::Previous;
 use vocc_compiler::{Compilation, FsWorld, Options};
 use vocc_dsl::SourceMap;
 
@@ -74,6 +75,10 @@ enum Command {
         node: String,
         #[command(flatten)]
         input: InputArgs,
+        /// The output tree of `vocc build`: its nodes stay on their hosts, as a
+        /// rebuild into it would keep them.
+        #[arg(short, long, default_value = "out")]
+        out: PathBuf,
     },
     /// Format appliance files in place (keeping comments).
     Fmt {
@@ -195,7 +200,12 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Gc { store, json } => gc(store, json),
-        Command::Explain { file, node, input } => explain(&file, &node, &input),
+        Command::Explain {
+            file,
+            node,
+            input,
+            out,
+        } => explain(&file, &node, &input, &out),
         Command::Fmt {
             files,
             check,
@@ -214,15 +224,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Compiles and places (when a model came out), collecting every diagnostic.
+/// Compiles and places (when a model came out) after `previous`, collecting every
+/// diagnostic.
 fn compile_and_plan(
     file: &Path,
     input: &InputArgs,
+    previous: &Previous,
 ) -> Result<(Compilation, Option<vocc_runtime::Plan>), Internal> {
     let mut c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
     let mut plan = None;
     if let Some(model) = &c.model {
-        match vocc_compiler::plan::plan(model) {
+        match vocc_compiler::plan::plan_after(model, previous) {
             Ok(p) => plan = Some(p),
             Err(mut d) => {
                 c.diags.append(&mut d);
@@ -279,7 +291,7 @@ fn check(files: &[PathBuf], input: &InputArgs, json: bool) -> Result<ExitCode, I
     let mut failed = false;
     let mut reports = Vec::new();
     for f in files {
-        let (c, _) = compile_and_plan(f, input)?;
+        let (c, _) = compile_and_plan(f, input, &Previous::none())?;
         failed |= c.has_errors();
         if json {
             let (list, omitted) = json_diags(&c.map, &c.diags);
@@ -323,7 +335,9 @@ fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode,
         json,
         ref store,
     } = *flags;
-    let (mut c, mut plan) = compile_and_plan(file, input)?;
+    // Nodes of the plan already in OUT stay on their hosts where they still fit.
+    let previous = previous_placement(out);
+    let (mut c, mut plan) = compile_and_plan(file, input, &previous)?;
     if let Some(d) = c.nothing_to_build() {
         // The error replaces the checker's warning about the same emptiness.
         c.diags.retain(|w| w.is_error() || w.span != d.span);
@@ -411,6 +425,33 @@ fn build(file: &Path, input: &InputArgs, flags: &BuildFlags) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
+/// The placement of the plan in the output tree `out`: none when there is no plan yet,
+/// and none, with a warning, when the plan cannot be read.
+fn previous_placement(out: &Path) -> Previous {
+    let path = out.join("plan.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Previous::none(),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read the previous plan `{}`: {e}; every node is placed afresh",
+                path.display()
+            );
+            return Previous::none();
+        }
+    };
+    match Previous::read(&text) {
+        Ok(previous) => previous,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot use the previous plan `{}`: {e}; every node is placed afresh",
+                path.display()
+            );
+            Previous::none()
+        }
+    }
+}
+
 /// `vocc gc`: removes store entries no output tree uses.
 fn gc(store: Option<PathBuf>, json: bool) -> Result<ExitCode, Internal> {
     let dir = store.unwrap_or_else(vocc_compiler::image::default_dir);
@@ -434,15 +475,16 @@ fn gc(store: Option<PathBuf>, json: bool) -> Result<ExitCode, Internal> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(file: &Path, node: &str, input: &InputArgs) -> Result<ExitCode, Internal> {
+fn explain(file: &Path, node: &str, input: &InputArgs, out: &Path) -> Result<ExitCode, Internal> {
     // Placement failures are what `explain` is for: keep the model even then.
     let c = vocc_compiler::compile(&FsWorld, file, &input.options())?;
     let Some(model) = &c.model else {
         print_diags(&c.map, &c.diags);
         return Ok(ExitCode::from(1));
     };
-    let plan = vocc_compiler::plan::plan(model).ok();
-    match vocc_compiler::explain::explain(model, plan.as_ref(), node) {
+    let previous = previous_placement(out);
+    let plan = vocc_compiler::plan::plan_after(model, &previous).ok();
+    match vocc_compiler::explain::explain(model, &previous, plan.as_ref(), node) {
         Ok(text) => {
             out!("{text}")?;
             Ok(ExitCode::SUCCESS)

@@ -1,18 +1,25 @@
 //! Explaining placement to a person: which host a node sits on and why, or why it fits
 //! nowhere, told from the decisions placement records (placement runs again on the
-//! model, so the story is the one the compiler would tell now).
+//! model, after the previous plan when there is one, so the story is the one the
+//! compiler would tell now).
 
 use crate::model::{Model, Node};
-use crate::plan::{self, human_size, Candidate, Decision};
+use crate::plan::{self, human_size, Candidate, Decision, Previous};
 use std::fmt::Write;
 use vocc_runtime::Plan;
 
 /// Why node `name` (an id such as `osg-worker3`, or a hostname that only one node has)
-/// runs where it does. With a plan, also says when the plan no longer matches the model.
-/// An unknown or ambiguous name is an error that lists the candidates.
-pub fn explain(model: &Model, plan: Option<&Plan>, name: &str) -> Result<String, String> {
+/// runs where it does, placed after `previous` (a node may stay on its host there).
+/// With a plan, also says when the plan no longer matches the model. An unknown or
+/// ambiguous name is an error that lists the candidates.
+pub fn explain(
+    model: &Model,
+    previous: &Previous,
+    plan: Option<&Plan>,
+    name: &str,
+) -> Result<String, String> {
     let node = find(model, name)?;
-    let (decisions, diags) = plan::decide(model);
+    let (decisions, diags) = plan::decide(model, previous);
     let (number, decision) = decisions
         .iter()
         .enumerate()
@@ -208,7 +215,7 @@ fn verdict(model: &Model, d: &Decision, c: &Candidate, most: Option<u64>) -> Str
     let mut text = String::from("fits");
     if d.chosen.as_deref() == Some(c.host.as_str()) {
         text.push_str(": chosen");
-    } else if most == Some(c.free.memory) {
+    } else if !d.kept() && most == Some(c.free.memory) {
         text.push_str(", as much free memory but later in site order");
     }
     if c.layer_disk > 0 {
@@ -218,6 +225,26 @@ fn verdict(model: &Model, d: &Decision, c: &Candidate, most: Option<u64>) -> Str
 }
 
 fn why(out: &mut String, model: &Model, d: &Decision) {
+    if let Some(host) = &d.previous {
+        if d.kept() {
+            let _ = writeln!(
+                out,
+                "it stays on `{host}`, its host in the previous plan, which still has room for it"
+            );
+            return;
+        }
+        let gone = match model.site.hosts.iter().find(|h| &h.name == host) {
+            None => format!("is no longer in site `{}`", model.site.name),
+            Some(h) if !h.runs(d.hypervisor) => {
+                format!("no longer runs `{}`", d.hypervisor.as_str())
+            }
+            Some(_) => "no longer has room for it after the nodes that stay".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "its host in the previous plan, `{host}`, {gone}, so it is placed again"
+        );
+    }
     match chosen(d) {
         Some(c) => {
             let fitting: Vec<&Candidate> = d.candidates.iter().filter(|c| c.fits()).collect();
@@ -304,7 +331,7 @@ mod tests {
     #[test]
     fn tells_where_a_node_went_and_why() {
         let model = model(vec![osg(3, 256 * MIB)], chiba(4));
-        let text = explain(&model, None, "osg-worker2").unwrap();
+        let text = explain(&model, &Previous::none(), None, "osg-worker2").unwrap();
         let expected = "\
 node `osg-worker2` (role `worker` of cluster `osg`, test.voc:15:1) runs on host `c03`
 
@@ -328,7 +355,7 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
         let mut site = chiba(2);
         site.hosts[1].hypervisors = vec![Hypervisor::Kvm];
         let model = model(vec![osg(1, 512 * MIB)], site);
-        let text = explain(&model, None, "head").unwrap();
+        let text = explain(&model, &Previous::none(), None, "head").unwrap();
         assert!(text.starts_with("node `osg-head` (role `head` of cluster `osg`, test.voc:9:1) fits no host of site `chiba`\n"), "{text}");
         assert!(
             text.contains("  c02   -      -        -      does not run xen (runs kvm)\n"),
@@ -346,15 +373,15 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     #[test]
     fn finds_nodes_by_unique_hostname_and_lists_candidates_otherwise() {
         let model = model(vec![osg(2, 256 * MIB), vo("cms", 1, 256 * MIB)], roomy());
-        assert!(explain(&model, None, "worker2")
+        assert!(explain(&model, &Previous::none(), None, "worker2")
             .unwrap()
             .starts_with("node `osg-worker2`"));
         assert_eq!(
-            explain(&model, None, "head").unwrap_err(),
+            explain(&model, &Previous::none(), None, "head").unwrap_err(),
             "`head` is the hostname of 2 nodes, `osg-head` and `cms-head`: name one by its id"
         );
         assert_eq!(
-            explain(&model, None, "osg-wroker1").unwrap_err(),
+            explain(&model, &Previous::none(), None, "osg-wroker1").unwrap_err(),
             "no node `osg-wroker1` in the model; did you mean `osg-worker1`?\n\
              the nodes are `osg-head`, `osg-worker1`, `osg-worker2`, `cms-head` and `cms-worker`"
         );
@@ -364,11 +391,13 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     fn says_when_the_plan_is_older_than_the_model() {
         let model = model(vec![osg(2, 256 * MIB)], roomy());
         let mut plan = crate::plan::plan(&model).unwrap();
-        assert!(!explain(&model, Some(&plan), "osg-worker1")
-            .unwrap()
-            .contains("note:"));
+        assert!(
+            !explain(&model, &Previous::none(), Some(&plan), "osg-worker1")
+                .unwrap()
+                .contains("note:")
+        );
         plan.nodes[1].host = "c01".to_owned();
-        let text = explain(&model, Some(&plan), "osg-worker1").unwrap();
+        let text = explain(&model, &Previous::none(), Some(&plan), "osg-worker1").unwrap();
         assert!(
             text.ends_with(
                 "note: the plan puts it on `c01`, but placing the model now gives `c02`: the \
@@ -377,7 +406,7 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
             "{text}"
         );
         plan.nodes.remove(1);
-        let text = explain(&model, Some(&plan), "osg-worker1").unwrap();
+        let text = explain(&model, &Previous::none(), Some(&plan), "osg-worker1").unwrap();
         assert!(
             text.contains("note: the plan has no node `osg-worker1`"),
             "{text}"
@@ -388,7 +417,7 @@ placement spreads nodes: of the 2 hosts it fits, `c03` had the most free memory 
     fn says_when_the_model_compiles_to_no_plan() {
         // The head fits nowhere; the workers are placed but no plan is written.
         let model = model(vec![osg(2, 512 * MIB)], chiba(2));
-        let text = explain(&model, None, "osg-worker1").unwrap();
+        let text = explain(&model, &Previous::none(), None, "osg-worker1").unwrap();
         assert!(
             text.ends_with(
                 "note: placing this model still reports 1 error, so it compiles to no plan\n"

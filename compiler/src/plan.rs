@@ -23,6 +23,15 @@
 //! for other work, which a site dedicated to VO clusters does not need. The same model
 //! always gives the same placement.
 //!
+//! A rebuild keeps running nodes where they are. Given the previous plan of the same
+//! site ([`Previous`]; `vocc build` reads the one in its output tree), placement first
+//! puts every node that plan had back on its host, in model order, if the host is still
+//! in the site, still runs the cluster's hypervisor and still has room after the nodes
+//! kept before it. Only the other nodes (new ones, and those whose host no longer
+//! fits) are then spread as above, around the kept ones. Growing or shrinking a role,
+//! or removing a host, thus moves no node but the new ones and those of the removed
+//! host; the same previous plan and model always give the same placement.
+//!
 //! When the clusters need more of a resource than the site offers in all, placement
 //! says so once per resource instead of once per node that fits nowhere.
 
@@ -39,7 +48,8 @@ use vocc_dsl::Diagnostic;
 use vocc_runtime::Plan;
 
 pub use place::{
-    decide, layer_size, shortfalls, Candidate, Decision, Demand, Free, Resource, Shortfall,
+    decide, layer_size, shortfalls, Candidate, Decision, Demand, Free, Previous, Resource,
+    Shortfall,
 };
 
 pub(crate) use place::join_and;
@@ -67,7 +77,8 @@ pub const DEFAULT_BUSYBOX_SIZE: u64 = 64 * MIB;
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub plan: Plan,
-    /// One per node, in placement order (cluster, role, index).
+    /// One per node, in placement order: the nodes kept on their previous hosts, then
+    /// the others, each group by cluster, role and index.
     pub decisions: Vec<Decision>,
 }
 
@@ -75,7 +86,13 @@ pub struct Placement {
 /// fit no host, a site too small in all, a cluster whose hypervisor no host runs, or
 /// roles that mount from each other.
 pub fn place(model: &Model) -> Result<Placement, Vec<Diagnostic>> {
-    let (decisions, mut diags) = place::decide_placed(model);
+    place_after(model, &Previous::none())
+}
+
+/// Like [`place`], but the nodes of `previous` stay on their hosts where they still
+/// fit (see the module documentation).
+pub fn place_after(model: &Model, previous: &Previous) -> Result<Placement, Vec<Diagnostic>> {
+    let (decisions, mut diags) = place::decide_placed(model, previous);
     diags.extend(build::check_mounts(model));
     if diags.iter().any(Diagnostic::is_error) {
         vocc_dsl::diag::sort(&mut diags);
@@ -88,6 +105,11 @@ pub fn place(model: &Model) -> Result<Placement, Vec<Diagnostic>> {
 /// The plan of `model`; see [`place`].
 pub fn plan(model: &Model) -> Result<Plan, Vec<Diagnostic>> {
     place(model).map(|p| p.plan)
+}
+
+/// The plan of `model` placed after `previous`; see [`place_after`].
+pub fn plan_after(model: &Model, previous: &Previous) -> Result<Plan, Vec<Diagnostic>> {
+    place_after(model, previous).map(|p| p.plan)
 }
 
 /// A byte count for people, exact when exact: GiB with at most two decimals from 1 GiB

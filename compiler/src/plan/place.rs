@@ -4,10 +4,83 @@
 use super::{
     human_size, layer_id, vcpus, DEFAULT_BUSYBOX_SIZE, DEFAULT_LAYER_SIZE, NODE_DISK_ALLOWANCE,
 };
-use crate::model::{Access, Cluster, Host, Hypervisor, Layer, LayerSource, Model, Role};
-use std::collections::BTreeSet;
+use crate::model::{Access, Cluster, Host, Hypervisor, Layer, LayerSource, Model, Node, Role};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Add;
 use vocc_dsl::Diagnostic;
+use vocc_runtime::Plan;
+
+/// Where an earlier plan put its nodes, for placement to keep them there: the site it
+/// was made for and each node's host. Nodes of a plan made for another site are not
+/// kept anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    site: String,
+    hosts: HashMap<String, String>,
+}
+
+impl Previous {
+    /// No earlier plan: every node is placed afresh.
+    pub fn none() -> Previous {
+        Previous::default()
+    }
+
+    /// The placement of `plan`.
+    pub fn from_plan(plan: &Plan) -> Previous {
+        Previous {
+            site: plan.site.clone(),
+            hosts: plan
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.host.clone()))
+                .collect(),
+        }
+    }
+
+    /// The placement of a plan's text (`plan.json`), read for nothing else: the site
+    /// and each node's id and host, of a plan of this version of the format. Reading
+    /// no more than that keeps a rebuild of thousands of nodes from paying for a full
+    /// load of the plan (which [`vocc_runtime::schema::load_plan`] does).
+    pub fn read(json: &str) -> Result<Previous, String> {
+        #[derive(serde::Deserialize)]
+        struct Placed {
+            schema_version: u32,
+            site: String,
+            nodes: Vec<PlacedNode>,
+        }
+        #[derive(serde::Deserialize)]
+        struct PlacedNode {
+            id: String,
+            host: String,
+        }
+        let placed: Placed = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if placed.schema_version != vocc_runtime::SCHEMA_VERSION {
+            return Err(format!(
+                "it is of schema version {}, this vocc writes version {}",
+                placed.schema_version,
+                vocc_runtime::SCHEMA_VERSION
+            ));
+        }
+        // These names are printed (by `explain`): refuse what would reach a terminal raw.
+        let words =
+            std::iter::once(&placed.site).chain(placed.nodes.iter().flat_map(|n| [&n.id, &n.host]));
+        if let Some(bad) = words.into_iter().find(|w| w.chars().any(char::is_control)) {
+            return Err(format!("it names {bad:?}, with a control character"));
+        }
+        Ok(Previous {
+            site: placed.site,
+            hosts: placed.nodes.into_iter().map(|n| (n.id, n.host)).collect(),
+        })
+    }
+
+    /// The host node `id` ran on, when the earlier plan was made for site `site`.
+    fn host(&self, site: &str, id: &str) -> Option<&str> {
+        if self.site != site {
+            return None;
+        }
+        self.hosts.get(id).map(String::as_str)
+    }
+}
 
 /// What one node needs from the host it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,9 +193,16 @@ pub struct Decision {
     pub candidates: Vec<Candidate>,
     /// The chosen host, `None` when the node fits nowhere.
     pub chosen: Option<String>,
+    /// The host the previous plan put the node on, if it had the node.
+    pub previous: Option<String>,
 }
 
 impl Decision {
+    /// Whether the node stays on the host of the previous plan.
+    pub fn kept(&self) -> bool {
+        self.previous.is_some() && self.previous == self.chosen
+    }
+
     /// The host that lacks least for this node: among hosts of the right hypervisor,
     /// the one short of the fewest resources, then by the smallest sum of shortfalls
     /// relative to the need, ties going to the first host.
@@ -261,19 +341,37 @@ pub(crate) fn capacity(host: &Host) -> Free {
 
 /// Places every node and records why, with the diagnostics for what does not fit.
 /// Placement goes on past a node that fits nowhere (it takes nothing), so the decisions
-/// cover every node whatever the diagnostics say.
-pub fn decide(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
-    decide_with(model, true)
+/// cover every node whatever the diagnostics say. Nodes of `previous` stay on their
+/// hosts where they still can; see [`decide_with`].
+pub fn decide(model: &Model, previous: &Previous) -> (Vec<Decision>, Vec<Diagnostic>) {
+    decide_with(model, previous, true)
 }
 
 /// Like [`decide`], but a placed node's decision keeps no candidates (only nodes that
 /// fit nowhere keep them, for their diagnostics): what planning needs, in time and
 /// memory linear in nodes × hosts without an allocation per pair.
-pub fn decide_placed(model: &Model) -> (Vec<Decision>, Vec<Diagnostic>) {
-    decide_with(model, false)
+pub fn decide_placed(model: &Model, previous: &Previous) -> (Vec<Decision>, Vec<Diagnostic>) {
+    decide_with(model, previous, false)
 }
 
-fn decide_with(model: &Model, record: bool) -> (Vec<Decision>, Vec<Diagnostic>) {
+/// A node to place, with the index of its role's demand.
+struct Pending<'a> {
+    cluster: &'a Cluster,
+    role: &'a Role,
+    node: &'a Node,
+    demand: usize,
+    previous: Option<&'a str>,
+}
+
+/// Places in two passes, both in model order. First every node the previous plan had
+/// stays on its host if that host is still in the site, runs the cluster's hypervisor
+/// and has room after the nodes kept before it; then the other nodes are spread. The
+/// decisions come in that order, which is the order placement took.
+fn decide_with(
+    model: &Model,
+    previous: &Previous,
+    record: bool,
+) -> (Vec<Decision>, Vec<Diagnostic>) {
     let site = &model.site;
     let mut hosts: Vec<HostState> = site
         .hosts
@@ -284,47 +382,98 @@ fn decide_with(model: &Model, record: bool) -> (Vec<Decision>, Vec<Diagnostic>) 
             layers: BTreeSet::new(),
         })
         .collect();
-    let mut decisions = Vec::new();
+    let index: HashMap<&str, usize> = if previous.site == site.name {
+        site.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.as_str(), i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut demands: Vec<Demand> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     for cluster in &model.clusters {
         for role in &cluster.roles {
-            let demand = demand(cluster, role);
+            demands.push(demand(cluster, role));
             for node in cluster.nodes_of(&role.name) {
-                // Spread: the fitting host with the most free memory, ties to the first.
-                let mut chosen: Option<(usize, u64)> = None;
-                for (i, h) in hosts.iter().enumerate() {
-                    if let Some(layer_disk) = h.fits(cluster.hypervisor, &demand) {
-                        if chosen.is_none_or(|(b, _)| h.free.memory > hosts[b].free.memory) {
-                            chosen = Some((i, layer_disk));
-                        }
-                    }
-                }
-                let candidates: Vec<Candidate> = if record || chosen.is_none() {
-                    hosts
-                        .iter()
-                        .map(|h| h.assess(cluster.hypervisor, &demand))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                if let Some((i, layer_disk)) = chosen {
-                    hosts[i].take(&demand, layer_disk);
-                }
-                let chosen = chosen.map(|(i, _)| i);
-                decisions.push(Decision {
-                    node: node.id.clone(),
-                    hostname: node.hostname.clone(),
-                    cluster: cluster.name.clone(),
-                    role: role.name.clone(),
-                    hypervisor: cluster.hypervisor,
-                    demand: demand.clone(),
-                    chosen: chosen.map(|i| site.hosts[i].name.clone()),
-                    candidates,
+                pending.push(Pending {
+                    cluster,
+                    role,
+                    node,
+                    demand: demands.len() - 1,
+                    previous: previous.host(&site.name, &node.id),
                 });
             }
         }
     }
+    let mut decisions = Vec::with_capacity(pending.len());
+    let mut rest = Vec::with_capacity(pending.len());
+    for p in pending {
+        let demand = &demands[p.demand];
+        let kept = p
+            .previous
+            .and_then(|name| index.get(name).copied())
+            .and_then(|i| {
+                hosts[i]
+                    .fits(p.cluster.hypervisor, demand)
+                    .map(|layer_disk| (i, layer_disk))
+            });
+        match kept {
+            Some(chosen) => {
+                decisions.push(decide_one(&mut hosts, &p, demand, Some(chosen), record))
+            }
+            None => rest.push(p),
+        }
+    }
+    for p in rest {
+        let demand = &demands[p.demand];
+        // Spread: the fitting host with the most free memory, ties to the first.
+        let mut chosen: Option<(usize, u64)> = None;
+        for (i, h) in hosts.iter().enumerate() {
+            if let Some(layer_disk) = h.fits(p.cluster.hypervisor, demand) {
+                if chosen.is_none_or(|(b, _)| h.free.memory > hosts[b].free.memory) {
+                    chosen = Some((i, layer_disk));
+                }
+            }
+        }
+        decisions.push(decide_one(&mut hosts, &p, demand, chosen, record));
+    }
     let diags = diagnose(model, &decisions);
     (decisions, diags)
+}
+
+/// Puts the node on `chosen` (a host and the disk its layers add there) and records
+/// the decision, with the hosts as they stood before when asked or when it fits nowhere.
+fn decide_one(
+    hosts: &mut [HostState],
+    p: &Pending,
+    demand: &Demand,
+    chosen: Option<(usize, u64)>,
+    record: bool,
+) -> Decision {
+    let candidates: Vec<Candidate> = if record || chosen.is_none() {
+        hosts
+            .iter()
+            .map(|h| h.assess(p.cluster.hypervisor, demand))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some((i, layer_disk)) = chosen {
+        hosts[i].take(demand, layer_disk);
+    }
+    Decision {
+        node: p.node.id.clone(),
+        hostname: p.node.hostname.clone(),
+        cluster: p.cluster.name.clone(),
+        role: p.role.name.clone(),
+        hypervisor: p.cluster.hypervisor,
+        demand: demand.clone(),
+        chosen: chosen.map(|(i, _)| hosts[i].host.name.clone()),
+        previous: p.previous.map(str::to_owned),
+        candidates,
+    }
 }
 
 /// Diagnostics in this order of preference: a cluster whose hypervisor no host runs;

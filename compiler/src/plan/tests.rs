@@ -453,3 +453,84 @@ fn sizes_read_exactly_when_they_are_exact() {
     assert_eq!(human_size(76618 * MIB), "about 74.82 GiB");
     assert_eq!(human_size(10239 * MIB), "10239 MiB");
 }
+
+#[test]
+fn kept_nodes_stay_put_and_a_full_host_gives_up_its_later_nodes() {
+    let roomy_site = site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB));
+    let before = plan(&model(vec![osg(8, 512 * MIB)], roomy_site.clone())).unwrap();
+    // c02 runs osg-worker1, -4 and -8; now it has memory for two nodes only.
+    let mut smaller = roomy_site.clone();
+    smaller.hosts[1].memory = GIB;
+    let previous = Previous::from_plan(&before);
+    let placement = place_after(&model(vec![osg(8, 512 * MIB)], smaller), &previous).unwrap();
+    let hosts = hosts_of(&placement.plan);
+    let moved: Vec<&str> = hosts
+        .iter()
+        .zip(hosts_of(&before))
+        .filter(|(now, was)| now.1 != was.1)
+        .map(|(now, _)| now.0)
+        .collect();
+    // The nodes are kept in model order, so the last of c02's gives way.
+    assert_eq!(moved, ["osg-worker8"]);
+    let last = placement.decisions.last().unwrap();
+    assert_eq!(
+        (last.node.as_str(), last.previous.as_deref(), last.kept()),
+        ("osg-worker8", Some("c02"), false)
+    );
+    assert!(placement.decisions[..8].iter().all(Decision::kept));
+
+    // A host that no longer runs the cluster's hypervisor gives up all its nodes.
+    let mut kvm = roomy_site.clone();
+    kvm.hosts[0].hypervisors = vec![Hypervisor::Kvm];
+    let placement = place_after(&model(vec![osg(8, 512 * MIB)], kvm), &previous).unwrap();
+    let moved: Vec<&str> = hosts_of(&placement.plan)
+        .iter()
+        .zip(hosts_of(&before))
+        .filter(|(now, was)| now.1 != was.1)
+        .map(|(now, _)| now.0)
+        .collect();
+    assert_eq!(moved, ["osg-head", "osg-worker7"]);
+
+    // A plan of another site keeps nothing.
+    let mut other = before.clone();
+    other.site = "elsewhere".to_owned();
+    for n in &mut other.nodes {
+        n.host = "c04".to_owned();
+    }
+    let placement = place_after(
+        &model(vec![osg(8, 512 * MIB)], roomy_site),
+        &Previous::from_plan(&other),
+    )
+    .unwrap();
+    assert_eq!(hosts_of(&placement.plan), hosts_of(&before));
+}
+
+#[test]
+fn the_previous_placement_is_read_from_a_plans_text() {
+    let roomy_site = site("chiba", hosts("c", 4, 4, 2 * GIB, 40 * GIB));
+    let before = plan(&model(vec![osg(8, 512 * MIB)], roomy_site.clone())).unwrap();
+    let mut text = serde_json::to_string(&before).unwrap();
+    let previous = Previous::read(&text).unwrap();
+    let mut site = roomy_site;
+    site.hosts.remove(1);
+    let model = model(vec![osg(8, 512 * MIB)], site);
+    assert_eq!(
+        hosts_of(&plan_after(&model, &previous).unwrap()),
+        hosts_of(&plan_after(&model, &Previous::from_plan(&before)).unwrap())
+    );
+
+    text = text.replacen("\"host\":\"c03\"", "\"host\":\"c\\u001b[2J\"", 1);
+    assert_eq!(
+        Previous::read(&text).unwrap_err(),
+        "it names \"c\\u{1b}[2J\", with a control character"
+    );
+    let other = text.replacen(
+        &format!("\"schema_version\":{}", vocc_runtime::SCHEMA_VERSION),
+        "\"schema_version\":999",
+        1,
+    );
+    assert!(Previous::read(&other)
+        .unwrap_err()
+        .starts_with("it is of schema version 999"));
+    assert!(Previous::read("{ not a plan").is_err());
+}
