@@ -106,10 +106,35 @@ fn check_user(user: &str) -> Result<(), String> {
 /// Where this user's SSH connections to hosts are multiplexed: one authenticated
 /// connection per host, kept for a few minutes, carries every operation's session, so
 /// an operation on N hosts costs no handshakes once the hosts are connected.
-fn control_dir() -> PathBuf {
+///
+/// ssh names a shared connection by user, host and port only; two sites (or two labs
+/// in different network namespaces) may have hosts at the same address. The folder is
+/// therefore per site identity (the key and known_hosts files) and per network
+/// namespace, so that a session never rides another site's connection.
+fn control_dir(identity: &Path, known_hosts: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("vocc-{uid}")).join("ssh")
+    let netns = std::fs::read_link("/proc/thread-self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [
+        identity.display().to_string(),
+        known_hosts.display().to_string(),
+        netns,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::env::temp_dir()
+        .join(format!("vocc-{uid}"))
+        .join("ssh")
+        .join(digest)
 }
 
 /// The options every SSH command of vocc carries: keys only, host keys checked, dead
@@ -125,7 +150,10 @@ fn ssh_options(identity: &Path, known_hosts: &Path, user: &str) -> Vec<String> {
         "ConnectTimeout=5".into(),
         "ServerAliveInterval=2".into(),
         "ServerAliveCountMax=3".into(),
-        format!("ControlPath={}/%C", control_dir().display()),
+        format!(
+            "ControlPath={}/%C",
+            control_dir(identity, known_hosts).display()
+        ),
     ] {
         o.push("-o".into());
         o.push(opt);
@@ -150,8 +178,10 @@ impl HostLink {
         else {
             return Ok(());
         };
-        let dir = control_dir();
-        std::fs::create_dir_all(&dir)
+        let dir = control_dir(identity, known_hosts);
+        // Only this user may reach the shared connections' sockets.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let options = ssh_options(identity, known_hosts, user);
         let check = Command::new("ssh")
