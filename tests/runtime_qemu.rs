@@ -232,7 +232,14 @@ fn a_killed_up_resumes_and_every_node_runs_once() {
         child.kill().unwrap();
         child.wait().unwrap();
         for id in ids {
-            let n = qemus(&t.out, "qk", id);
+            // A qemu that was daemonizing when `up` died shows as two processes (parent
+            // and child) until the parent exits: wait for that, then count.
+            let mut n = qemus(&t.out, "qk", id);
+            let settle = std::time::Instant::now();
+            while n > 1 && settle.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+                n = qemus(&t.out, "qk", id);
+            }
             assert!(n <= 1, "after kill {i} at {after} ms: {n} qemus for {id}");
         }
     }
