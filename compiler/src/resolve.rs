@@ -2683,6 +2683,7 @@ pub fn check_name(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         || name.starts_with('.')
+        || name.starts_with('-')
     {
         diags.push(
             Diagnostic::error(
@@ -2690,7 +2691,17 @@ pub fn check_name(
                 format!("{kind} name `{name}` has characters vocc cannot use"),
             )
             .with_label("names become file names and config keys")
-            .with_hint("use letters, digits, `_`, `.` and `-`, not starting with `.`"),
+            .with_hint("use letters, digits, `_`, `.` and `-`, not starting with `.` or `-`"),
+        );
+    } else if name.len() > 128 {
+        // The plan's labels (file names on every host) stop there.
+        diags.push(
+            Diagnostic::error(
+                span,
+                format!("{kind} name `{name}` is longer than 128 characters"),
+            )
+            .with_label(format!("{} characters", name.len()))
+            .with_hint("names become file names on every host: use at most 128 characters"),
         );
     }
 }
