@@ -183,12 +183,47 @@ mod tests {
     }
 }
 
+/// What `hello` is asked: whether to hash its own binary (which costs a read of it, so
+/// an operation that only wants an answer does not ask).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HelloRequest {
+    pub sha256: bool,
+}
+
 /// What `vocc-host hello` says of itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Hello {
     pub program: String,
     pub version: String,
-    pub sha256: String,
+    pub sha256: Option<String>,
+}
+
+/// The host half of `hello`; a missing or empty request asks for no hash.
+pub fn serve_hello(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let req: HelloRequest = if line.trim().is_empty() {
+        HelloRequest::default()
+    } else {
+        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+    };
+    let sha256 = if req.sha256 {
+        Some(crate::relay::sha256_file(&std::env::current_exe()?)?)
+    } else {
+        None
+    };
+    let hello = Hello {
+        program: "vocc-host".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        sha256,
+    };
+    writeln!(
+        output,
+        "{}",
+        serde_json::to_string(&hello).map_err(io::Error::other)?
+    )?;
+    output.flush()
 }
 
 /// Makes sure the host runs this very `vocc-host` (`local`, the binary beside the control
@@ -197,29 +232,29 @@ pub struct Hello {
 pub fn ensure_program(link: &HostLink, local: &Path) -> Result<String, String> {
     let want = crate::relay::sha256_file(local)
         .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
-    if let Ok(h) = hello(link) {
-        if h.sha256 == want {
+    if let Ok(h) = hello(link, true) {
+        if h.sha256.as_deref() == Some(want.as_str()) {
             return Ok("found installed".to_owned());
         }
     }
     install(link, local)?;
-    match hello(link) {
-        Ok(h) if h.sha256 == want => Ok("installed".to_owned()),
+    match hello(link, true) {
+        Ok(h) if h.sha256.as_deref() == Some(want.as_str()) => Ok("installed".to_owned()),
         Ok(h) => Err(format!(
             "the installed vocc-host has sha256 {}, not {want}: is the program path shared \
              with another version?",
-            h.sha256
+            h.sha256.unwrap_or_default()
         )),
         Err(e) => Err(format!("vocc-host does not run after installing it: {e}")),
     }
 }
 
-/// Asks the host's `vocc-host` who it is.
-pub fn hello(link: &HostLink) -> Result<Hello, String> {
+/// Asks the host's `vocc-host` who it is (with the sha256 of its binary if `sha256`).
+pub fn hello(link: &HostLink, sha256: bool) -> Result<Hello, String> {
     call(
         link,
         HostOp::Hello,
-        &serde_json::json!({}),
+        &HelloRequest { sha256 },
         Duration::from_secs(30),
     )
 }

@@ -243,7 +243,7 @@ pub fn stage_remote(
                 s.spawn(move || {
                     let r = match local {
                         Some(local) => crate::hostops::ensure_program(link, local).map(|_| ()),
-                        None => crate::hostops::hello(link).map(|_| ()),
+                        None => crate::hostops::hello(link, false).map(|_| ()),
                     };
                     (h.name.clone(), r)
                 })

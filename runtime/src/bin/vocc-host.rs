@@ -3,11 +3,11 @@
 //! starts it over SSH, through Slurm or locally, and talks to it in JSON lines on its
 //! stdin and stdout.
 //!
-//!   vocc-host hello      prints its version and the sha256 of its own binary
+//!   vocc-host hello      says what it is (and, asked, the sha256 of its binary)
 //!   vocc-host receive    receives a file into the host's store (see `relay`)
 //!   vocc-host remove     removes files from the host's store (see `hostops`)
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use vocc_runtime::{hostops, relay};
 
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut output = stdout.lock();
     let result = match op.as_str() {
-        "hello" => hello(&mut output),
+        "hello" => hostops::serve_hello(&mut input, &mut output),
         "receive" => relay::serve_receive(&mut input, &mut output),
         "remove" => hostops::serve_remove(&mut input, &mut output),
         _ => {
@@ -36,14 +36,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn hello(output: &mut dyn Write) -> io::Result<()> {
-    let exe = std::env::current_exe()?;
-    let hello = serde_json::json!({
-        "program": "vocc-host",
-        "version": env!("CARGO_PKG_VERSION"),
-        "sha256": relay::sha256_file(&exe)?,
-    });
-    writeln!(output, "{hello}")
 }
