@@ -148,3 +148,68 @@ fn the_demo_is_staged_on_lab_hosts_over_ssh_and_removed_by_down() {
 fn the_demo_is_staged_on_lab_hosts_through_slurm_and_removed_by_down() {
     stage_and_remove("slurm", "site-slurm.voc", false);
 }
+
+#[test]
+fn a_host_whose_key_is_not_the_known_one_is_refused_with_the_reason() {
+    let _serial = common::serial();
+    let lab = Lab::up_with(
+        "site-key",
+        2,
+        "0",
+        &[
+            "--no-slurm",
+            "--host-program",
+            &host_program().display().to_string(),
+        ],
+    );
+    // h1's line names h2's key.
+    let known = std::fs::read_to_string(lab.dir.join("known_hosts")).unwrap();
+    let h2_key = known.lines().find(|l| l.starts_with("h2,")).unwrap();
+    let (_, key) = h2_key.split_once(' ').unwrap();
+    let other = known
+        .lines()
+        .map(|l| {
+            if l.starts_with("h1,") {
+                format!("h1,10.251.0.11 {key}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(lab.dir.join("known_hosts"), other + "\n").unwrap();
+    let out = lab.dir.join("out").display().to_string();
+    let site = lab.dir.join("site.voc").display().to_string();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
+    let store = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store");
+    let store = std::env::var_os("VOCC_TEST_STORE")
+        .map(PathBuf::from)
+        .unwrap_or(store)
+        .display()
+        .to_string();
+    let ran = vocc(&[
+        "build", demo, "--site", &site, "-o", &out, "--store", &store,
+    ]);
+    assert!(ran.success(), "{}", ran.report());
+    lab.enter_control();
+    let ran = vocc(&["up", &out, "--until", "staged"]);
+    assert!(!ran.success(), "{}", ran.report());
+    let said = ran.output();
+    assert!(
+        said.contains("`stage:h1:demo/tiny`")
+            && said.contains("host `h1`")
+            && said.contains("Host key verification failed"),
+        "{said}"
+    );
+    // h2 was not held up by h1.
+    assert!(
+        lab.dir.join("h2/store/layers/demo/tiny.img").is_file(),
+        "{said}"
+    );
+    let ran = vocc(&["down", &out]);
+    assert!(
+        !ran.success() || ran.output().contains("h1"),
+        "{}",
+        ran.report()
+    );
+}

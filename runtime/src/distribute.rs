@@ -97,14 +97,20 @@ impl Session {
         }
     }
 
+    /// Ends the link: the host's program ends once its stdin closes; one that does not
+    /// within two seconds is killed. Returns the last line it wrote to stderr.
     fn close(mut self) -> String {
         drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         stderr.trim().lines().last().unwrap_or("").to_owned()
     }
 }

@@ -5,7 +5,7 @@
 //! and a fixed operation name; everything else travels as JSON on the link's stdin.
 
 use serde::{Deserialize, Serialize};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,6 +162,19 @@ fn ssh_options(identity: &Path, known_hosts: &Path, user: &str) -> Vec<String> {
     o
 }
 
+/// A file in `dir` that has no name: it goes when the last process holding it does.
+fn tempfile_in(dir: &Path) -> Result<std::fs::File, String> {
+    let path = crate::atomic::temporary(&dir.join("connect.log"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
 impl HostLink {
     /// Makes sure the host can be reached, and for SSH that an authenticated shared
     /// connection to it is up (started now if it is not), so that the sessions that
@@ -195,6 +208,8 @@ impl HostLink {
         if check.is_ok_and(|s| s.success()) {
             return Ok(());
         }
+        // What the connection says goes to an unnamed file (read on failure).
+        let mut log = tempfile_in(&dir)?;
         // `-f` returns once authenticated and leaves the connection in the background.
         let mut child = Command::new("ssh")
             .args(&options)
@@ -211,7 +226,9 @@ impl HostLink {
             .arg(address)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // Not a pipe: the connection lives on in the background with this stderr,
+            // and a pipe nobody reads any more would end it at its first message.
+            .stderr(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
             .spawn()
             .map_err(|e| format!("cannot run ssh: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -220,9 +237,9 @@ impl HostLink {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(_)) => {
                     let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
+                    // ssh wrote through a duplicate of this file, at the shared offset.
+                    let _ = log.seek(std::io::SeekFrom::Start(0));
+                    let _ = log.read_to_string(&mut err);
                     let err = err.trim().lines().last().unwrap_or("ssh failed").to_owned();
                     return Err(format!("cannot connect to `{address}` over ssh: {err}"));
                 }

@@ -232,6 +232,9 @@ pub fn serve_hello(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Resul
 pub fn ensure_program(link: &HostLink, local: &Path) -> Result<String, String> {
     let want = crate::relay::sha256_file(local)
         .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+    // A host that cannot be reached (a changed host key, a refused key) says so here,
+    // rather than as a failed copy.
+    link.connect()?;
     if let Ok(h) = hello(link, true) {
         if h.sha256.as_deref() == Some(want.as_str()) {
             return Ok("found installed".to_owned());
@@ -285,13 +288,15 @@ fn install(link: &HostLink, local: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot start the link to the host: {e}"))?;
     let mut file = std::fs::File::open(local)
         .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        io::copy(&mut file, &mut stdin).map_err(|e| format!("sending vocc-host: {e}"))?;
-    }
+    // A copy cut short shows in the status and stderr, which say more than the pipe.
+    let sent = match child.stdin.take() {
+        Some(mut stdin) => io::copy(&mut file, &mut stdin).map(|_| ()),
+        None => Ok(()),
+    };
     let out = child
         .wait_with_output()
         .map_err(|e| format!("installing vocc-host: {e}"))?;
-    if out.status.success() {
+    if out.status.success() && sent.is_ok() {
         Ok(())
     } else {
         Err(format!(
