@@ -6,9 +6,9 @@
 //! every host pulling from the one source at once. For each N it reports the makespan
 //! (from the start until the last host has the layer verified; once from no connection,
 //! SSH handshakes included, and once with the hosts connected, as for a second layer)
-//! divided by S/R, and the latency of one operation sent to all N hosts at once over their
-//! open connections (`vocc-host hello` over SSH: the dispatch every lifecycle operation
-//! pays). It ends with the per-hop cost: the slope of
+//! divided by S/R, and the latency of one operation sent to all N hosts at once over the
+//! sessions a run keeps open with them (`hello` to `vocc-host serve` over SSH: the
+//! dispatch every lifecycle operation pays). It ends with the per-hop cost: the slope of
 //! the chain's makespan over N.
 //!
 //! Options (after `--`): `--size 8M`, `--rate 20mbit`, `--hosts 1,2,4,8,16,32,64`,
@@ -20,10 +20,11 @@ mod common;
 
 use common::lab::Lab;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use vocc_runtime::distribute::{distribute, Outcome, Strategy, Target, Transfer};
-use vocc_runtime::hostlink::{HostLink, HostOp};
+use vocc_runtime::hostlink::HostLink;
+use vocc_runtime::hostops::{Hello, Request, Session};
 use vocc_runtime::relay::sha256_file;
 
 struct Options {
@@ -124,30 +125,16 @@ fn link(lab: &Lab, i: usize, program: &Path) -> HostLink {
     }
 }
 
-/// The time for `vocc-host hello` to answer from all `n` hosts, asked at once over their
-/// shared connections (as every operation after the first of a run is).
-fn hello_latency(lab: &Lab, n: usize, program: &Path) -> Duration {
-    for i in 1..=n {
-        link(lab, i, program).connect().expect("the host answers");
-    }
+/// The time for one operation (`hello`) to be answered by all `n` hosts, sent to all
+/// at once over the sessions a run keeps open with each host (`vocc-host serve`).
+fn hello_latency(sessions: &mut [Session]) -> Duration {
     let started = Instant::now();
-    let children: Vec<_> = (1..=n)
-        .map(|i| {
-            link(lab, i, program)
-                .command(HostOp::Hello)
-                .expect("a checked link")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("ssh")
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().expect("hello");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for s in sessions.iter_mut() {
+        s.send(&Request::Hello { sha256: false })
+            .expect("the host takes requests");
+    }
+    for s in sessions.iter_mut() {
+        let _: Hello = s.answer().expect("the host answers");
     }
     started.elapsed()
 }
@@ -235,10 +222,13 @@ fn main() {
             }
             row.push(Some(makespan));
         }
-        let hello = (0..3)
-            .map(|_| hello_latency(&lab, n, &program))
+        let mut sessions: Vec<Session> = (1..=n)
+            .map(|i| Session::open(&link(&lab, i, &program)).expect("a session with the host"))
+            .collect();
+        let hello = (0..5)
+            .map(|_| hello_latency(&mut sessions))
             .min()
-            .expect("three runs");
+            .expect("five runs");
         let cell = |m: Option<f64>| match m {
             Some(m) => (format!("{m:.2} s"), format!("{:.2}", m / one)),
             None => ("—".into(), "—".into()),

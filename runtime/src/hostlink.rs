@@ -16,6 +16,7 @@ pub enum HostOp {
     Hello,
     Receive,
     Remove,
+    Serve,
 }
 
 impl HostOp {
@@ -24,6 +25,7 @@ impl HostOp {
             HostOp::Hello => "hello",
             HostOp::Receive => "receive",
             HostOp::Remove => "remove",
+            HostOp::Serve => "serve",
         }
     }
 }

@@ -181,6 +181,40 @@ mod tests {
         assert!(!store.join("layers").exists());
         assert!(store.exists());
     }
+
+    #[test]
+    fn a_session_answers_each_request_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("layers")).unwrap();
+        std::fs::write(store.join("layers/a.img"), b"x").unwrap();
+        let requests = [
+            serde_json::to_string(&Request::Hello { sha256: false }).unwrap(),
+            serde_json::to_string(&Request::Remove {
+                root: store.display().to_string(),
+                paths: vec!["layers/a.img".into()],
+            })
+            .unwrap(),
+            "{\"op\":\"format\"}".to_owned(),
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        serve(&mut requests.as_bytes(), &mut out).unwrap();
+        let answers: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0]["program"], "vocc-host");
+        assert_eq!(answers[0]["sha256"], serde_json::Value::Null);
+        assert_eq!(answers[1]["removed"], 1);
+        assert!(answers[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad request"));
+        assert!(!store.join("layers/a.img").exists());
+    }
 }
 
 /// What `hello` is asked: whether to hash its own binary (which costs a read of it, so
@@ -303,5 +337,103 @@ fn install(link: &HostLink, local: &Path) -> Result<(), String> {
             "cannot install vocc-host at `{program}`: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+/// One request of a `vocc-host serve` session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Hello {
+        #[serde(default)]
+        sha256: bool,
+    },
+    Remove {
+        root: String,
+        paths: Vec<String>,
+    },
+}
+
+/// The host half of a session: one answer line per request line, until stdin ends. A
+/// run keeps one session per host open, so an operation on every host costs a line
+/// each way, not a process start and a login per host.
+pub fn serve(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> {
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Hello { sha256 }) => {
+                let mut out = Vec::new();
+                let req = serde_json::to_vec(&HelloRequest { sha256 }).map_err(io::Error::other)?;
+                serve_hello(&mut req.as_slice(), &mut out)?;
+                String::from_utf8_lossy(&out).trim_end().to_owned()
+            }
+            Ok(Request::Remove { root, paths }) => {
+                serde_json::to_string(&remove_here(&Remove { root, paths }))
+                    .map_err(io::Error::other)?
+            }
+            Err(e) => serde_json::json!({ "error": format!("a bad request: {e}") }).to_string(),
+        };
+        writeln!(output, "{answer}")?;
+        output.flush()?;
+    }
+}
+
+/// The control half of a session with one host's `vocc-host serve`.
+pub struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: io::BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    /// Starts `vocc-host serve` on the host.
+    pub fn open(link: &HostLink) -> Result<Session, String> {
+        link.connect()?;
+        let mut child = link
+            .command(HostOp::Serve)?
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the link to the host: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(Session {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Sends a request without waiting for its answer (so that all hosts work at once).
+    pub fn send(&mut self, request: &Request) -> Result<(), String> {
+        let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        self.stdin
+            .write_all(&line)
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("the link to the host closed: {e}"))
+    }
+
+    /// Reads the answer to the oldest request sent.
+    pub fn answer<A: for<'de> Deserialize<'de>>(&mut self) -> Result<A, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err("the link to the host closed".into()),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| format!("the host answered something else than vocc-host ({e})")),
+            Err(e) => Err(format!("reading the host's answer: {e}")),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

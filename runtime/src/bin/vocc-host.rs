@@ -6,6 +6,7 @@
 //!   vocc-host hello      says what it is (and, asked, the sha256 of its binary)
 //!   vocc-host receive    receives a file into the host's store (see `relay`)
 //!   vocc-host remove     removes files from the host's store (see `hostops`)
+//!   vocc-host serve      answers requests (hello, remove) line by line until stdin ends
 
 use std::io;
 use std::process::ExitCode;
@@ -21,9 +22,10 @@ fn main() -> ExitCode {
         "hello" => hostops::serve_hello(&mut input, &mut output),
         "receive" => relay::serve_receive(&mut input, &mut output),
         "remove" => hostops::serve_remove(&mut input, &mut output),
+        "serve" => hostops::serve(&mut input, &mut output),
         _ => {
             eprintln!(
-                "vocc-host: unknown operation `{}` (hello, receive, remove)",
+                "vocc-host: unknown operation `{}` (hello, receive, remove, serve)",
                 op.escape_debug()
             );
             return ExitCode::from(2);
