@@ -237,7 +237,7 @@ fn main() {
         let (warm, warm_ratio) = cell(row[1]);
         let (naive, naive_ratio) = cell(row[2]);
         println!(
-            "| {n} | {chain} | {chain_ratio} | {warm} | {warm_ratio} | {naive} | {naive_ratio} | {:.0} ms |",
+            "| {n} | {chain} | {chain_ratio} | {warm} | {warm_ratio} | {naive} | {naive_ratio} | {:.2} ms |",
             hello.as_secs_f64() * 1000.0
         );
         if let (Some(cold), Some(warm)) = (row[0], row[1]) {

@@ -259,7 +259,8 @@ impl HostLink {
         }
     }
 
-    /// Closes the shared connection to the host, if there is one.
+    /// Closes the shared connection to the host, if there is one, and returns once it
+    /// is gone.
     pub fn disconnect(&self) {
         if let HostLink::Ssh {
             address,
@@ -270,14 +271,24 @@ impl HostLink {
         } = self
         {
             if self.check().is_ok() {
-                let _ = Command::new("ssh")
-                    .args(ssh_options(identity, known_hosts, user))
-                    .args(["-O", "exit", "--"])
-                    .arg(address)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                let control = |what: &str| {
+                    Command::new("ssh")
+                        .args(ssh_options(identity, known_hosts, user))
+                        .args(["-O", what, "--"])
+                        .arg(address)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                };
+                control("exit");
+                // The connection ends a moment after it is asked to: a session started
+                // in between would ride a connection on its way out. Wait for it.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while control("check") && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
         }
     }

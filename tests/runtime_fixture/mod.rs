@@ -239,7 +239,10 @@ pub fn initramfs() -> PathBuf {
             .to_string_lossy()
             .trim_start_matches("vmlinuz-")
             .to_owned();
-        let base = std::env::temp_dir().join(format!("vocc-test-initramfs-{}", std::process::id()));
+        // Under the target directory, not the system's temporary one: it outlives the
+        // test process (qemu reads it), and the next build's `cargo clean` takes it.
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("vocc-test-initramfs-{}", std::process::id()));
         let tree = base.join("tree");
         let _ = fs::remove_dir_all(&base);
         for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "lib/modules"] {
