@@ -330,32 +330,28 @@ fn defuse(c: char) -> char {
 /// The inside of a double-quoted string of an xl domain configuration (xl.cfg(5),
 /// libxlutil's lexer): `\` and `"` are escaped with a backslash.
 pub fn escape_xl_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' | '"' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(defuse(c)),
-        }
-    }
-    out
+    backslashed(s, |_| None)
 }
 
 /// The inside of a ClassAd string literal in an HTCondor configuration file:
 /// `\` and `"` are escaped with a backslash (ClassAd syntax), and `$`, which would
 /// start a macro when the configuration is read, is the built-in macro `$(DOLLAR)`.
 pub fn escape_condor_str(s: &str) -> String {
+    backslashed(s, |c| (c == '$').then_some("$(DOLLAR)"))
+}
+
+/// A double-quoted string's inside where `\` and `"` take a backslash, `other` says
+/// what else a character becomes (if anything), and control characters are defused.
+fn backslashed(s: &str, other: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '\\' | '"' => {
+        match (c, other(c)) {
+            ('\\' | '"', _) => {
                 out.push('\\');
                 out.push(c);
             }
-            '$' => out.push_str("$(DOLLAR)"),
-            c => out.push(defuse(c)),
+            (_, Some(text)) => out.push_str(text),
+            (c, None) => out.push(defuse(c)),
         }
     }
     out
