@@ -91,7 +91,7 @@ pub fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
-fn check_user(user: &str) -> Result<(), String> {
+pub fn check_user(user: &str) -> Result<(), String> {
     let plain = !user.is_empty()
         && user.len() <= 32
         && !user.starts_with('-')
@@ -115,8 +115,6 @@ fn check_user(user: &str) -> Result<(), String> {
 /// namespace, so that a session never rides another site's connection.
 fn control_dir(identity: &Path, known_hosts: &Path) -> PathBuf {
     use sha2::{Digest, Sha256};
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
     let netns = std::fs::read_link("/proc/thread-self/ns/net")
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -133,10 +131,7 @@ fn control_dir(identity: &Path, known_hosts: &Path) -> PathBuf {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    std::env::temp_dir()
-        .join(format!("vocc-{uid}"))
-        .join("ssh")
-        .join(digest)
+    crate::state::user_dir().join("ssh").join(digest)
 }
 
 /// The options every SSH command of vocc carries: keys only, host keys checked, dead

@@ -261,22 +261,21 @@ pub fn serve_hello(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Resul
 }
 
 /// Makes sure the host runs this very `vocc-host` (`local`, the binary beside the control
-/// side's): asks the host's, and when it is missing or another build, copies `local` to
-/// the program path the site names, then asks again. Says what it did.
-pub fn ensure_program(link: &HostLink, local: &Path) -> Result<String, String> {
-    let want = crate::relay::sha256_file(local)
-        .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+/// side's, whose sha256 is `want`): asks the host's, and when it is missing or another
+/// build, copies `local` to the program path the site names, then asks again. Says what
+/// it did.
+pub fn ensure_program(link: &HostLink, local: &Path, want: &str) -> Result<String, String> {
     // A host that cannot be reached (a changed host key, a refused key) says so here,
     // rather than as a failed copy.
     link.connect()?;
     if let Ok(h) = hello(link, true) {
-        if h.sha256.as_deref() == Some(want.as_str()) {
+        if h.sha256.as_deref() == Some(want) {
             return Ok("found installed".to_owned());
         }
     }
     install(link, local)?;
     match hello(link, true) {
-        Ok(h) if h.sha256.as_deref() == Some(want.as_str()) => Ok("installed".to_owned()),
+        Ok(h) if h.sha256.as_deref() == Some(want) => Ok("installed".to_owned()),
         Ok(h) => Err(format!(
             "the installed vocc-host has sha256 {}, not {want}: is the program path shared \
              with another version?",

@@ -18,11 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn registry() -> PathBuf {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir()
-        .join(format!("vocc-{uid}"))
-        .join("mcast")
+    crate::state::user_dir().join("mcast")
 }
 
 fn env_u32(name: &str, default: u32) -> u32 {

@@ -230,19 +230,22 @@ pub fn stage_remote(
             .collect();
     };
     // Each host runs this control side's own vocc-host (installed now if it does not).
+    // Its sha256 once, not once per host.
     let local = std::env::current_exe()
         .ok()
         .map(|e| e.with_file_name("vocc-host"))
-        .filter(|p| p.is_file());
+        .and_then(|p| Some((sha256_file(&p).ok()?, p)));
     std::thread::scope(|s| {
         let checks: Vec<_> = hosts
             .iter()
             .filter_map(|h| Some((h, h.link.as_ref()?)))
             .map(|(h, link)| {
-                let local = local.as_deref();
+                let local = local.as_ref();
                 s.spawn(move || {
                     let r = match local {
-                        Some(local) => crate::hostops::ensure_program(link, local).map(|_| ()),
+                        Some((want, local)) => {
+                            crate::hostops::ensure_program(link, local, want).map(|_| ())
+                        }
                         None => crate::hostops::hello(link, false).map(|_| ()),
                     };
                     (h.name.clone(), r)
@@ -256,6 +259,7 @@ pub fn stage_remote(
         }
     });
     let mut received: HashMap<String, u64> = HashMap::new();
+    let mut image_size = 0;
     for ext in ["img", "vmlinuz", "initrd"] {
         let source = artifacts::built(layout, layer, ext);
         if ext != "img" && !source.exists() {
@@ -279,6 +283,9 @@ pub fn stage_remote(
                 return fail_all(hosts, &results, why);
             }
         };
+        if ext == "img" {
+            image_size = size;
+        }
         let dest = artifacts::staged(layout, layer, ext).display().to_string();
         let targets: Vec<Target> = hosts
             .iter()
@@ -326,7 +333,7 @@ pub fn stage_remote(
                 } else {
                     format!("sent down the chain ({n} bytes)")
                 },
-                size: layer.size.unwrap_or(0),
+                size: image_size,
                 mtime_ns: 0,
                 inode: 0,
             })

@@ -79,15 +79,21 @@ impl Layout {
     pub fn short_socket_root(&self, cluster: &str) -> PathBuf {
         let digest = Sha256::digest(self.cluster(cluster).as_os_str().as_encoded_bytes());
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        std::env::temp_dir().join(format!("vocc-{uid}")).join(hex)
+        user_dir().join(hex)
     }
 
     /// The node's own disks on the host.
     pub fn node_store(&self, dir: &str) -> PathBuf {
         self.store.join(dir.trim_matches('/'))
     }
+}
+
+/// This user's folder for what must live outside a state directory (short socket
+/// paths, host-wide port claims, shared SSH connections): `/tmp/vocc-<uid>`.
+pub fn user_dir() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("vocc-{uid}"))
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -79,9 +79,9 @@ impl Resolver<'_> {
             }
             match kw {
                 "user" => match a.name("a user name", "user root", &mut self.diags) {
-                    Some((u, sp)) => match plain_user(&u) {
-                        true => user = Some(u),
-                        false => {
+                    Some((u, sp)) => match hostlink::check_user(&u) {
+                        Ok(()) => user = Some(u),
+                        Err(_) => {
                             self.err(
                                 Diagnostic::error(sp, format!("`{}` is not a user name", u.escape_debug()))
                                     .with_label("letters, digits, `.`, `_` and `-` only")
@@ -202,12 +202,4 @@ impl Resolver<'_> {
         }
         Some(p.to_owned())
     }
-}
-
-fn plain_user(u: &str) -> bool {
-    !u.is_empty()
-        && u.len() <= 32
-        && !u.starts_with('-')
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
