@@ -166,16 +166,23 @@ impl Runtime {
             !j.driver.is_empty() && j.nodes.values().any(|n| n.state != State::Unstaged)
         });
         let recorded = journal.map(|j| j.driver.as_str()).filter(|d| !d.is_empty());
-        match (running, asked) {
-            (Some(j), Some(a)) if j.driver != a => Err(Error::Other(format!(
+        let local = match (running, asked) {
+            (Some(j), Some(a)) if j.driver != a => return Err(Error::Other(format!(
                 "cluster `{}` runs under the `{}` driver: use `--driver {}`, or `vocc down` first",
                 j.cluster, j.driver, j.driver
             ))),
-            (Some(j), _) => driver::by_name(&j.driver),
-            (None, Some(a)) => driver::by_name(a),
+            (Some(j), _) => driver::by_name(&j.driver)?,
+            (None, Some(a)) => driver::by_name(a)?,
             // A run killed before any node moved still chose its driver.
-            (None, None) => driver::by_name(recorded.unwrap_or("qemu")),
-        }
+            (None, None) => driver::by_name(recorded.unwrap_or("qemu"))?,
+        };
+        self.sited(local)
+    }
+
+    /// `local`, or, when the site has hosts reached over a link, the driver that sends
+    /// their nodes' operations to them (`driver::sited`).
+    fn sited(&self, local: Box<dyn Driver>) -> Result<Box<dyn Driver>> {
+        driver::sited::Sited::wrap(local, &self.plan, &self.plan_path, &self.layout)
     }
 
     /// The selected nodes of a cluster, in plan order.
@@ -248,6 +255,43 @@ impl Runtime {
         }
     }
 
+    /// Networks without a site bridge are qemu segments on one machine: refuse a plan
+    /// that spreads such a network's nodes over hosts, which could not reach each other.
+    fn check_segments(&self, cluster: &PlanCluster) -> Result<()> {
+        for net in &cluster.networks {
+            let mut hosts: Vec<&str> = self
+                .plan
+                .nodes
+                .iter()
+                .filter(|n| n.cluster == cluster.name)
+                .filter(|n| {
+                    n.nics
+                        .iter()
+                        .any(|c| c.network == net.name && c.bridge.is_none())
+                })
+                .map(|n| n.host.as_str())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            if hosts.len() > 1 {
+                return Err(Error::Other(format!(
+                    "network `{}` of cluster `{}` joins nodes on hosts {}, but the site names \
+                     no bridge for it: add `bridge {} BRIDGE` to the site, BRIDGE being a \
+                     bridge that joins those hosts",
+                    net.name,
+                    cluster.name,
+                    hosts
+                        .iter()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    net.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the selected nodes of a cluster (and what they wait for) up to `target`
     /// (`staged`, `loaded` or `running`), resuming whatever an earlier run left.
     pub fn up(
@@ -271,6 +315,7 @@ impl Runtime {
         journal.driver = driver.name().to_owned();
         journal.plan = self.plan_path.display().to_string();
         if driver.name() == "qemu" {
+            self.check_segments(cluster)?;
             let nets: Vec<String> = cluster.networks.iter().map(|n| n.name.clone()).collect();
             journal.networks = ports::allocate(&self.layout.cluster(cluster_name), &nets)?;
         }
@@ -386,19 +431,6 @@ impl Runtime {
                             None => Err(Error::Other(format!("no layer `{layer}`"))),
                         }
                     }
-                }
-                Action::Load { node }
-                    if remote.contains_key(nodes[node.as_str()].host.as_str()) =>
-                {
-                    Err(Error::Unsupported {
-                        driver: driver.name().to_owned(),
-                        what: format!(
-                            "load nodes on host `{}`, which is reached over a link: this \
-                             runtime stages layers to such hosts (`--until staged`) but \
-                             does not yet run nodes there",
-                            nodes[node.as_str()].host
-                        ),
-                    })
                 }
                 Action::Load { node } => {
                     let ctx = self.ctx(cluster, nodes[node.as_str()], &journal);
@@ -800,11 +832,11 @@ impl Runtime {
         crate::claim::check(&self.layout, cluster_name)?;
         let lock = ClusterLock::acquire(&self.layout, cluster_name)?;
         let journal = self.journal(cluster_name)?.unwrap_or_default();
-        let driver = match (journal.driver.as_str(), asked) {
+        let driver = self.sited(match (journal.driver.as_str(), asked) {
             ("", None) => driver::by_name("qemu")?,
             ("", Some(a)) => driver::by_name(a)?,
             (d, _) => driver::by_name(d)?,
-        };
+        })?;
         let nodes: Vec<&PlanNode> = self
             .plan
             .nodes
@@ -921,7 +953,7 @@ impl Runtime {
         let cluster = self.cluster(cluster_name)?;
         let journal = self.journal(cluster_name)?;
         let driver = match &journal {
-            Some(j) if !j.driver.is_empty() => Some(driver::by_name(&j.driver)?),
+            Some(j) if !j.driver.is_empty() => Some(self.sited(driver::by_name(&j.driver)?)?),
             _ => None,
         };
         let journal = journal.unwrap_or_default();
@@ -975,11 +1007,27 @@ impl Runtime {
         let node = self.node(name)?;
         let cluster = self.cluster(&node.cluster)?;
         let journal = self.journal(&cluster.name)?.unwrap_or_default();
-        let driver = driver::by_name(if journal.driver.is_empty() {
+        let driver = self.sited(driver::by_name(if journal.driver.is_empty() {
             "qemu"
         } else {
             &journal.driver
-        })?;
+        })?)?;
+        if let Some(h) = self
+            .plan
+            .hosts
+            .iter()
+            .find(|h| h.name == node.host && h.link.is_some())
+        {
+            let there = crate::hostnode::layout(&self.layout.store, &cluster.name)
+                .node_run(&cluster.name, &node.id)
+                .join("console.log");
+            return Err(Error::Other(format!(
+                "node `{}` runs on host `{}`: its console log is there, at `{}`",
+                node.id,
+                h.name,
+                there.display()
+            )));
+        }
         driver
             .console_log(&self.ctx(cluster, node, &journal))
             .ok_or_else(|| Error::Unsupported {

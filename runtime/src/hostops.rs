@@ -32,7 +32,7 @@ pub struct Removed {
 }
 
 /// A relative path of plain components, inside whatever it is joined to.
-fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
+pub fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
     let p = Path::new(rel);
     let plain = !rel.is_empty()
         && !rel.chars().any(char::is_control)
@@ -351,13 +351,88 @@ pub enum Request {
         root: String,
         paths: Vec<String>,
     },
+    /// The sha256 of files of the store (none where absent).
+    Sums {
+        root: String,
+        paths: Vec<String>,
+    },
+    /// A small file into the store, in hex, whole or not at all.
+    Put {
+        root: String,
+        path: String,
+        mode: u32,
+        sha256: String,
+        hex: String,
+    },
+    /// An operation on one of the host's nodes (`hostnode`).
+    Node(crate::hostnode::NodeRequest),
+    /// Ends and removes what the host keeps of a cluster.
+    Reclaim(crate::hostnode::ReclaimRequest),
 }
 
-/// The host half of a session: one answer line per request line, until stdin ends. A
-/// run keeps one session per host open, so an operation on every host costs a line
-/// each way, not a process start and a login per host.
-pub fn serve(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> {
-    loop {
+/// The answer to one request, as a line of JSON.
+fn respond(request: Request) -> io::Result<String> {
+    Ok(match request {
+        Request::Hello { sha256 } => {
+            let mut out = Vec::new();
+            let req = serde_json::to_vec(&HelloRequest { sha256 }).map_err(io::Error::other)?;
+            serve_hello(&mut req.as_slice(), &mut out)?;
+            String::from_utf8_lossy(&out).trim_end().to_owned()
+        }
+        Request::Remove { root, paths } => json(&remove_here(&Remove { root, paths })),
+        Request::Sums { root, paths } => match crate::hostnode::sums(&root, &paths) {
+            Ok(sums) => serde_json::json!({ "sums": sums }).to_string(),
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        },
+        Request::Put {
+            root,
+            path,
+            mode,
+            sha256,
+            hex,
+        } => match crate::hostnode::put(&root, &path, mode, &sha256, &hex) {
+            Ok(()) => serde_json::json!({ "put": path }).to_string(),
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        },
+        Request::Node(req) => json(&crate::hostnode::handle(&req)),
+        Request::Reclaim(req) => json(&crate::hostnode::reclaim(&req)),
+    })
+}
+
+/// An answer as its line.
+fn json<T: Serialize>(answer: &T) -> String {
+    serde_json::to_string(answer).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("cannot write the answer: {e}") }).to_string()
+    })
+}
+
+/// A request line tagged with the control side's number for it: such requests are
+/// carried out at once, each in a thread of its own, and answered as they finish
+/// (`{"id": N, "answer": ...}`), so that one node's long boot does not hold up the
+/// host's other nodes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tagged {
+    id: u64,
+    request: serde_json::Value,
+}
+
+fn bad_request(e: impl std::fmt::Display) -> String {
+    serde_json::json!({ "error": format!("a bad request: {e}") }).to_string()
+}
+
+/// The host half of a session: one answer line per request line, until stdin ends.
+/// Untagged requests are answered in turn; tagged ones (`Tagged`) concurrently. A run
+/// keeps one session per host open, so an operation on every host costs a line each
+/// way, not a process start and a login per host.
+pub fn serve(input: &mut dyn BufRead, output: &mut (dyn Write + Send)) -> io::Result<()> {
+    let output = std::sync::Mutex::new(output);
+    let say = |line: &str| -> io::Result<()> {
+        let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(out, "{line}")?;
+        out.flush()
+    };
+    std::thread::scope(|s| loop {
         let mut line = String::new();
         if input.read_line(&mut line)? == 0 {
             return Ok(());
@@ -365,22 +440,26 @@ pub fn serve(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> 
         if line.trim().is_empty() {
             continue;
         }
+        if let Ok(tagged) = serde_json::from_str::<Tagged>(&line) {
+            let say = &say;
+            s.spawn(move || {
+                let answer = match serde_json::from_value::<Request>(tagged.request) {
+                    Ok(r) => respond(r).unwrap_or_else(|e| {
+                        serde_json::json!({ "error": e.to_string() }).to_string()
+                    }),
+                    Err(e) => bad_request(e),
+                };
+                // The control side may be gone; nothing else is to be done then.
+                let _ = say(&format!("{{\"id\":{},\"answer\":{answer}}}", tagged.id));
+            });
+            continue;
+        }
         let answer = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Hello { sha256 }) => {
-                let mut out = Vec::new();
-                let req = serde_json::to_vec(&HelloRequest { sha256 }).map_err(io::Error::other)?;
-                serve_hello(&mut req.as_slice(), &mut out)?;
-                String::from_utf8_lossy(&out).trim_end().to_owned()
-            }
-            Ok(Request::Remove { root, paths }) => {
-                serde_json::to_string(&remove_here(&Remove { root, paths }))
-                    .map_err(io::Error::other)?
-            }
-            Err(e) => serde_json::json!({ "error": format!("a bad request: {e}") }).to_string(),
+            Ok(r) => respond(r)?,
+            Err(e) => bad_request(e),
         };
-        writeln!(output, "{answer}")?;
-        output.flush()?;
-    }
+        say(&answer)?;
+    })
 }
 
 /// The control half of a session with one host's `vocc-host serve`.
@@ -434,5 +513,173 @@ impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The control half of a multiplexed session with one host's `vocc-host serve`: many
+/// requests in flight at once, from many threads, each answered when the host is done
+/// with it. A link that closes fails every request waiting on it, with the host's last
+/// words.
+pub struct Mux {
+    child: std::sync::Mutex<std::process::Child>,
+    stdin: std::sync::Mutex<std::process::ChildStdin>,
+    waiting: std::sync::Arc<std::sync::Mutex<Waiting>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+type Reply = Result<serde_json::Value, String>;
+
+#[derive(Default)]
+struct Waiting {
+    by_id: std::collections::HashMap<u64, std::sync::mpsc::Sender<Reply>>,
+    /// Why the link closed, once it has.
+    closed: Option<String>,
+}
+
+impl Mux {
+    /// Starts `vocc-host serve` on the host.
+    pub fn open(link: &HostLink) -> Result<Mux, String> {
+        use std::sync::{Arc, Mutex};
+        link.connect()?;
+        let mut child = link
+            .command(HostOp::Serve)?
+            .spawn()
+            .map_err(|e| format!("cannot start the link to the host: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        // The link's last words, for the message when it closes.
+        let said = Arc::new(Mutex::new(String::new()));
+        {
+            let said = Arc::clone(&said);
+            std::thread::spawn(move || {
+                for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut s = said.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.len() > 4096 {
+                        s.clear();
+                    }
+                    s.push_str(line.trim());
+                    s.push('\n');
+                }
+            });
+        }
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        {
+            let waiting = Arc::clone(&waiting);
+            std::thread::spawn(move || {
+                let mut stdout = stdout;
+                let mut why = "the link to the host closed".to_owned();
+                loop {
+                    let mut line = String::new();
+                    match stdout.read_line(&mut line) {
+                        Ok(0) => break,
+                        Err(e) => {
+                            why = format!("reading the host's answers: {e}");
+                            break;
+                        }
+                        Ok(_) => {}
+                    }
+                    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        why = "the host answered something else than vocc-host".to_owned();
+                        break;
+                    };
+                    let Some(id) = v.get("id").and_then(|i| i.as_u64()) else {
+                        continue;
+                    };
+                    let answer = v.get_mut("answer").map(serde_json::Value::take);
+                    let tx = waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .by_id
+                        .remove(&id);
+                    if let (Some(tx), Some(a)) = (tx, answer) {
+                        let _ = tx.send(Ok(a));
+                    }
+                }
+                // Give stderr a moment to say why.
+                std::thread::sleep(Duration::from_millis(100));
+                let last = said.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(l) = last.trim().lines().last() {
+                    why = format!("{why}: {l}");
+                }
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, tx) in w.by_id.drain() {
+                    let _ = tx.send(Err(why.clone()));
+                }
+                w.closed = Some(why);
+            });
+        }
+        Ok(Mux {
+            child: std::sync::Mutex::new(child),
+            stdin: std::sync::Mutex::new(stdin),
+            waiting,
+            next: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// Why the link closed, if it has.
+    pub fn closed(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+            .clone()
+    }
+
+    /// Sends a request and waits up to `limit` for its answer. An answer that is only
+    /// `{"error": ...}` (a request the host refused) is an error.
+    pub fn call(&self, request: &Request, limit: Duration) -> Result<serde_json::Value, String> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(why) = &w.closed {
+                return Err(why.clone());
+            }
+            w.by_id.insert(id, tx);
+        }
+        let line = serde_json::json!({ "id": id, "request": request }).to_string() + "\n";
+        let sent = {
+            let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+            stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush())
+        };
+        if let Err(e) = sent {
+            self.forget(id);
+            return Err(self
+                .closed()
+                .unwrap_or_else(|| format!("the link to the host closed: {e}")));
+        }
+        match rx.recv_timeout(limit) {
+            Ok(Ok(v)) => match v.as_object() {
+                Some(o) if o.len() == 1 && o.contains_key("error") => {
+                    Err(o["error"].as_str().unwrap_or("an error").to_owned())
+                }
+                _ => Ok(v),
+            },
+            Ok(Err(why)) => Err(why),
+            Err(_) => {
+                self.forget(id);
+                Err(format!(
+                    "the host did not answer within {} s",
+                    limit.as_secs()
+                ))
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .remove(&id);
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

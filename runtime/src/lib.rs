@@ -13,6 +13,7 @@ pub mod distribute;
 pub mod driver;
 pub mod error;
 pub mod hostlink;
+pub mod hostnode;
 pub mod hostops;
 pub mod journal;
 pub mod names;

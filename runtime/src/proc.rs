@@ -146,10 +146,25 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// Whether `pid` is alive and one of its arguments mentions `needle` (a path that is
-/// unique to the process we started, such as its pid file).
+/// Whether `pid` is alive, sees the files we see (its mount namespace is ours: a path
+/// means something else in another, as on another host of a site's lab on one
+/// machine), and one of its arguments mentions `needle` (a path that is unique to the
+/// process we started, such as its pid file).
 pub fn is_ours(pid: i32, needle: &str) -> bool {
-    alive(pid) && cmdline(pid).is_some_and(|args| args.iter().any(|a| a.contains(needle)))
+    alive(pid)
+        && same_mounts(pid)
+        && cmdline(pid).is_some_and(|args| args.iter().any(|a| a.contains(needle)))
+}
+
+/// Whether `pid` is in this process's mount namespace (true where that cannot be read).
+fn same_mounts(pid: i32) -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")),
+    ) {
+        (Ok(mine), Ok(theirs)) => mine == theirs,
+        _ => true,
+    }
 }
 
 /// Every live process with an argument that mentions `needle`.

@@ -6,7 +6,8 @@
 //!   vocc-host hello      says what it is (and, asked, the sha256 of its binary)
 //!   vocc-host receive    receives a file into the host's store (see `relay`)
 //!   vocc-host remove     removes files from the host's store (see `hostops`)
-//!   vocc-host serve      answers requests (hello, remove) line by line until stdin ends
+//!   vocc-host serve      answers requests line by line until stdin ends: hello, remove,
+//!                        and a host's node operations (see `hostops`, `hostnode`)
 
 use std::io;
 use std::process::ExitCode;
@@ -16,13 +17,12 @@ fn main() -> ExitCode {
     let op = std::env::args().nth(1).unwrap_or_default();
     let stdin = io::stdin();
     let mut input = stdin.lock();
-    let stdout = io::stdout();
-    let mut output = stdout.lock();
+    // A session answers from several threads: it takes stdout's lock per line.
     let result = match op.as_str() {
-        "hello" => hostops::serve_hello(&mut input, &mut output),
-        "receive" => relay::serve_receive(&mut input, &mut output),
-        "remove" => hostops::serve_remove(&mut input, &mut output),
-        "serve" => hostops::serve(&mut input, &mut output),
+        "hello" => hostops::serve_hello(&mut input, &mut io::stdout().lock()),
+        "receive" => relay::serve_receive(&mut input, &mut io::stdout().lock()),
+        "remove" => hostops::serve_remove(&mut input, &mut io::stdout().lock()),
+        "serve" => hostops::serve(&mut input, &mut io::stdout()),
         _ => {
             eprintln!(
                 "vocc-host: unknown operation `{}` (hello, receive, remove, serve)",

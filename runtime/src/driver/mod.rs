@@ -7,12 +7,16 @@
 //! - `libvirt` — KVM through `virsh` with the generated domain XML.
 //! - `xen` — `xl` with the generated xl.cfg.
 //! - `sim` — no VMs: planning and scale tests.
+//!
+//! `sited` wraps whichever of them runs a plan whose site has hosts reached over a link,
+//! sending those hosts' nodes to the host half (`vocc-host`).
 
 pub mod disks;
 pub mod libvirt;
 pub mod qemu;
 pub mod qmp;
 pub mod sim;
+pub mod sited;
 pub mod xen;
 
 use crate::error::{Error, Result};

@@ -12,6 +12,8 @@
 //!   -kernel STORE/layers/C/L.vmlinuz -initrd STORE/layers/C/L.initrd -append "$(cat OUT/nodes/ID/cmdline)"
 //!   -drive file=DISK,format=F,if=virtio[,readonly=on]      (root, data disks, swap, config drive)
 //!   -netdev socket,id=nI,mcast=GROUP:PORT,localaddr=127.0.0.1 -device virtio-net-pci,netdev=nI,mac=MAC
+//!     (a network the site bridges: -netdev tap,id=nI,ifname=vtHASH,script=no,downscript=no,
+//!      and the tap joins the bridge once qemu runs)
 //!   -chardev file,id=console,path=RUN/console.log -device isa-serial,chardev=console,index=0   (ttyS0)
 //!   -chardev socket,id=agent,path=SOCK/agent.sock,server=on,wait=off -device isa-serial,chardev=agent,index=1   (ttyS1)
 //!   -chardev socket,id=qmp,path=SOCK/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control
@@ -138,13 +140,24 @@ impl Qemu {
                 .is_some_and(|m| m.id == n.node.id)
         };
         for (i, nic) in n.node.nics.iter().enumerate() {
-            let seg = n.segments.get(&nic.network).ok_or_else(|| {
-                Error::Other(format!("the network `{}` has no segment", nic.network))
-            })?;
-            let mcast = format!(
-                "socket,id=n{i},mcast={}:{},localaddr=127.0.0.1",
-                seg.group, seg.port
-            );
+            // A network the site bridges: a tap on the host's bridge (made by qemu,
+            // joined to the bridge by `start`, gone with qemu). Else a multicast
+            // segment on this machine.
+            let mcast = match &nic.bridge {
+                Some(_) => format!(
+                    "tap,id=n{i},ifname={},script=no,downscript=no",
+                    tap_name(&n.node.id, &nic.name)
+                ),
+                None => {
+                    let seg = n.segments.get(&nic.network).ok_or_else(|| {
+                        Error::Other(format!("the network `{}` has no segment", nic.network))
+                    })?;
+                    format!(
+                        "socket,id=n{i},mcast={}:{},localaddr=127.0.0.1",
+                        seg.group, seg.port
+                    )
+                }
+            };
             let uplink = n
                 .cluster
                 .networks
@@ -210,6 +223,75 @@ impl Qemu {
     }
 }
 
+/// The tap of a node's NIC on its host's bridge: `vt` and 12 hex digits of a hash of
+/// node and NIC (interface names hold at most 15 bytes).
+pub fn tap_name(node: &str, nic: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{node}/{nic}").as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("vt{hex}")
+}
+
+/// A bridge a plan names, checked before it is looked up or handed to `ip`.
+fn bridge_name(name: &str) -> Result<&str> {
+    let plain = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if plain {
+        Ok(name)
+    } else {
+        Err(Error::Other(format!(
+            "`{}` is not a bridge name",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// The node's bridges, each checked to be on this host.
+fn bridges(n: &NodeCtx) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for nic in &n.node.nics {
+        let Some(br) = &nic.bridge else { continue };
+        let br = bridge_name(br)?;
+        if !interface_exists(br) {
+            return Err(Error::Other(format!(
+                "the bridge `{br}` of network `{}` is not on this host: the site says \
+                 every host has it",
+                nic.network
+            )));
+        }
+        out.push((tap_name(&n.node.id, &nic.name), br.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Whether this network namespace has an interface of that name (asked of the kernel:
+/// /sys may show another namespace's).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name that lives across the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Joins the node's taps to their bridges, up.
+fn join_bridges(taps: &[(String, String)]) -> Result<()> {
+    for (tap, br) in taps {
+        proc::run_ok(
+            "ip",
+            &["link", "set", "dev", tap, "master", br, "up"],
+            Duration::from_secs(10),
+            "install iproute2",
+        )?;
+    }
+    Ok(())
+}
+
 /// A path as a qemu option value: commas doubled (qemu's escape), and no path that
 /// could not be one (control characters).
 fn path_arg(p: &Path) -> Result<String> {
@@ -261,6 +343,7 @@ impl Driver for Qemu {
         for dir in [&run, &sock] {
             fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
+        let taps = bridges(n)?;
         let accel = self.accel(&boot, &run);
         let argv = self.argv(n, &boot, accel)?;
         let log = run.join("qemu.log");
@@ -308,7 +391,14 @@ impl Driver for Qemu {
             });
         }
         match Self::pid(n) {
-            Some(pid) => Ok(format!("started ({accel}, pid {pid})")),
+            Some(pid) => {
+                if let Err(e) = join_bridges(&taps) {
+                    let _ = proc::kill_and_wait(pid, Duration::from_secs(10));
+                    let _ = fs::remove_file(Self::pidfile(n));
+                    return Err(e);
+                }
+                Ok(format!("started ({accel}, pid {pid})"))
+            }
             None => Err(Error::Died {
                 what: "its qemu process exited".to_owned(),
                 tail: console::tail(&run.join("console.log"), 15),
