@@ -210,3 +210,8 @@ fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
 fn the_demo_runs_on_three_lab_hosts_over_ssh() {
     demo_on_three_hosts("run-ssh", "site.voc", &["--no-slurm"]);
 }
+
+#[test]
+fn the_demo_runs_on_three_lab_hosts_through_slurm() {
+    demo_on_three_hosts("run-slurm", "site-slurm.voc", &[]);
+}

@@ -714,6 +714,7 @@ impl Runtime {
             };
             results.insert(node.id.clone(), r);
         });
+        driver.release();
         if op == Op::Unstage && driver.stages_files() {
             self.unstage_layers(cluster_name, &mut journal);
         }
@@ -862,6 +863,7 @@ impl Runtime {
         });
         let t = Instant::now();
         let reclaimed = driver.reclaim(&self.layout, cluster_name);
+        driver.release();
         if driver.stages_files() {
             for l in self
                 .plan

@@ -139,6 +139,10 @@ pub trait Driver: Send + Sync {
         })
     }
 
+    /// Ends the driver's own links to hosts (`sited`'s sessions), so that a program
+    /// started next on a host does not wait behind them (a Slurm host with no free CPU).
+    fn release(&self) {}
+
     /// Ends whatever the driver left of a cluster that the journal may not know of
     /// (processes of a killed run); part of `down`.
     fn reclaim(&self, _layout: &Layout, _cluster: &str) -> Result<Vec<String>> {

@@ -380,6 +380,12 @@ impl Driver for Sited {
         })
     }
 
+    fn release(&self) {
+        for slot in self.sessions.values() {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
     /// This machine's leftovers, then those of every linked host the cluster has nodes
     /// on, all hosts at once. A host
     /// that cannot be asked is named in the error; the others are reclaimed regardless.
