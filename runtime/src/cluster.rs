@@ -103,6 +103,9 @@ pub struct Runtime {
     pub opts: Options,
     /// Time spent reading and validating the plan.
     pub processing_ms: f64,
+    /// The hosts reached over a link and the sessions with them, for as long as the
+    /// runtime lives.
+    hosts: Option<std::sync::Arc<driver::sited::Hosts>>,
 }
 
 impl Runtime {
@@ -126,6 +129,7 @@ impl Runtime {
         };
         let layout = Layout::new(out, &plan.store, state);
         Ok(Runtime {
+            hosts: driver::sited::Hosts::of(&plan),
             plan,
             plan_path,
             layout,
@@ -167,10 +171,12 @@ impl Runtime {
         });
         let recorded = journal.map(|j| j.driver.as_str()).filter(|d| !d.is_empty());
         let local = match (running, asked) {
-            (Some(j), Some(a)) if j.driver != a => return Err(Error::Other(format!(
+            (Some(j), Some(a)) if j.driver != a => {
+                return Err(Error::Other(format!(
                 "cluster `{}` runs under the `{}` driver: use `--driver {}`, or `vocc down` first",
                 j.cluster, j.driver, j.driver
-            ))),
+            )))
+            }
             (Some(j), _) => driver::by_name(&j.driver)?,
             (None, Some(a)) => driver::by_name(a)?,
             // A run killed before any node moved still chose its driver.
@@ -182,7 +188,13 @@ impl Runtime {
     /// `local`, or, when the site has hosts reached over a link, the driver that sends
     /// their nodes' operations to them (`driver::sited`).
     fn sited(&self, local: Box<dyn Driver>) -> Result<Box<dyn Driver>> {
-        driver::sited::Sited::wrap(local, &self.plan, &self.plan_path, &self.layout)
+        driver::sited::Sited::wrap(
+            local,
+            &self.plan,
+            &self.plan_path,
+            &self.layout,
+            self.hosts.as_ref(),
+        )
     }
 
     /// The selected nodes of a cluster, in plan order.
@@ -714,8 +726,8 @@ impl Runtime {
             };
             results.insert(node.id.clone(), r);
         });
-        driver.release();
         if op == Op::Unstage && driver.stages_files() {
+            driver.release();
             self.unstage_layers(cluster_name, &mut journal);
         }
         let report = Report {

@@ -39,62 +39,44 @@ pub struct Sited {
     out: PathBuf,
     /// The hosts' store (the same path on every host).
     store: String,
-    links: HashMap<String, HostLink>,
     /// The linked hosts each cluster has nodes on.
     placed: HashMap<String, HashSet<String>>,
+    hosts: Arc<Hosts>,
+}
+
+/// The linked hosts of a plan and the sessions with them, kept by the `Runtime` for as
+/// long as it lives: a control process that runs many operations (or a loop that
+/// watches a cluster) logs in to each host once.
+pub struct Hosts {
+    links: HashMap<String, HostLink>,
     /// The session with each host, opened at its first request.
     sessions: HashMap<String, Mutex<Option<Arc<Mux>>>>,
-    /// `<host>/<cluster>` whose plan is on the host now, and nodes whose files are.
+    /// `<host>/<cluster>/<node>` whose plan and files are on the host now.
     published: Mutex<HashSet<String>>,
     /// The last answer about each node, and when (for `pid` right after `start`).
     seen: Mutex<HashMap<String, (Instant, NodeAnswer)>>,
 }
 
-impl Sited {
-    /// Wraps `local` when the plan has hosts reached over a link; else returns it.
-    pub fn wrap(
-        local: Box<dyn Driver>,
-        plan: &Plan,
-        plan_path: &Path,
-        layout: &Layout,
-    ) -> Result<Box<dyn Driver>> {
+impl Hosts {
+    /// The plan's hosts reached over a link; none when all are this machine.
+    pub fn of(plan: &Plan) -> Option<Arc<Hosts>> {
         let links: HashMap<String, HostLink> = plan
             .hosts
             .iter()
             .filter_map(|h| Some((h.name.clone(), h.link.clone()?)))
             .collect();
         if links.is_empty() {
-            return Ok(local);
+            return None;
         }
-        let mut placed: HashMap<String, HashSet<String>> = HashMap::new();
-        for n in plan.nodes.iter().filter(|n| links.contains_key(&n.host)) {
-            placed
-                .entry(n.cluster.clone())
-                .or_default()
-                .insert(n.host.clone());
-        }
-        let plan_text = std::fs::read(plan_path).map_err(|e| Error::io("read", plan_path, e))?;
-        Ok(Box::new(Sited {
-            local,
-            plan_sha: hostnode::sha256_hex(&plan_text),
-            plan_text,
-            out: layout.out.clone(),
-            store: layout.store.display().to_string(),
+        Some(Arc::new(Hosts {
             sessions: links
                 .keys()
                 .map(|h| (h.clone(), Mutex::new(None)))
                 .collect(),
             links,
-            placed,
             published: Mutex::new(HashSet::new()),
             seen: Mutex::new(HashMap::new()),
         }))
-    }
-
-    fn remote<'a>(&self, n: &'a NodeCtx) -> Option<&'a str> {
-        self.links
-            .contains_key(&n.node.host)
-            .then_some(n.node.host.as_str())
     }
 
     /// The host's session: the open one, or a new one (after a link that dropped).
@@ -111,11 +93,67 @@ impl Sited {
         Ok(mux)
     }
 
+    /// Ends every session (a Slurm host's next job need not wait behind them).
+    pub fn release(&self) {
+        for slot in self.sessions.values() {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+impl Sited {
+    /// Wraps `local` when the plan has hosts reached over a link (`hosts`); else
+    /// returns it.
+    pub fn wrap(
+        local: Box<dyn Driver>,
+        plan: &Plan,
+        plan_path: &Path,
+        layout: &Layout,
+        hosts: Option<&Arc<Hosts>>,
+    ) -> Result<Box<dyn Driver>> {
+        let Some(hosts) = hosts else {
+            return Ok(local);
+        };
+        let mut placed: HashMap<String, HashSet<String>> = HashMap::new();
+        for n in plan
+            .nodes
+            .iter()
+            .filter(|n| hosts.links.contains_key(&n.host))
+        {
+            placed
+                .entry(n.cluster.clone())
+                .or_default()
+                .insert(n.host.clone());
+        }
+        let plan_text = std::fs::read(plan_path).map_err(|e| Error::io("read", plan_path, e))?;
+        Ok(Box::new(Sited {
+            local,
+            plan_sha: hostnode::sha256_hex(&plan_text),
+            plan_text,
+            out: layout.out.clone(),
+            store: layout.store.display().to_string(),
+            placed,
+            hosts: Arc::clone(hosts),
+        }))
+    }
+
+    fn remote<'a>(&self, n: &'a NodeCtx) -> Option<&'a str> {
+        self.hosts
+            .links
+            .contains_key(&n.node.host)
+            .then_some(n.node.host.as_str())
+    }
+
     /// Puts the cluster's plan and the node's files on the host, where it lacks them.
     fn publish(&self, host: &str, mux: &Mux, n: &NodeCtx) -> std::result::Result<(), String> {
         let cluster = &n.cluster.name;
         let key = format!("{host}/{cluster}/{}", n.node.id);
         if self
+            .hosts
             .published
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -175,7 +213,8 @@ impl Sited {
                 ASK_LIMIT,
             )?;
         }
-        self.published
+        self.hosts
+            .published
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key);
@@ -193,7 +232,7 @@ impl Sited {
                 Action::Stop { grace_ms, .. } => Duration::from_millis(*grace_ms),
                 _ => Duration::ZERO,
             };
-        let mux = self.session(host).map_err(on_host)?;
+        let mux = self.hosts.session(host).map_err(on_host)?;
         self.publish(host, &mux, n).map_err(on_host)?;
         let request = Request::Node(NodeRequest {
             store: self.store.clone(),
@@ -210,7 +249,8 @@ impl Sited {
                 "the host answered something else than vocc-host ({e})"
             ))
         })?;
-        self.seen
+        self.hosts
+            .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(n.node.id.clone(), (Instant::now(), answer.clone()));
@@ -227,6 +267,7 @@ impl Sited {
     /// What the host said of the node within the last moment, else a fresh look.
     fn looked(&self, host: &str, n: &NodeCtx) -> Option<NodeAnswer> {
         if let Some((at, a)) = self
+            .hosts
             .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -240,23 +281,28 @@ impl Sited {
     }
 }
 
+/// This control side's own `vocc-host` (beside its program) and its sha256, read once.
+fn own_program() -> Option<&'static (PathBuf, String)> {
+    static OWN: std::sync::OnceLock<Option<(PathBuf, String)>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        let local = std::env::current_exe().ok()?.with_file_name("vocc-host");
+        let sha = crate::relay::sha256_file(&local).ok()?;
+        Some((local, sha))
+    })
+    .as_ref()
+}
+
 /// Opens a session with a host, installing this control side's `vocc-host` there
 /// first if the host runs none or another build.
 fn open(link: &HostLink) -> std::result::Result<Mux, String> {
-    let local = std::env::current_exe()
-        .ok()
-        .map(|e| e.with_file_name("vocc-host"))
-        .filter(|p| p.is_file());
-    if let Some(local) = local {
-        let want = crate::relay::sha256_file(&local)
-            .map_err(|e| format!("cannot read `{}`: {e}", local.display()))?;
+    if let Some((local, want)) = own_program() {
         let mux = Mux::open(link)?;
         let hello = mux.call(&Request::Hello { sha256: true }, Duration::from_secs(60));
         if hello.is_ok_and(|h| h["sha256"].as_str() == Some(want.as_str())) {
             return Ok(mux);
         }
         drop(mux);
-        crate::hostops::ensure_program(link, &local, &want)?;
+        crate::hostops::ensure_program(link, local, want)?;
     }
     Mux::open(link)
 }
@@ -381,9 +427,7 @@ impl Driver for Sited {
     }
 
     fn release(&self) {
-        for slot in self.sessions.values() {
-            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        }
+        self.hosts.release();
     }
 
     /// This machine's leftovers, then those of every linked host the cluster has nodes
@@ -407,7 +451,7 @@ impl Driver for Sited {
                     .map(|host| {
                         let request = &request;
                         s.spawn(move || {
-                            let r = self.session(host).and_then(|m| {
+                            let r = self.hosts.session(host).and_then(|m| {
                                 let v = m.call(request, ASK_LIMIT)?;
                                 serde_json::from_value::<Reclaimed>(v).map_err(|e| e.to_string())
                             });
@@ -428,10 +472,6 @@ impl Driver for Sited {
                 Err(e) => errors.push(format!("host `{host}`: {e}")),
             }
         }
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         if errors.is_empty() {
             Ok(killed)
         } else {

@@ -1,0 +1,147 @@
+//! Lifecycle benchmark (not a timed test): `cargo bench --bench lifecycle`.
+//!
+//! On a lab of N hosts (`scripts/lab`, reached over SSH), a cluster of N nodes, one per
+//! host, runs under the `sim` driver on every host (no guests: this machine's two
+//! cores cannot boot 64, and a guest's own pause time is not the runtime's). The
+//! runtime brings it up, then pauses and unpauses the whole cluster: once from a fresh
+//! runtime (sessions with every host opened on the way: what one `vocc pause` pays),
+//! then ten times more with the sessions open (what a control process that lives on
+//! pays). It reports, per N, the median of each, and their ratio to N = 1: an
+//! operation goes to every host at once, so its latency should not grow with N.
+//!
+//! Options (after `--`): `--hosts 1,2,4,8,16,32,64`, `--rounds 10`.
+//! Needs root (the lab) and the packages of `scripts/setup`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::lab::Lab;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use vocc_runtime::plan::State;
+use vocc_runtime::{Op, Options, Runtime, Selection};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut hosts = vec![1, 2, 4, 8, 16, 32, 64];
+    let mut rounds = 10;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().expect("a value after the option").clone();
+        match a.as_str() {
+            "--hosts" => {
+                hosts = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("host counts such as 1,2,4"))
+                    .collect()
+            }
+            "--rounds" => rounds = value().parse().expect("a number of rounds"),
+            other => panic!("unknown option `{other}` (--hosts, --rounds)"),
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The vocc-host beside this benchmark's build of vocc.
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "vocc-runtime",
+            "--bin",
+            "vocc-host",
+        ])
+        .current_dir(root)
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building vocc-host");
+    let program = root.join("target/release/vocc-host");
+    println!("lifecycle operations on N hosts over SSH (sim guests), {rounds} rounds");
+    println!("| N | up | pause, sessions opened | pause | unpause | pause vs N=1 |");
+    println!("|---|---|---|---|---|---|");
+    let mut first: Option<f64> = None;
+    for n in hosts {
+        let lab = Lab::up_with(
+            &format!("lc{n}"),
+            n,
+            "0",
+            &[
+                "--no-slurm",
+                "--host-program",
+                &program.display().to_string(),
+            ],
+        );
+        let appliance = lab.dir.join("bench.voc");
+        std::fs::write(
+            &appliance,
+            format!(
+                "cluster bench {{\n  hypervisor kvm\n  network private {{ subnet 10.20.0.0/16; assign pool }}\n  \
+                 layer tiny {{ from busybox; size 64M }}\n  role worker {{ count {n}; root tiny; cpu 1; \
+                 memory 128M; nic eth0 private }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let out = lab.dir.join("out");
+        let built = Command::new(env!("CARGO_BIN_EXE_vocc"))
+            .arg("build")
+            .arg(&appliance)
+            .arg("--site")
+            .arg(lab.dir.join("site.voc"))
+            .arg("--config-only")
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        lab.enter_control();
+        let plan = out.join("plan.json");
+        let open = || Runtime::open(&plan, None, Options::default()).expect("the plan");
+        let all = Selection::default();
+        let rt = open();
+        let t = Instant::now();
+        let up = rt
+            .up("bench", State::Running, Some("sim"), &all)
+            .expect("up");
+        assert!(up.ok, "{up:?}");
+        let up_ms = t.elapsed().as_secs_f64() * 1e3;
+        drop(rt);
+        let rt = open();
+        let timed = |op: Op| {
+            let t = Instant::now();
+            let r = rt.operate("bench", op, &all).expect("the operation");
+            assert!(r.ok, "{r:?}");
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let cold = timed(Op::Pause);
+        timed(Op::Unpause);
+        let mut pause = Vec::new();
+        let mut unpause = Vec::new();
+        for _ in 0..rounds {
+            pause.push(timed(Op::Pause));
+            unpause.push(timed(Op::Unpause));
+        }
+        let (pause, unpause) = (median(pause), median(unpause));
+        let base = *first.get_or_insert(pause);
+        println!(
+            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {:.2}× |",
+            up_ms,
+            pause / base
+        );
+        let down = rt.down("bench", None).expect("down");
+        assert!(down.ok, "{down:?}");
+        drop(rt);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
