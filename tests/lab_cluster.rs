@@ -215,3 +215,111 @@ fn the_demo_runs_on_three_lab_hosts_over_ssh() {
 fn the_demo_runs_on_three_lab_hosts_through_slurm() {
     demo_on_three_hosts("run-slurm", "site-slurm.voc", &[]);
 }
+
+/// A host that cannot be reached fails its own nodes' steps, named with the host and
+/// the cause; the others come up. Once the host is back, `up` again finishes: the
+/// running nodes are left as they are (the same qemu, not a second one) and the missing
+/// node is started.
+#[test]
+fn a_host_cut_off_fails_only_its_nodes_and_up_resumes_when_it_is_back() {
+    let _serial = common::serial();
+    let program = host_program().display().to_string();
+    let lab = Lab::up_with(
+        "run-cut",
+        3,
+        "0",
+        &["--no-slurm", "--host-program", &program],
+    );
+    let out = lab.dir.join("out").display().to_string();
+    let store = std::env::var_os("VOCC_TEST_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store"));
+    let site = lab.dir.join("site.voc").display().to_string();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
+    let ran = vocc(&[
+        "build",
+        demo,
+        "--site",
+        &site,
+        "-o",
+        &out,
+        "--store",
+        &store.display().to_string(),
+    ]);
+    assert!(ran.success(), "{}", ran.report());
+    lab.enter_control();
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = vocc(&["down", &self.0]);
+        }
+    }
+    let _down = Down(out.clone());
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir.join("out/plan.json")).unwrap())
+            .unwrap();
+    let host_of = |id: &str| -> String {
+        plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()["host"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let cut = host_of("demo-worker2");
+    assert_ne!(cut, host_of("demo-head"), "the head must stay reachable");
+    lab.link(&cut, "down");
+    let ran = vocc(&["up", &out, "--json", "--timeout", "300"]);
+    assert!(!ran.success(), "{}", ran.report());
+    let report = json(&ran);
+    for n in report["reports"][0]["nodes"].as_array().unwrap() {
+        if n["host"] == cut.as_str() {
+            let message = n["error"]["message"].as_str().unwrap_or_default();
+            eprintln!("{}: {}: {message}", n["node"], n["error"]["step"]);
+            assert!(
+                message.contains(&format!("`{cut}`")),
+                "the failure names the host: {n}"
+            );
+        } else {
+            assert_eq!(n["state"], "running", "{n}");
+        }
+    }
+    let before: Vec<_> = states(&out);
+    let pid_of = |id: &str| {
+        let ran = vocc(&["status", &out, "--json"]);
+        json(&ran)["clusters"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == id)
+            .unwrap()["pid"]
+            .as_i64()
+    };
+    let head_pid = pid_of("demo-head");
+    assert!(head_pid.is_some(), "{before:?}");
+    lab.link(&cut, "up");
+    let ran = vocc(&["up", &out, "--json", "--timeout", "300"]);
+    assert!(ran.success(), "{}", ran.report());
+    for (node, host, s, o) in states(&out) {
+        assert_eq!(
+            (s.as_str(), o.as_str()),
+            ("running", "running"),
+            "{node} on {host}"
+        );
+    }
+    assert_eq!(pid_of("demo-head"), head_pid, "the head was started again");
+    assert_eq!(qemus(&lab, &host_of("demo-head")).len(), 1);
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
+    for host in ["h1", "h2", "h3"] {
+        assert_eq!(
+            store_files(&lab, host),
+            Vec::<String>::new(),
+            "{host} keeps files"
+        );
+        assert_eq!(qemus(&lab, host), Vec::<String>::new(), "{host} runs qemus");
+    }
+}
