@@ -65,8 +65,10 @@ fn main() {
     assert!(status.success(), "building vocc-host");
     let program = root.join("target/release/vocc-host");
     println!("lifecycle operations on N hosts over SSH (sim guests), {rounds} rounds");
-    println!("| N | up | pause, sessions opened | pause | unpause | pause vs N=1 |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| N | up | pause, sessions opened | pause | unpause | slowest host's round trip | pause vs N=1 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let mut first: Option<f64> = None;
     for n in hosts {
         let lab = Lab::up_with(
@@ -118,24 +120,33 @@ fn main() {
         let up_ms = t.elapsed().as_secs_f64() * 1e3;
         drop(rt);
         let rt = open();
+        // The whole operation, and its slowest node's round trip to its host.
         let timed = |op: Op| {
             let t = Instant::now();
             let r = rt.operate("bench", op, &all).expect("the operation");
             assert!(r.ok, "{r:?}");
-            t.elapsed().as_secs_f64() * 1e3
+            let slowest = r
+                .nodes
+                .iter()
+                .filter_map(|n| n.phases.values().next().copied())
+                .fold(0.0, f64::max);
+            (t.elapsed().as_secs_f64() * 1e3, slowest)
         };
-        let cold = timed(Op::Pause);
+        let (cold, _) = timed(Op::Pause);
         timed(Op::Unpause);
         let mut pause = Vec::new();
         let mut unpause = Vec::new();
+        let mut trips = Vec::new();
         for _ in 0..rounds {
-            pause.push(timed(Op::Pause));
-            unpause.push(timed(Op::Unpause));
+            let (ms, trip) = timed(Op::Pause);
+            pause.push(ms);
+            trips.push(trip);
+            unpause.push(timed(Op::Unpause).0);
         }
-        let (pause, unpause) = (median(pause), median(unpause));
+        let (pause, unpause, trip) = (median(pause), median(unpause), median(trips));
         let base = *first.get_or_insert(pause);
         println!(
-            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {:.2}× |",
+            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {trip:.2} ms | {:.2}× |",
             up_ms,
             pause / base
         );

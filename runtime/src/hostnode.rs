@@ -160,21 +160,8 @@ pub fn handle(req: &NodeRequest) -> NodeAnswer {
 fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
     let store = store_and_cluster(&req.store, &req.cluster)?;
     let layout = layout(&store, &req.cluster);
-    let plan_path = layout.out.join("plan.json");
-    let bytes = std::fs::read(&plan_path).map_err(|e| {
-        format!(
-            "the host has no plan of cluster `{}` ({e}): the control side puts it first",
-            req.cluster
-        )
-    })?;
-    if sha256_hex(&bytes) != req.plan {
-        return Err(format!(
-            "the host's copy of the plan of cluster `{}` is not the one the control side runs",
-            req.cluster
-        ));
-    }
-    let text = String::from_utf8(bytes).map_err(|e| format!("the plan is not UTF-8: {e}"))?;
-    let plan: Plan = crate::schema::load_plan(&text).map_err(|e| e.to_string())?;
+    let plan = cached_plan(&layout.out.join("plan.json"), &req.cluster, &req.plan)?;
+    let plan = &*plan;
     let cluster = plan
         .clusters
         .iter()
@@ -187,7 +174,7 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
         .ok_or_else(|| format!("the plan has no node `{}`", req.node))?;
     let driver = driver::by_name(&req.driver).map_err(|e| e.to_string())?;
     let ctx = NodeCtx {
-        plan: &plan,
+        plan,
         cluster,
         node,
         layout: &layout,
@@ -234,6 +221,64 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
     answer.observed = driver.observe(&ctx).map(|o| observed_name(o).to_owned());
     answer.pid = driver.pid(&ctx);
     Ok(answer)
+}
+
+/// A plan file read and checked, with its sha256.
+type Loaded = (String, std::sync::Arc<Plan>);
+
+/// The plan at `path`, read and checked once for as long as the file stays the same
+/// (device, inode, size, modification time: `put` replaces it by renaming, so a new
+/// plan is a new inode). A session's requests then cost no parse of the plan each.
+/// It must be the plan whose sha256 is `want`.
+fn cached_plan(path: &Path, cluster: &str, want: &str) -> Result<std::sync::Arc<Plan>, String> {
+    use std::os::unix::fs::MetadataExt;
+    static CACHE: std::sync::Mutex<Option<BTreeMap<PathBuf, (String, Loaded)>>> =
+        std::sync::Mutex::new(None);
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!("the host has no plan of cluster `{cluster}` ({e}): the control side puts it first")
+    })?;
+    let key = format!(
+        "{} {} {} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let other = || {
+        format!(
+            "the host's copy of the plan of cluster `{cluster}` is not the one the control \
+             side runs"
+        )
+    };
+    if let Some((k, (sha, plan))) = CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(BTreeMap::new)
+        .get(path)
+    {
+        if *k == key {
+            return if sha == want {
+                Ok(plan.clone())
+            } else {
+                Err(other())
+            };
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let sha = sha256_hex(&bytes);
+    if sha != want {
+        return Err(other());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| format!("the plan is not UTF-8: {e}"))?;
+    let plan = crate::schema::load_plan(&text).map_err(|e| e.to_string())?;
+    let plan = std::sync::Arc::new(plan);
+    CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(BTreeMap::new)
+        .insert(path.to_path_buf(), (key, (sha, plan.clone())));
+    Ok(plan)
 }
 
 /// Ends and removes everything this host keeps of a cluster.
