@@ -392,9 +392,7 @@ pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
             let (positional, node) = target_and_node(&place);
             let plan = target.plan(positional)?;
             let rt = Runtime::open(&plan, state.as_deref(), Options::default())?;
-            let path = rt.console(node)?;
-            let bytes = std::fs::read(&path)
-                .map_err(|e| Internal::from(format!("cannot read `{}`: {e}", path.display())))?;
+            let bytes = rt.console(node)?;
             let text = String::from_utf8_lossy(&bytes);
             let all: Vec<String> = text.lines().map(vocc_runtime::console::clean).collect();
             let from = lines.map_or(0, |n| all.len().saturating_sub(n));

@@ -142,6 +142,13 @@ fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
         .find(|w| &host_of[*w] != head_host)
         .expect("a worker on another host than the head");
     let away_name = away.trim_start_matches("demo-");
+    // Its console, from the host it runs on.
+    let ran = vocc(&["console", &out, away_name]);
+    assert!(
+        ran.success() && ran.stdout.contains(&format!("vocc: ready {away}")),
+        "{}",
+        ran.report()
+    );
     // Every node reaches the others by name, across hosts.
     for (from, to) in [
         (away_name, "head"),

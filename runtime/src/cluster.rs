@@ -1016,8 +1016,8 @@ impl Runtime {
         driver.exec(&self.ctx(cluster, node, &journal), argv, limit)
     }
 
-    /// The console log of a node.
-    pub fn console(&self, name: &str) -> Result<PathBuf> {
+    /// The console log of a node, from the host it runs on (its last 4 MiB).
+    pub fn console(&self, name: &str) -> Result<Vec<u8>> {
         let node = self.node(name)?;
         let cluster = self.cluster(&node.cluster)?;
         let journal = self.journal(&cluster.name)?.unwrap_or_default();
@@ -1026,28 +1026,7 @@ impl Runtime {
         } else {
             &journal.driver
         })?)?;
-        if let Some(h) = self
-            .plan
-            .hosts
-            .iter()
-            .find(|h| h.name == node.host && h.link.is_some())
-        {
-            let there = crate::hostnode::layout(&self.layout.store, &cluster.name)
-                .node_run(&cluster.name, &node.id)
-                .join("console.log");
-            return Err(Error::Other(format!(
-                "node `{}` runs on host `{}`: its console log is there, at `{}`",
-                node.id,
-                h.name,
-                there.display()
-            )));
-        }
-        driver
-            .console_log(&self.ctx(cluster, node, &journal))
-            .ok_or_else(|| Error::Unsupported {
-                driver: driver.name().to_owned(),
-                what: "keep console logs".to_owned(),
-            })
+        driver.console_text(&self.ctx(cluster, node, &journal))
     }
 }
 

@@ -32,13 +32,23 @@ use std::time::Duration;
 pub enum Action {
     Load,
     Start,
-    WaitReady { limit_ms: u64 },
+    WaitReady {
+        limit_ms: u64,
+    },
     Pause,
     Unpause,
-    Stop { force: bool, grace_ms: u64 },
+    Stop {
+        force: bool,
+        grace_ms: u64,
+    },
     Unload,
     Observe,
-    Exec { argv: Vec<String>, limit_ms: u64 },
+    Exec {
+        argv: Vec<String>,
+        limit_ms: u64,
+    },
+    /// The node's console log (its last `driver::CONSOLE_MAX` bytes).
+    Console,
 }
 
 /// A node operation on this host.
@@ -73,6 +83,7 @@ pub struct NodeAnswer {
     pub config_ms: Option<f64>,
     pub define_ms: Option<f64>,
     pub exec: Option<ExecAnswer>,
+    pub console: Option<String>,
 }
 
 /// `vocc exec`'s result across the link.
@@ -203,6 +214,10 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
             r
         }
         Action::Observe => Ok(String::new()),
+        Action::Console => driver.console_text(&ctx).map(|bytes| {
+            answer.console = Some(String::from_utf8_lossy(&bytes).into_owned());
+            String::new()
+        }),
         Action::Exec { argv, limit_ms } => driver
             .exec(&ctx, argv, Duration::from_millis(*limit_ms))
             .map(|o: ExecOutput| {

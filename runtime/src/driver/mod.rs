@@ -126,6 +126,16 @@ pub trait Driver: Send + Sync {
     /// The node's console log on this machine, if the driver keeps one.
     fn console_log(&self, n: &NodeCtx) -> Option<PathBuf>;
 
+    /// The node's console log as it is now (at most its last `CONSOLE_MAX` bytes), from
+    /// wherever the node runs.
+    fn console_text(&self, n: &NodeCtx) -> Result<Vec<u8>> {
+        let path = self.console_log(n).ok_or_else(|| Error::Unsupported {
+            driver: self.name().to_owned(),
+            what: "keep console logs".to_owned(),
+        })?;
+        console_tail_bytes(&path)
+    }
+
     /// The pid of the node's process on this machine, if it has one (qemu).
     fn pid(&self, _n: &NodeCtx) -> Option<i32> {
         None
@@ -148,6 +158,24 @@ pub trait Driver: Send + Sync {
     fn reclaim(&self, _layout: &Layout, _cluster: &str) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+}
+
+/// The most of a console log `console_text` returns: its last 4 MiB.
+pub const CONSOLE_MAX: u64 = 4 << 20;
+
+/// The last `CONSOLE_MAX` bytes of a console log.
+pub fn console_tail_bytes(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > CONSOLE_MAX {
+        f.seek(SeekFrom::Start(len - CONSOLE_MAX))
+            .map_err(|e| Error::io("read", path, e))?;
+    }
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(out)
 }
 
 /// The drivers by name.

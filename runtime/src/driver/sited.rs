@@ -399,6 +399,17 @@ impl Driver for Sited {
         }
     }
 
+    fn console_text(&self, n: &NodeCtx) -> Result<Vec<u8>> {
+        match self.remote(n) {
+            Some(host) => Ok(self
+                .ask(host, n, Action::Console)?
+                .console
+                .unwrap_or_default()
+                .into_bytes()),
+            None => self.local.console_text(n),
+        }
+    }
+
     fn pid(&self, n: &NodeCtx) -> Option<i32> {
         match self.remote(n) {
             Some(host) => self.looked(host, n)?.pid,
