@@ -10,7 +10,7 @@ use super::drive::{self, DriveFile};
 use super::store::Output;
 use super::tools::{Run, QEMU_IMG};
 use super::{Builder, BuiltLayer, ImageError, Placed, NODE_BUILDER};
-use crate::model::{Cluster, Model, Node, Role, SchedulerKind};
+use crate::model::{Cluster, Model, Node, Role};
 use crate::output::ManifestImage;
 use crate::render::{hex, Rendered};
 use std::collections::{BTreeMap, HashMap};
@@ -258,7 +258,7 @@ fn config_drive(
 
 /// `vocc/node.env`: shell assignments the hook and the layer's scripts read.
 pub(super) fn node_env(cluster: &Cluster, role: &Role, node: &Node) -> String {
-    let (enable, disable) = units(cluster, role);
+    let (enable, disable) = units(role);
     let vars: BTreeMap<&str, String> = [
         ("VOCC_NODE", node.id.clone()),
         ("VOCC_HOSTNAME", node.hostname.clone()),
@@ -303,32 +303,14 @@ fn early_network(cluster: &Cluster, node: &Node) -> String {
 }
 
 /// The systemd units a node of `role` runs or does not run, among those a shared
-/// Debian layer may carry for other roles.
-fn units(cluster: &Cluster, role: &Role) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut enable = Vec::new();
-    let mut disable = Vec::new();
-    let mut set = |unit: &'static str, on: bool| {
-        if on {
-            enable.push(unit)
-        } else {
-            disable.push(unit)
-        }
-    };
-    if cluster
-        .scheduler
-        .as_ref()
-        .is_some_and(|s| s.kind == SchedulerKind::Slurm)
-    {
-        let part = role
-            .scheduler
-            .as_ref()
-            .filter(|s| s.kind == SchedulerKind::Slurm);
-        set("munge", part.is_some());
-        set("slurmctld", part.is_some_and(|s| s.controller));
-        set("slurmd", part.is_some_and(|s| s.compute));
+/// Debian layer may carry for other roles. The batch system's daemons are not among
+/// them: `/etc/vocc/services` names those ([`crate::scheduler::services`]).
+fn units(role: &Role) -> (Vec<&'static str>, Vec<&'static str>) {
+    if role.exports.is_empty() {
+        (vec![], vec!["nfs-server"])
+    } else {
+        (vec!["nfs-server"], vec![])
     }
-    set("nfs-server", !role.exports.is_empty());
-    (enable, disable)
 }
 
 #[cfg(test)]
@@ -383,6 +365,37 @@ cluster c {
   }
 }
 "#;
+
+    /// The services file names a node's batch daemons; node.env names none of them,
+    /// so that no daemon is named in two places that could disagree.
+    #[test]
+    fn node_env_leaves_the_batch_daemons_to_the_services_file() {
+        let slurm = CLUSTER
+            .replace("root os\n    nic eth0 private\n    nic eth1 public", "root os\n    scheduler slurm controller\n    nic eth0 private\n    nic eth1 public")
+            .replace("count 2\n    root os", "count 2\n    root os\n    scheduler slurm compute");
+        assert!(
+            slurm.contains("scheduler slurm controller")
+                && slurm.contains("scheduler slurm compute")
+        );
+        let daemons: Vec<&str> = crate::scheduler::ALL
+            .iter()
+            .flat_map(|s| s.daemons())
+            .flat_map(|d| d.names.iter().copied())
+            .collect();
+        for node in ["c-head", "c-worker1", "c-dhcpd"] {
+            let env = env_of(&slurm, node);
+            let units: Vec<&str> = env
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("VOCC_ENABLE=")
+                        .or(l.strip_prefix("VOCC_DISABLE="))
+                })
+                .flat_map(|v| v.trim_matches('\'').split_whitespace())
+                .collect();
+            assert_eq!(units, ["nfs-server"], "{node}: {env}");
+            assert!(units.iter().all(|u| !daemons.contains(u)), "{node}: {env}");
+        }
+    }
 
     #[test]
     fn fixed_addresses_go_to_the_hook_only_when_every_nic_has_one() {
