@@ -493,10 +493,23 @@ impl<'r, 'a> ClusterFiles<'r, 'a> {
         self.facts
     }
 
-    /// Renders `template` with the cluster's variables and `vars` to the guest file
-    /// `path` of the nodes of the roles `to` names; `source` is the appliance
-    /// location the file comes from (the cluster's, or a queue's).
+    /// Renders `template` with the cluster's variables and `vars` to the guest path
+    /// the template produces, for the nodes of the roles `to` names.
     pub(crate) fn render(
+        &mut self,
+        to: To,
+        template: &'static str,
+        vars: Vec<(&'static str, Value)>,
+    ) -> Result<(), RenderError> {
+        let path = info(template).map_or("", |t| t.produces);
+        let source = self.facts.cluster.origin.location.as_str();
+        self.render_at(to, template, path, vars, source)
+    }
+
+    /// Renders `template` as [`ClusterFiles::render`] does, to the guest file `path`;
+    /// `source` is the appliance location the file comes from (the cluster's, or a
+    /// queue's).
+    pub(crate) fn render_at(
         &mut self,
         to: To,
         template: &'static str,
@@ -587,9 +600,8 @@ fn cluster_files<'a>(
         shared: &mut shared,
         buf: Vec::new(),
     };
-    let csrc = cluster.origin.location.as_str();
     let hosts = vec![("hosts", value(data::host_lines(facts)))];
-    files.render(To::All, "hosts", "/etc/hosts", hosts, csrc)?;
+    files.render(To::All, "hosts", hosts)?;
 
     if let Some((sched, _)) = &facts.sched {
         let system = scheduler::of(sched.kind);
@@ -681,8 +693,8 @@ fn role_files(
     }
     wanted.push(("user-data", "cidata/user-data".to_owned()));
     if let Some((system, p)) = system {
-        for f in system.role_files(p) {
-            wanted.push((f.template, guest(f.path)));
+        for t in system.role_files(p) {
+            wanted.push((t, guest(info(t).map_or("", |t| t.produces))));
         }
     }
     let mut files = Vec::with_capacity(wanted.len());

@@ -53,7 +53,9 @@ impl Scope {
 #[derive(Debug, Clone, Copy)]
 pub struct TemplateInfo {
     pub name: &'static str,
-    /// Where the output goes, for people (`/etc/hosts`, `nodes/<id>/xen.cfg`).
+    /// Where the output goes, for people (`/etc/hosts`, `nodes/<id>/xen.cfg`). A
+    /// batch system's template renders to exactly this guest path, unless the path
+    /// has a `<part>` to fill in (`/etc/vocc/sge/queues/<queue>`).
     pub produces: &'static str,
     pub scope: Scope,
     pub escape: Escape,
@@ -80,11 +82,11 @@ impl TemplateInfo {
 }
 
 /// A constant list of embedded templates: `NAME => PRODUCES, SCOPE, ESCAPE;` each,
-/// with the text of `templates/NAME.hbs`. Batch systems list theirs with it in their
-/// own modules.
+/// with the text of `templates/NAME.hbs`, named `LIST` (a batch system's module lists
+/// its own as `TEMPLATES`).
 macro_rules! template_list {
-    ($vis:vis $list:ident { $( $name:literal => $produces:literal, $scope:ident, $escape:ident; )* }) => {
-        $vis const $list: &[$crate::render::TemplateInfo] = &[$(
+    ($list:ident { $( $name:literal => $produces:literal, $scope:ident, $escape:ident; )* }) => {
+        pub(crate) const $list: &[$crate::render::TemplateInfo] = &[$(
             $crate::render::TemplateInfo::embedded(
                 $name,
                 $produces,
@@ -94,11 +96,16 @@ macro_rules! template_list {
             ),
         )*];
     };
+    ($( $name:literal => $produces:literal, $scope:ident, $escape:ident; )*) => {
+        $crate::render::template_list! {
+            TEMPLATES { $( $name => $produces, $scope, $escape; )* }
+        }
+    };
 }
 pub(crate) use template_list;
 
 template_list! {
-    FIRST {
+    GENERAL {
         "hostname" => "/etc/hostname", Node, Config;
         "hosts" => "/etc/hosts", Cluster, Config;
         "interfaces" => "/etc/network/interfaces", Node, Config;
@@ -106,11 +113,6 @@ template_list! {
         "fstab" => "/etc/fstab", Role, Config;
         "exports" => "/etc/exports", Role, Config;
         "services" => "/etc/vocc/services", Role, Config;
-    }
-}
-
-template_list! {
-    LAST {
         "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
         "cmdline" => "nodes/<id>/cmdline", Node, Config;
         "meta-data" => "nodes/<id>/cidata/meta-data", Node, Config;
@@ -131,40 +133,35 @@ const fn count(parts: &[&[TemplateInfo]]) -> usize {
     n
 }
 
-/// `first`, the templates of every batch system, and `last`, as one array.
+/// `general` and then the templates of every batch system, as one array.
 const fn join<const N: usize>(
-    first: &[TemplateInfo],
-    middle: &[&[TemplateInfo]],
-    last: &[TemplateInfo],
+    general: &[TemplateInfo],
+    systems: &[&[TemplateInfo]],
 ) -> [TemplateInfo; N] {
-    let mut out = [first[0]; N];
+    let mut out = [general[0]; N];
     let mut n = 0;
-    let mut part = 0;
-    while part < middle.len() + 2 {
-        let from = if part == 0 {
-            first
-        } else if part == middle.len() + 1 {
-            last
-        } else {
-            middle[part - 1]
-        };
+    while n < general.len() {
+        out[n] = general[n];
+        n += 1;
+    }
+    let mut system = 0;
+    while system < systems.len() {
         let mut i = 0;
-        while i < from.len() {
-            out[n] = from[i];
+        while i < systems[system].len() {
+            out[n] = systems[system][i];
             n += 1;
             i += 1;
         }
-        part += 1;
+        system += 1;
     }
     out
 }
 
-/// Every template vocc renders, in a fixed order: the node's own and the cluster's
-/// general files, each batch system's ([`crate::scheduler::TEMPLATES`]), then the
-/// rest.
+/// Every template vocc renders, in a fixed order: the general ones, then each batch
+/// system's ([`crate::scheduler::TEMPLATES`]).
 pub const TEMPLATES: &[TemplateInfo] = &join::<
-    { FIRST.len() + count(crate::scheduler::TEMPLATES) + LAST.len() },
->(FIRST, crate::scheduler::TEMPLATES, LAST);
+    { GENERAL.len() + count(crate::scheduler::TEMPLATES) },
+>(GENERAL, crate::scheduler::TEMPLATES);
 
 /// The information about the template `name`, if vocc has one of that name.
 pub fn info(name: &str) -> Option<&'static TemplateInfo> {

@@ -3,26 +3,16 @@
 //! startd on compute nodes, a schedd on submit nodes). HTCondor has no queues: it
 //! matches jobs to machines.
 
-use super::{BatchSystem, Daemon, Part, Queues, RoleFile};
+use super::{BatchSystem, Daemon, Queues};
 use crate::model::{SchedRole, SchedulerKind};
-use crate::render::{template_list, ClusterFiles, RenderError};
+use crate::render::template_list;
 use serde_json::{json, Value};
-
-template_list! {
-    pub(super) TEMPLATES {
-        "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
-    }
-}
 
 pub struct Condor;
 
 impl BatchSystem for Condor {
     fn kind(&self) -> SchedulerKind {
         SchedulerKind::Condor
-    }
-
-    fn words(&self) -> &'static [&'static str] {
-        &["condor", "htcondor"]
     }
 
     fn queues(&self) -> Queues {
@@ -32,32 +22,26 @@ impl BatchSystem for Condor {
         }
     }
 
+    fn aliases(&self) -> &'static [&'static str] {
+        &["htcondor"]
+    }
+
     fn daemons(&self) -> &'static [Daemon] {
-        &[Daemon {
-            part: Part::Any,
-            names: &["condor"],
-        }]
+        const { &[Daemon::any(&["condor"])] }
     }
 
-    /// HTCondor's configuration differs by role: see `role_files`.
-    fn cluster_files(&self, _: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
-        Ok(())
-    }
-
-    fn role_files(&self, _: &SchedRole) -> Vec<RoleFile> {
-        vec![RoleFile {
-            template: "condor_config.local",
-            path: "/etc/condor/condor_config.local",
-        }]
+    /// Its configuration differs by role, so it has no cluster-wide files.
+    fn role_files(&self, _: &SchedRole) -> Vec<&'static str> {
+        vec!["condor_config.local"]
     }
 
     fn role_vars(&self, part: &SchedRole) -> Vec<(&'static str, Value)> {
-        vec![("condor", json!({ "daemons": daemons(part) }))]
+        vec![("condor", json!({ "daemons": daemon_list(part) }))]
     }
 }
 
 /// The daemons of a role's `DAEMON_LIST`.
-fn daemons(s: &SchedRole) -> String {
+fn daemon_list(s: &SchedRole) -> String {
     let mut d = vec!["MASTER"];
     if s.controller {
         d.extend(["COLLECTOR", "NEGOTIATOR", "SCHEDD"]);
@@ -71,12 +55,16 @@ fn daemons(s: &SchedRole) -> String {
     d.join(", ")
 }
 
+template_list! {
+    "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{role, started};
     use super::*;
 
-    fn daemon_list(part: &str) -> Value {
+    fn daemons_of(part: &str) -> Value {
         let r = role(SchedulerKind::Condor, part);
         let vars = Condor.role_vars(r.scheduler.as_ref().unwrap());
         vars[0].1["daemons"].clone()
@@ -88,13 +76,13 @@ mod tests {
             assert_eq!(started(SchedulerKind::Condor, part), ["condor"]);
         }
         assert_eq!(
-            daemon_list("controller"),
+            daemons_of("controller"),
             "MASTER, COLLECTOR, NEGOTIATOR, SCHEDD"
         );
-        assert_eq!(daemon_list("compute"), "MASTER, STARTD");
-        assert_eq!(daemon_list("compute submit"), "MASTER, STARTD, SCHEDD");
+        assert_eq!(daemons_of("compute"), "MASTER, STARTD");
+        assert_eq!(daemons_of("compute submit"), "MASTER, STARTD, SCHEDD");
         assert_eq!(
-            daemon_list("controller submit"),
+            daemons_of("controller submit"),
             "MASTER, COLLECTOR, NEGOTIATOR, SCHEDD"
         );
     }
@@ -103,7 +91,8 @@ mod tests {
     fn every_role_gets_its_own_configuration_and_no_queue() {
         let r = role(SchedulerKind::Condor, "submit");
         let files = Condor.role_files(r.scheduler.as_ref().unwrap());
-        assert_eq!(files[0].path, "/etc/condor/condor_config.local");
+        assert_eq!(files, ["condor_config.local"]);
         assert!(matches!(Condor.queues(), Queues::None { .. }));
+        assert!(Condor.secrets().is_empty());
     }
 }

@@ -31,33 +31,46 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One batch system: what its statements mean, how it is checked, what it renders
-/// and what its nodes run.
+/// and what its nodes run. What most batch systems do is the default.
 pub trait BatchSystem: Sync {
-    /// The kind of the model this module implements.
+    /// The kind of the model this module implements; `scheduler KIND` names it by
+    /// the kind's name.
     fn kind(&self) -> SchedulerKind;
 
-    /// The words that name it after `scheduler`, its own name (the kind's) first.
-    fn words(&self) -> &'static [&'static str];
+    /// Other words that name it after `scheduler` (`torque` for `pbs`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
 
-    /// How it sorts jobs: into named queues, or not at all.
-    fn queues(&self) -> Queues;
+    /// How it sorts jobs: by default into queues, a cluster that declares none
+    /// getting one named `batch`.
+    fn queues(&self) -> Queues {
+        Queues::Named {
+            word: "queue",
+            implicit: "batch",
+        }
+    }
 
     /// Its daemons, each with the part of the batch system that runs it, in the order
     /// `/etc/vocc/services` lists them.
     fn daemons(&self) -> &'static [Daemon];
 
-    /// The secrets a cluster running it needs, made once per cluster and given to
+    /// The secrets a cluster running it needs, made once per cluster and installed on
     /// every node of the batch system.
     fn secrets(&self) -> &'static [Secret] {
         &[]
     }
 
-    /// Renders the files that every node of a role shares with the whole cluster
-    /// (`files` says who gets each).
-    fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError>;
+    /// Renders the files that nodes share with the whole cluster (`files` says who
+    /// gets each).
+    fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
+        let _ = files;
+        Ok(())
+    }
 
-    /// The files a role with `part` in the batch system gets, rendered once per role.
-    fn role_files(&self, part: &SchedRole) -> Vec<RoleFile> {
+    /// The templates a role with `part` in the batch system renders once per role,
+    /// each to the guest path it produces.
+    fn role_files(&self, part: &SchedRole) -> Vec<&'static str> {
         let _ = part;
         Vec::new()
     }
@@ -92,19 +105,24 @@ pub fn of(kind: SchedulerKind) -> &'static dyn BatchSystem {
 
 /// The batch system `word` names after `scheduler`.
 pub fn named(word: &str) -> Option<&'static dyn BatchSystem> {
-    ALL.iter().copied().find(|s| s.words().contains(&word))
+    ALL.iter()
+        .copied()
+        .find(|s| s.kind().as_str() == word || s.aliases().contains(&word))
 }
 
 /// Every word `scheduler KIND` accepts.
 pub fn words() -> Vec<&'static str> {
-    ALL.iter().flat_map(|s| s.words().iter().copied()).collect()
+    ALL.iter()
+        .flat_map(|s| std::iter::once(s.kind().as_str()).chain(s.aliases().iter().copied()))
+        .collect()
 }
 
 /// How a batch system sorts jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queues {
     /// Into named queues. `word` is what the batch system calls one in messages
-    /// (`partition`); a cluster that declares none gets one queue named `implicit`.
+    /// (`partition`); a cluster that declares none gets one queue named `implicit`
+    /// (and compute roles that name none serve it).
     Named {
         word: &'static str,
         implicit: &'static str,
@@ -156,19 +174,38 @@ pub struct Daemon {
     pub names: &'static [&'static str],
 }
 
+impl Daemon {
+    /// A daemon every node of the batch system runs.
+    pub const fn any(names: &'static [&'static str]) -> Daemon {
+        Daemon {
+            part: Part::Any,
+            names,
+        }
+    }
+
+    /// A daemon of the controller.
+    pub const fn controller(names: &'static [&'static str]) -> Daemon {
+        Daemon {
+            part: Part::Controller,
+            names,
+        }
+    }
+
+    /// A daemon of compute nodes.
+    pub const fn compute(names: &'static [&'static str]) -> Daemon {
+        Daemon {
+            part: Part::Compute,
+            names,
+        }
+    }
+}
+
 /// A secret of a cluster: `len` random bytes, kept as `<secrets>/<cluster>/<name>`
 /// and installed at the guest path `path` (0600) on every node of the batch system.
 #[derive(Debug, Clone, Copy)]
 pub struct Secret {
     pub name: &'static str,
     pub len: usize,
-    pub path: &'static str,
-}
-
-/// A file rendered once per role: the template, and the guest path it goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoleFile {
-    pub template: &'static str,
     pub path: &'static str,
 }
 
@@ -257,9 +294,21 @@ pub(crate) mod tests {
         ] {
             assert_eq!(ALL.iter().filter(|s| s.kind() == kind).count(), 1);
             assert_eq!(of(kind).kind(), kind);
-            assert_eq!(of(kind).words()[0], kind.as_str());
         }
         assert_eq!(TEMPLATES.len(), ALL.len());
+    }
+
+    /// A batch system's files go where their templates say they go.
+    #[test]
+    fn every_batch_template_produces_a_guest_path() {
+        for t in TEMPLATES.iter().flat_map(|t| t.iter()) {
+            assert!(t.produces.starts_with('/'), "{}", t.name);
+            assert!(!t.produces.contains(' '), "{}", t.name);
+            assert_eq!(
+                crate::render::info(t.name).map(|i| i.produces),
+                Some(t.produces)
+            );
+        }
     }
 
     #[test]
@@ -269,9 +318,10 @@ pub(crate) mod tests {
             words,
             ["slurm", "condor", "htcondor", "sge", "pbs", "torque"]
         );
-        for w in &words {
-            assert_eq!(ALL.iter().filter(|s| s.words().contains(w)).count(), 1);
-        }
+        let mut unique = words.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), words.len());
         assert_eq!(named("torque").map(|s| s.kind()), Some(SchedulerKind::Pbs));
         assert!(named("lsf").is_none());
     }

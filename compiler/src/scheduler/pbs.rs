@@ -4,20 +4,11 @@
 //! `pbs_sched` on the controller, `pbs_mom` on compute nodes, each under the name of
 //! Torque's own unit or of Debian's older SysV script.
 
-use super::{BatchSystem, Daemon, Part, Queues, RoleFile};
+use super::{BatchSystem, Daemon};
 use crate::model::{SchedRole, SchedulerKind};
 use crate::render::data::{queue_vars, value, ClusterFacts};
 use crate::render::{template_list, ClusterFiles, RenderError, To};
 use serde::Serialize;
-
-template_list! {
-    pub(super) TEMPLATES {
-        "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
-        "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
-        "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;
-        "pbs-mom_config" => "/var/spool/torque/mom_priv/config", Role, Config;
-    }
-}
 
 pub struct Pbs;
 
@@ -26,81 +17,54 @@ impl BatchSystem for Pbs {
         SchedulerKind::Pbs
     }
 
-    fn words(&self) -> &'static [&'static str] {
-        &["pbs", "torque"]
-    }
-
-    fn queues(&self) -> Queues {
-        Queues::Named {
-            word: "queue",
-            implicit: "batch",
-        }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["torque"]
     }
 
     fn daemons(&self) -> &'static [Daemon] {
-        &[
-            // Torque 4 and later: client commands and pbs_server authorize through
-            // trqauthd.
-            Daemon {
-                part: Part::Any,
-                names: &["trqauthd"],
-            },
-            Daemon {
-                part: Part::Controller,
-                names: &["pbs_server", "torque-server"],
-            },
-            Daemon {
-                part: Part::Controller,
-                names: &["pbs_sched", "torque-scheduler"],
-            },
-            Daemon {
-                part: Part::Compute,
-                names: &["pbs_mom", "torque-mom"],
-            },
-        ]
+        const {
+            &[
+                // Torque 4 and later: client commands and pbs_server authorize through
+                // trqauthd.
+                Daemon::any(&["trqauthd"]),
+                Daemon::controller(&["pbs_server", "torque-server"]),
+                Daemon::controller(&["pbs_sched", "torque-scheduler"]),
+                Daemon::compute(&["pbs_mom", "torque-mom"]),
+            ]
+        }
     }
 
     fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
         let facts = files.facts();
-        let source = facts.cluster.origin.location.as_str();
-        files.render(
-            To::Members,
-            "pbs-server_name",
-            "/var/spool/torque/server_name",
-            vec![],
-            source,
-        )?;
-        files.render(
-            To::Controller,
-            "pbs-nodes",
-            "/var/spool/torque/server_priv/nodes",
-            vec![("nodes", value(nodes(facts)))],
-            source,
-        )?;
-        files.render(
-            To::Controller,
-            "pbs-qmgr",
-            "/etc/vocc/pbs/qmgr",
-            vec![("queues", value(queue_vars(facts)))],
-            source,
-        )
+        files.render(To::Members, "pbs-server_name", vec![])?;
+        let nodes = vec![("nodes", value(nodes(facts)))];
+        files.render(To::Controller, "pbs-nodes", nodes)?;
+        let queues = vec![("queues", value(queue_vars(facts)))];
+        files.render(To::Controller, "pbs-qmgr", queues)
     }
 
-    fn role_files(&self, part: &SchedRole) -> Vec<RoleFile> {
-        let mom = RoleFile {
-            template: "pbs-mom_config",
-            path: "/var/spool/torque/mom_priv/config",
-        };
-        part.compute.then_some(mom).into_iter().collect()
+    fn role_files(&self, part: &SchedRole) -> Vec<&'static str> {
+        if part.compute {
+            vec!["pbs-mom_config"]
+        } else {
+            vec![]
+        }
     }
 }
 
-/// A line of the server's `nodes` file.
+template_list! {
+    "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
+    "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
+    "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;
+    "pbs-mom_config" => "/var/spool/torque/mom_priv/config", Role, Config;
+}
+
+/// A line of the server's `nodes` file: a compute node, its CPUs, and the queues it
+/// serves as node properties (`batch osg`).
 #[derive(Serialize)]
 struct Node<'a> {
     hostname: &'a str,
     np: u32,
-    /// The queues the node serves, as node properties (`batch osg`).
     properties: String,
 }
 
@@ -112,13 +76,11 @@ fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Node<'a>> {
             continue;
         }
         let properties = facts.served_queues(r).join(" ");
-        for n in c.nodes_of(&r.name) {
-            out.push(Node {
-                hostname: &n.hostname,
-                np: r.cpu,
-                properties: properties.clone(),
-            });
-        }
+        out.extend(c.nodes_of(&r.name).map(|n| Node {
+            hostname: &n.hostname,
+            np: r.cpu,
+            properties: properties.clone(),
+        }));
     }
     out
 }
@@ -145,16 +107,13 @@ mod tests {
 
     #[test]
     fn only_compute_roles_get_the_mom_configuration() {
-        let files =
-            |part| Pbs.role_files(role(SchedulerKind::Pbs, part).scheduler.as_ref().unwrap());
-        assert_eq!(
-            files("compute"),
-            [RoleFile {
-                template: "pbs-mom_config",
-                path: "/var/spool/torque/mom_priv/config"
-            }]
-        );
+        let files = |part| {
+            let r = role(SchedulerKind::Pbs, part);
+            Pbs.role_files(r.scheduler.as_ref().unwrap())
+        };
+        assert_eq!(files("compute"), ["pbs-mom_config"]);
         assert!(files("controller submit").is_empty());
         assert_eq!(Pbs.queues().word(), "queue");
+        assert!(Pbs.secrets().is_empty());
     }
 }

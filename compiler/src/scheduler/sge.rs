@@ -3,20 +3,10 @@
 //! for, and `qconf.sh`, which loads them once the master runs. `gridengine-master`
 //! on the controller and `gridengine-exec` on compute nodes (Debian's SysV scripts).
 
-use super::{BatchSystem, Daemon, Part, Queues};
+use super::{BatchSystem, Daemon, Queues};
 use crate::model::SchedulerKind;
 use crate::render::data::{queue_vars, value, ClusterFacts, QueueFacts, QueueVars};
 use crate::render::{template_list, ClusterFiles, RenderError, To};
-
-template_list! {
-    pub(super) TEMPLATES {
-        "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
-        "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
-        "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
-        "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
-        "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
-    }
-}
 
 pub struct Sge;
 
@@ -25,10 +15,16 @@ impl BatchSystem for Sge {
         SchedulerKind::Sge
     }
 
-    fn words(&self) -> &'static [&'static str] {
-        &["sge"]
+    fn daemons(&self) -> &'static [Daemon] {
+        const {
+            &[
+                Daemon::controller(&["gridengine-master"]),
+                Daemon::compute(&["gridengine-exec"]),
+            ]
+        }
     }
 
+    /// Grid Engine's catch-all queue is `all.q`.
     fn queues(&self) -> Queues {
         Queues::Named {
             word: "queue",
@@ -36,46 +32,45 @@ impl BatchSystem for Sge {
         }
     }
 
-    fn daemons(&self) -> &'static [Daemon] {
-        &[
-            Daemon {
-                part: Part::Controller,
-                names: &["gridengine-master"],
-            },
-            Daemon {
-                part: Part::Compute,
-                names: &["gridengine-exec"],
-            },
-        ]
-    }
-
     fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
         let facts = files.facts();
-        let source = facts.cluster.origin.location.as_str();
-        let path = "/var/lib/gridengine/default/common/act_qmaster";
-        files.render(To::Members, "sge-act_qmaster", path, vec![], source)?;
+        files.render(To::Members, "sge-act_qmaster", vec![])?;
         let queues = queues(facts);
         let mut vos: Vec<&str> = queues.iter().filter_map(|q| q.vo).collect();
         vos.sort_unstable();
         vos.dedup();
         let vars = vec![("queues", value(&queues)), ("usersets", value(&vos))];
-        let path = "/etc/vocc/sge/qconf.sh";
-        files.render(To::Controller, "sge-qconf.sh", path, vars, source)?;
+        files.render(To::Controller, "sge-qconf.sh", vars)?;
+        let source = facts.cluster.origin.location.as_str();
         for vo in &vos {
             let path = format!("/etc/vocc/sge/usersets/{vo}");
             let vars = vec![("vo", value(vo))];
-            files.render(To::Controller, "sge-userset", &path, vars, source)?;
+            files.render_at(To::Controller, "sge-userset", &path, vars, source)?;
         }
+        // A queue's files come from its statement.
         for q in &queues {
-            let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);
-            let vars = vec![("queue", value(q))];
-            files.render(To::Controller, "sge-hostgroup", &path, vars, q.source)?;
-            let path = format!("/etc/vocc/sge/queues/{}", q.name);
-            let vars = vec![("queue", value(q))];
-            files.render(To::Controller, "sge-queue", &path, vars, q.source)?;
+            let per_queue = [
+                (
+                    "sge-hostgroup",
+                    format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup),
+                ),
+                ("sge-queue", format!("/etc/vocc/sge/queues/{}", q.name)),
+            ];
+            for (template, path) in per_queue {
+                let vars = vec![("queue", value(q))];
+                files.render_at(To::Controller, template, &path, vars, q.source)?;
+            }
         }
         Ok(())
     }
+}
+
+template_list! {
+    "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
+    "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
+    "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
+    "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
+    "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
 }
 
 /// The queues, each with its host group, hosts and slots.
@@ -92,26 +87,22 @@ fn queues<'a>(facts: &ClusterFacts<'a>) -> Vec<QueueVars<'a>> {
 /// none), and its slots: the CPUs of its first role, and `[host=n]` for each host
 /// with another count.
 fn hosts(facts: &ClusterFacts<'_>, q: &QueueFacts<'_>) -> (String, String) {
-    let c = facts.cluster;
-    let mut hosts = String::new();
+    let mut hosts = Vec::new();
     let base = q.roles.first().map_or(1, |r| r.cpu);
     let mut slots = base.to_string();
     for r in &q.roles {
-        for n in c.nodes_of(&r.name) {
+        for n in facts.cluster.nodes_of(&r.name) {
             let fqdn = facts.fqdn(&n.hostname);
             if r.cpu != base {
                 slots.push_str(&format!(",[{fqdn}={}]", r.cpu));
             }
-            if !hosts.is_empty() {
-                hosts.push(' ');
-            }
-            hosts.push_str(&fqdn);
+            hosts.push(fqdn);
         }
     }
     if hosts.is_empty() {
-        hosts.push_str("NONE");
+        hosts.push("NONE".into());
     }
-    (hosts, slots)
+    (hosts.join(" "), slots)
 }
 
 #[cfg(test)]

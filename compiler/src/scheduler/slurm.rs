@@ -2,7 +2,7 @@
 //! every node of the batch system, with a munge key made once per cluster; `munge`
 //! everywhere, `slurmctld` on the controller and `slurmd` on compute nodes.
 
-use super::{BatchSystem, Daemon, Part, Queues, Secret};
+use super::{BatchSystem, Daemon, Queues, Secret};
 use crate::model::SchedulerKind;
 use crate::render::data::{queue_vars, value, ClusterFacts, MIB};
 use crate::render::{hostlist, template_list, ClusterFiles, RenderError, To};
@@ -18,13 +18,6 @@ pub const MUNGE_KEY: Secret = Secret {
     path: "/etc/munge/munge.key",
 };
 
-template_list! {
-    pub(super) TEMPLATES {
-        "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
-        "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
-    }
-}
-
 pub struct Slurm;
 
 impl BatchSystem for Slurm {
@@ -32,8 +25,8 @@ impl BatchSystem for Slurm {
         SchedulerKind::Slurm
     }
 
-    fn words(&self) -> &'static [&'static str] {
-        &["slurm"]
+    fn secrets(&self) -> &'static [Secret] {
+        &[MUNGE_KEY]
     }
 
     fn queues(&self) -> Queues {
@@ -44,48 +37,30 @@ impl BatchSystem for Slurm {
     }
 
     fn daemons(&self) -> &'static [Daemon] {
-        &[
-            Daemon {
-                part: Part::Any,
-                names: &["munge"],
-            },
-            Daemon {
-                part: Part::Controller,
-                names: &["slurmctld"],
-            },
-            Daemon {
-                part: Part::Compute,
-                names: &["slurmd"],
-            },
-        ]
-    }
-
-    fn secrets(&self) -> &'static [Secret] {
-        &[MUNGE_KEY]
+        const {
+            &[
+                Daemon::any(&["munge"]),
+                Daemon::controller(&["slurmctld"]),
+                Daemon::compute(&["slurmd"]),
+            ]
+        }
     }
 
     fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
         let facts = files.facts();
-        let source = facts.cluster.origin.location.as_str();
         let vars = vec![
             ("nodes", value(nodes(facts))),
             ("partitions", value(queue_vars(facts))),
         ];
-        files.render(
-            To::Members,
-            "slurm.conf",
-            "/etc/slurm/slurm.conf",
-            vars,
-            source,
-        )?;
-        files.render(
-            To::Members,
-            "cgroup.conf",
-            "/etc/slurm/cgroup.conf",
-            vec![],
-            source,
-        )
+        files.render(To::Members, "slurm.conf", vars)?;
+        // slurmd without systemd's D-Bus.
+        files.render(To::Members, "cgroup.conf", vec![])
     }
+}
+
+template_list! {
+    "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
+    "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
 }
 
 /// The compute nodes of one role, as a `NodeName` line of slurm.conf.
@@ -99,13 +74,12 @@ struct Nodes<'a> {
 }
 
 fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
-    facts
-        .cluster
-        .roles
+    let c = facts.cluster;
+    c.roles
         .iter()
         .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
         .map(|r| Nodes {
-            names: hostlist(facts.cluster.nodes_of(&r.name).map(|n| n.hostname.as_str())),
+            names: hostlist(c.nodes_of(&r.name).map(|n| n.hostname.as_str())),
             role: &r.name,
             cpus: r.cpu,
             memory_mib: r.memory / MIB,
@@ -115,7 +89,7 @@ fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::started;
+    use super::super::tests::{role, started};
     use super::*;
 
     #[test]
@@ -131,12 +105,14 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_gets_one_munge_key_and_partitions() {
+    fn a_cluster_gets_one_munge_key_and_partitions_and_roles_nothing_of_their_own() {
         assert_eq!(Slurm.secrets()[0].path, "/etc/munge/munge.key");
         assert_eq!(Slurm.queues().word(), "partition");
-        let part = super::super::tests::role(SchedulerKind::Slurm, "compute");
-        let part = part.scheduler.as_ref().unwrap();
-        assert!(Slurm.role_files(part).is_empty());
-        assert!(Slurm.role_vars(part).is_empty());
+        for part in ["controller", "compute submit"] {
+            let r = role(SchedulerKind::Slurm, part);
+            let part = r.scheduler.as_ref().unwrap();
+            assert!(Slurm.role_files(part).is_empty());
+            assert!(Slurm.role_vars(part).is_empty());
+        }
     }
 }
