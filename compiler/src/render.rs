@@ -31,11 +31,9 @@
 
 mod assign;
 pub(crate) mod data;
-mod hostlist;
 mod layout;
 mod templates;
 
-pub use hostlist::compress as hostlist;
 pub(crate) use templates::template_list;
 pub use templates::{
     escape_config, escape_xml, info, Escape, Scope, TemplateError, TemplateInfo, TemplateSource,

@@ -665,7 +665,8 @@ pub(crate) struct QueueVars<'a> {
     pub name: &'a str,
     pub vo: Option<&'a str>,
     pub default: bool,
-    /// Slurm: the hostlist expression of the queue's nodes (empty if none).
+    /// Slurm only (empty for the others): the hostlist expression of the queue's
+    /// nodes (empty if none).
     pub nodes: String,
     /// SGE only (empty for the others): the host group `@<queue>hosts`, its members
     /// (fully qualified, separated by spaces, `NONE` if none) and the slots (`1`, or
@@ -676,33 +677,21 @@ pub(crate) struct QueueVars<'a> {
     pub source: &'a str,
 }
 
-/// The queues of the batch system, each with the Slurm hostlist of its nodes; the
-/// fields only one batch system fills are empty here (see [`crate::scheduler`]).
+/// The queues of the batch system; the fields only one batch system fills are empty
+/// here (see [`crate::scheduler`]).
 pub(crate) fn queue_vars<'a>(facts: &ClusterFacts<'a>) -> Vec<QueueVars<'a>> {
-    let c = facts.cluster;
     facts
         .queues
         .iter()
-        .map(|q| {
-            let names = q
-                .roles
-                .iter()
-                .map(|r| {
-                    super::hostlist::compress(c.nodes_of(&r.name).map(|n| n.hostname.as_str()))
-                })
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(",");
-            QueueVars {
-                name: q.name,
-                vo: q.vo,
-                default: q.default,
-                nodes: names,
-                hostgroup: String::new(),
-                hosts: String::new(),
-                slots: String::new(),
-                source: q.source,
-            }
+        .map(|q| QueueVars {
+            name: q.name,
+            vo: q.vo,
+            default: q.default,
+            nodes: String::new(),
+            hostgroup: String::new(),
+            hosts: String::new(),
+            slots: String::new(),
+            source: q.source,
         })
         .collect()
 }

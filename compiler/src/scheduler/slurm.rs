@@ -2,10 +2,13 @@
 //! every node of the batch system, with a munge key made once per cluster; `munge`
 //! everywhere, `slurmctld` on the controller and `slurmd` on compute nodes.
 
+mod hostlist;
+
 use super::{BatchSystem, Daemon, Queues, Secret};
-use crate::model::SchedulerKind;
-use crate::render::data::{queue_vars, value, ClusterFacts, MIB};
-use crate::render::{hostlist, template_list, ClusterFiles, RenderError, To};
+use crate::model::{Role, SchedulerKind};
+use crate::render::data::{queue_vars, value, ClusterFacts, QueueVars, MIB};
+use crate::render::{template_list, ClusterFiles, RenderError, To};
+pub use hostlist::compress as hostlist;
 use serde::Serialize;
 
 /// The size of a munge key: 1024 random bytes.
@@ -50,7 +53,7 @@ impl BatchSystem for Slurm {
         let facts = files.facts();
         let vars = vec![
             ("nodes", value(nodes(facts))),
-            ("partitions", value(queue_vars(facts))),
+            ("partitions", value(partitions(facts))),
         ];
         files.render(To::Members, "slurm.conf", vars)?;
         // slurmd without systemd's D-Bus.
@@ -73,18 +76,40 @@ struct Nodes<'a> {
     memory_mib: u64,
 }
 
+/// The host names of the nodes of `role`, as a hostlist expression.
+fn names(facts: &ClusterFacts<'_>, role: &Role) -> String {
+    hostlist(
+        facts
+            .cluster
+            .nodes_of(&role.name)
+            .map(|n| n.hostname.as_str()),
+    )
+}
+
 fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
     let c = facts.cluster;
     c.roles
         .iter()
         .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
         .map(|r| Nodes {
-            names: hostlist(c.nodes_of(&r.name).map(|n| n.hostname.as_str())),
+            names: names(facts, r),
             role: &r.name,
             cpus: r.cpu,
             memory_mib: r.memory / MIB,
         })
         .collect()
+}
+
+/// The partitions, each with its nodes as hostlist expressions (one per role that
+/// serves it), separated by commas.
+fn partitions<'a>(facts: &ClusterFacts<'a>) -> Vec<QueueVars<'a>> {
+    let mut partitions = queue_vars(facts);
+    for (vars, q) in partitions.iter_mut().zip(&facts.queues) {
+        let mut lists: Vec<String> = q.roles.iter().map(|r| names(facts, r)).collect();
+        lists.retain(|s| !s.is_empty());
+        vars.nodes = lists.join(",");
+    }
+    partitions
 }
 
 #[cfg(test)]
