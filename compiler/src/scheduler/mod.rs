@@ -201,12 +201,14 @@ impl Daemon {
 }
 
 /// A secret of a cluster: `len` random bytes, kept as `<secrets>/<cluster>/<name>`
-/// and installed at the guest path `path` (0600) on every node of the batch system.
+/// and installed at the guest path `path` on every node of the batch system, where
+/// the boot hook gives it to the user `owner` alone (0400).
 #[derive(Debug, Clone, Copy)]
 pub struct Secret {
     pub name: &'static str,
     pub len: usize,
     pub path: &'static str,
+    pub owner: &'static str,
 }
 
 /// One line of `/etc/vocc/services`.

@@ -19,6 +19,7 @@ pub const MUNGE_KEY: Secret = Secret {
     name: "munge.key",
     len: MUNGE_KEY_LEN,
     path: "/etc/munge/munge.key",
+    owner: "munge",
 };
 
 pub struct Slurm;
