@@ -8,6 +8,7 @@
 use super::layout;
 use super::RenderError;
 use crate::model::*;
+use crate::scheduler::Queues;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -109,9 +110,6 @@ pub(crate) struct ClusterFacts<'a> {
     pub queues: Vec<QueueFacts<'a>>,
     pub dhcp: Vec<DhcpServer<'a>>,
 }
-
-/// The name of the queue made when a batch system declares none.
-pub const IMPLICIT_QUEUE: &str = "batch";
 
 impl<'a> ClusterFacts<'a> {
     pub fn new(cluster: &'a Cluster) -> Result<ClusterFacts<'a>, RenderError> {
@@ -290,9 +288,10 @@ impl<'a> ClusterFacts<'a> {
     }
 }
 
-/// The queues of a batch system: those declared (or one implicit `batch` queue), the
-/// first one marked default (or the first one), and the compute roles serving each;
-/// a compute role that names no queue serves the default one.
+/// The queues of a batch system: those declared (or its implicit queue, for a model
+/// the checker did not fill in), the first one marked default (or the first one), and
+/// the compute roles serving each; a compute role that names no queue serves the
+/// default one. A batch system without queues has none.
 fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
     let mut qs: Vec<QueueFacts<'a>> = s
         .queues
@@ -305,14 +304,16 @@ fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
             source: &q.origin.location,
         })
         .collect();
-    if qs.is_empty() {
-        qs.push(QueueFacts {
-            name: IMPLICIT_QUEUE,
+    match crate::scheduler::of(s.kind).queues() {
+        Queues::Named { implicit, .. } if qs.is_empty() => qs.push(QueueFacts {
+            name: implicit,
             vo: None,
             default: true,
             roles: Vec::new(),
             source: &cluster.origin.location,
-        });
+        }),
+        Queues::Named { .. } => {}
+        Queues::None { .. } => return Vec::new(),
     }
     let default = qs.iter().position(|q| q.default).unwrap_or(0);
     for (i, q) in qs.iter_mut().enumerate() {
