@@ -6,11 +6,12 @@
 //! cluster gets when it declares none, or none at all), its daemons and which part of
 //! the batch system runs each, the secrets its clusters need, its templates and the
 //! files it renders per cluster and per role. The rest of the compiler asks the module
-//! of a cluster's [`SchedulerKind`] ([`of`]) and never names a batch system itself:
-//! the parser reads `scheduler KIND` through [`named`], the checker applies
+//! of a cluster's [`SchedulerKind`] ([`of`]) and decides nothing about a batch system
+//! itself: the parser reads `scheduler KIND` through [`named`], the checker applies
 //! [`BatchSystem::queues`], the renderer calls [`BatchSystem::cluster_files`] and
 //! [`BatchSystem::role_files`] and writes [`services`] to `/etc/vocc/services`, and
-//! secrets come from [`BatchSystem::secrets`].
+//! the secrets of [`BatchSystem::secrets`] are made by `secrets.rs`, installed by the
+//! renderer, and handed to their user by the boot hook (`VOCC_SECRETS` in `node.env`).
 //!
 //! What every batch system shares stays out of the modules: one kind per cluster, one
 //! controller of one node, the queues of the cluster and which compute roles serve
