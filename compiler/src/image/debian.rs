@@ -163,7 +163,7 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
     put("lib/vocc/vocc-ready", super::BOOT_READY_SCRIPT, 0o755)?;
     put(
         "lib/systemd/system/vocc-ready.service",
-        super::BOOT_READY_UNIT,
+        &super::ready_unit(),
         0o644,
     )?;
     put(

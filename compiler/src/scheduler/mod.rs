@@ -236,6 +236,18 @@ pub fn services(role: &Role) -> Vec<Service> {
         .collect()
 }
 
+/// The systemd units of every batch system's daemons, one space-separated list per
+/// batch system: the readiness marker waits for them ([`crate::image::ready_unit`]).
+pub fn ready_after() -> Vec<String> {
+    ALL.iter()
+        .map(|system| {
+            let names = system.daemons().iter().flat_map(|d| d.names.iter());
+            let units: Vec<String> = names.map(|n| format!("{n}.service")).collect();
+            units.join(" ")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -352,10 +364,12 @@ pub(crate) mod tests {
     }
 
     /// `vocc-ready.service` prints the readiness marker after the services vocc
-    /// starts: it must be ordered after every batch daemon under each of its names.
+    /// starts: it is ordered after every batch daemon under each of its names, and
+    /// systemd reads it.
     #[test]
     fn the_readiness_unit_waits_for_every_batch_daemon() {
-        let after: Vec<&str> = crate::image::BOOT_READY_UNIT
+        let unit = crate::image::ready_unit();
+        let after: Vec<&str> = unit
             .lines()
             .filter_map(|l| l.strip_prefix("After="))
             .flat_map(str::split_whitespace)
@@ -368,5 +382,19 @@ pub(crate) mod tests {
                 }
             }
         }
+        assert!(after.contains(&"nfs-server.service"));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vocc-ready.service");
+        std::fs::write(&path, &unit).unwrap();
+        let verify = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("`systemd-analyze` is not installed: install the Debian package `systemd`");
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(
+            verify.status.success() && said.trim().is_empty(),
+            "{said}\n{unit}"
+        );
     }
 }
