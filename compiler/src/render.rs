@@ -128,7 +128,7 @@ pub struct FileRef {
     /// `cidata/meta-data`, `xen.cfg`.
     pub path: String,
     pub digest: Digest,
-    /// The template that made it (or `munge.key`).
+    /// The template that made it (or the secret it is, `munge.key`).
     pub kind: &'static str,
     pub scope: Scope,
     /// `file:line:col` of the appliance statement the file comes from.
