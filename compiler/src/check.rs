@@ -556,34 +556,38 @@ pub fn scheduler(
             r.name.clone()
         }
     };
-    if kind == SchedulerKind::Condor {
-        if let Some(q) = queues.first() {
-            diags.push(
-                Diagnostic::error(
-                    q.origin.span,
-                    format!("queue `{}` is declared but `condor` has no queues", q.name),
-                )
-                .with_label("HTCondor does not use it")
-                .with_hint("remove the queue; HTCondor matches jobs to machines instead"),
-            );
+    let system = crate::scheduler::of(kind);
+    match system.queues() {
+        crate::scheduler::Queues::None { title, instead } => {
+            if let Some(q) = queues.first() {
+                diags.push(
+                    Diagnostic::error(
+                        q.origin.span,
+                        format!(
+                            "queue `{}` is declared but `{}` has no queues",
+                            q.name,
+                            kind.as_str()
+                        ),
+                    )
+                    .with_label(format!("{title} does not use it"))
+                    .with_hint(format!("remove the queue; {instead}")),
+                );
+            }
+            queues.clear();
         }
-        queues.clear();
-    } else if queues.is_empty() {
-        let name = if kind == SchedulerKind::Sge {
-            "all.q"
-        } else {
-            "batch"
-        };
-        // The implicit queue takes every job: the whole cluster serves its VO.
-        queues.push(Queue {
-            name: name.into(),
-            vo: None,
-            default: true,
-            origin: Origin {
-                span: stmt.keyword.span,
-                location: c.origin.location.clone(),
-            },
-        });
+        crate::scheduler::Queues::Named { implicit, .. } if queues.is_empty() => {
+            // The implicit queue takes every job: the whole cluster serves its VO.
+            queues.push(Queue {
+                name: implicit.into(),
+                vo: None,
+                default: true,
+                origin: Origin {
+                    span: stmt.keyword.span,
+                    location: c.origin.location.clone(),
+                },
+            });
+        }
+        crate::scheduler::Queues::Named { .. } => {}
     }
     let defaults: Vec<&Queue> = queues.iter().filter(|q| q.default).collect();
     if let [a, rest @ ..] = defaults.as_slice() {
@@ -619,24 +623,25 @@ pub fn scheduler(
 }
 
 fn unknown_queue(kind: SchedulerKind, q: &str, span: Span, names: &[&str]) -> Diagnostic {
-    let what = if kind == SchedulerKind::Slurm {
-        "partition"
-    } else {
-        "queue"
-    };
+    let rules = crate::scheduler::of(kind).queues();
+    let what = rules.word();
     let d = Diagnostic::error(span, format!("unknown {what} `{q}`"))
         .with_label(format!("no such {what}"));
     match vocc_dsl::diag::suggest(q, names.iter().copied()) {
         Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-        None if kind == SchedulerKind::Condor => d.with_hint("HTCondor has no queues: remove it"),
-        None => {
-            let known: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            let d = d.with_hint(format!("declare it in the cluster: `{what} {q}`"));
-            if known.is_empty() {
-                d
-            } else {
-                d.with_hint(format!("the cluster declares {}", and(&known)))
+        None => match rules {
+            crate::scheduler::Queues::None { title, .. } => {
+                d.with_hint(format!("{title} has no queues: remove it"))
             }
-        }
+            crate::scheduler::Queues::Named { .. } => {
+                let known: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                let d = d.with_hint(format!("declare it in the cluster: `{what} {q}`"));
+                if known.is_empty() {
+                    d
+                } else {
+                    d.with_hint(format!("the cluster declares {}", and(&known)))
+                }
+            }
+        },
     }
 }

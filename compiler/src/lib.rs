@@ -17,6 +17,7 @@ pub mod packages;
 pub mod plan;
 pub mod render;
 pub mod resolve;
+pub mod scheduler;
 pub mod secrets;
 pub mod sources;
 pub mod world;

@@ -2,11 +2,11 @@
 //! from the checked model, the plan and the templates, into a content store.
 //!
 //! Each output has a scope, and is rendered once per scope, not once per node:
-//! cluster-wide files (hosts, slurm.conf, the munge key, the PBS and SGE files, dnsmasq)
-//! once per cluster; role-wide files (fstab, exports, the HTCondor config, the PBS MOM
-//! config, cloud-init user-data) once per role; and node files (hostname, interfaces,
-//! networkd, cloud-init meta-data and network-config, the kernel command line, the
-//! xen.cfg or libvirt.xml) once per node, the nodes of a cluster in parallel. Nothing
+//! cluster-wide files (hosts, dnsmasq, most of a batch system's files) once per
+//! cluster; role-wide files (fstab, exports, the services file, cloud-init user-data,
+//! a batch system's per-role configuration) once per role; and node files (hostname,
+//! interfaces, networkd, cloud-init meta-data and network-config, the kernel command
+//! line, the xen.cfg or libvirt.xml) once per node, the nodes of a cluster in parallel. Nothing
 //! done per node walks the cluster, so the time per node stays flat as clusters grow.
 //! The cluster-wide files, which do list every node, are rendered while the nodes
 //! are. Handlebars reads its variables from a JSON value, so each worker keeps one
@@ -19,39 +19,34 @@
 //!
 //! Which files a node gets:
 //! - every node: `files/etc/hostname`, `files/etc/hosts`, `files/etc/network/interfaces`,
-//!   `files/etc/systemd/network/10-<nic>.network` per NIC, `files/etc/fstab`, `cmdline`,
+//!   `files/etc/systemd/network/10-<nic>.network` per NIC, `files/etc/fstab`,
+//!   `files/etc/vocc/services` (the batch daemons to start or keep off), `cmdline`,
 //!   `cidata/{meta-data,user-data,network-config}`, and `xen.cfg` (xen clusters) or
 //!   `libvirt.xml` (kvm clusters);
 //! - roles that export: `files/etc/exports`;
 //! - the node serving DHCP on a network with `dhcp` NICs: `files/etc/dnsmasq.conf`;
-//! - roles in a Slurm cluster's batch system: `files/etc/slurm/slurm.conf`,
-//!   `files/etc/slurm/cgroup.conf` and `files/etc/munge/munge.key` (0600);
-//! - PBS/Torque: `server_name` for every role of the batch system, the server's
-//!   `server_priv/nodes` and a `qmgr` script for the controller role, the MOM config
-//!   for compute roles;
-//! - SGE: `act_qmaster` for every role of the batch system; a host group and a queue
-//!   file per queue, an access list per VO a queue is for, and `qconf.sh` for the
-//!   controller role;
-//! - HTCondor: `condor_config.local` for every role of the batch system.
+//! - the roles of a batch system: the files its module renders
+//!   ([`crate::scheduler`]: `slurm.conf` and the munge key, the PBS, SGE and HTCondor
+//!   files), each for the roles the module names ([`To`]).
 
 mod assign;
-mod data;
-mod hostlist;
+pub(crate) mod data;
 mod layout;
 mod templates;
 
-pub use hostlist::compress as hostlist;
+pub(crate) use templates::template_list;
 pub use templates::{
     escape_config, escape_xml, info, Escape, Scope, TemplateError, TemplateInfo, TemplateSource,
     Templates, TEMPLATES,
 };
 
-use crate::model::{Cluster, Model, Node, Role, SchedulerKind};
+use crate::model::{Cluster, Model, Node, Role};
+use crate::scheduler::{self, Secret};
 use crate::secrets::Secrets;
 use data::{value, ClusterFacts};
 use handlebars::Context;
 use rayon::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -133,7 +128,7 @@ pub struct FileRef {
     /// `cidata/meta-data`, `xen.cfg`.
     pub path: String,
     pub digest: Digest,
-    /// The template that made it (or `munge.key`).
+    /// The template that made it (or the secret it is, `munge.key`).
     pub kind: &'static str,
     pub scope: Scope,
     /// `file:line:col` of the appliance statement the file comes from.
@@ -212,10 +207,15 @@ pub enum RenderError {
     #[error("{location}: node `{node}` is not in the plan")]
     NotPlaced { node: String, location: String },
     #[error(
-        "{location}: cluster `{cluster}` runs slurm but there is no munge key for it; \
+        "{location}: cluster `{cluster}` runs {kind} but there is no `{secret}` for it; \
          load the secrets of the model first"
     )]
-    MissingSecret { cluster: String, location: String },
+    MissingSecret {
+        cluster: String,
+        kind: &'static str,
+        secret: &'static str,
+        location: String,
+    },
     #[error("{location}: {message}")]
     Model { location: String, message: String },
 }
@@ -462,8 +462,125 @@ fn node_files(
         .collect()
 }
 
-/// Renders the cluster-wide files: /etc/hosts, the batch system's files and the
-/// DHCP servers' dnsmasq.conf.
+/// Who gets a cluster-wide file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// Every role of the cluster.
+    All,
+    /// Every role that takes part in the batch system.
+    Members,
+    /// The batch system's controller role.
+    Controller,
+}
+
+/// Where the cluster-wide files of a cluster go as they are rendered, and the roles
+/// that get them. A batch system renders its own through this
+/// ([`crate::scheduler::BatchSystem::cluster_files`]).
+pub struct ClusterFiles<'r, 'a> {
+    facts: &'r ClusterFacts<'a>,
+    base: &'r Value,
+    templates: &'r Templates,
+    out: &'r mut Rendered,
+    shared: &'r mut Shared<'a>,
+    buf: Vec<u8>,
+}
+
+impl<'r, 'a> ClusterFiles<'r, 'a> {
+    /// What the cluster's files know about the cluster as a whole.
+    pub(crate) fn facts(&self) -> &'r ClusterFacts<'a> {
+        self.facts
+    }
+
+    /// Renders `template` with the cluster's variables and `vars` to the guest path
+    /// the template produces, for the nodes of the roles `to` names.
+    pub(crate) fn render(
+        &mut self,
+        to: To,
+        template: &'static str,
+        vars: Vec<(&'static str, Value)>,
+    ) -> Result<(), RenderError> {
+        let path = info(template).map_or("", |t| t.produces);
+        let source = self.facts.cluster.origin.location.as_str();
+        self.render_at(to, template, path, vars, source)
+    }
+
+    /// Renders `template` as [`ClusterFiles::render`] does, to the guest file `path`;
+    /// `source` is the appliance location the file comes from (the cluster's, or a
+    /// queue's).
+    pub(crate) fn render_at(
+        &mut self,
+        to: To,
+        template: &'static str,
+        path: &str,
+        vars: Vec<(&'static str, Value)>,
+        source: &str,
+    ) -> Result<(), RenderError> {
+        let ctx = Context::from(extend(self.base, vars));
+        let made = make(
+            self.templates,
+            template,
+            &ctx,
+            &mut self.buf,
+            guest(path),
+            Scope::Cluster,
+            &Arc::from(source),
+            For::Cluster(self.facts.cluster),
+        )?;
+        self.give(made, to);
+        Ok(())
+    }
+
+    /// Installs the cluster's secret `secret` (0600) on the nodes of the roles `to`
+    /// names.
+    fn secret(&mut self, secret: &Secret, secrets: &Secrets, to: To) -> Result<(), RenderError> {
+        let cluster = self.facts.cluster;
+        let Some(key) = secrets.get(&cluster.name, secret.name) else {
+            return Err(RenderError::MissingSecret {
+                cluster: cluster.name.clone(),
+                kind: cluster.scheduler.as_ref().map_or("", |s| s.kind.as_str()),
+                secret: secret.name,
+                location: cluster.origin.location.clone(),
+            });
+        };
+        let made = stored(
+            key.to_vec(),
+            MODE_SECRET,
+            guest(secret.path),
+            secret.name,
+            Scope::Cluster,
+            &Arc::from(cluster.origin.location.as_str()),
+        );
+        self.give(made, to);
+        Ok(())
+    }
+
+    fn give(&mut self, made: Made, to: To) {
+        let cluster = self.facts.cluster;
+        let controller = self
+            .facts
+            .sched
+            .as_ref()
+            .map(|(s, _)| s.controller.as_str());
+        for r in &cluster.roles {
+            let gets = match to {
+                To::All => true,
+                To::Members => r.scheduler.is_some(),
+                To::Controller => Some(r.name.as_str()) == controller,
+            };
+            if gets {
+                self.shared
+                    .roles
+                    .entry(r.name.as_str())
+                    .or_default()
+                    .push(made.file.clone());
+            }
+        }
+        self.out.add(made.file.digest, made.object);
+    }
+}
+
+/// Renders the cluster-wide files: /etc/hosts, the batch system's files and secrets,
+/// and the DHCP servers' dnsmasq.conf.
 fn cluster_files<'a>(
     out: &mut Rendered,
     facts: &ClusterFacts<'a>,
@@ -472,120 +589,25 @@ fn cluster_files<'a>(
     secrets: &Secrets,
 ) -> Result<Shared<'a>, RenderError> {
     let cluster = facts.cluster;
-    let csrc: Arc<str> = Arc::from(cluster.origin.location.as_str());
     let mut shared = Shared::default();
-    let mut give = |out: &mut Rendered, made: Made, roles: &[&'a str]| {
-        for r in roles {
-            shared.roles.entry(r).or_default().push(made.file.clone());
-        }
-        out.add(made.file.digest, made.object);
+    let mut files = ClusterFiles {
+        facts,
+        base,
+        templates,
+        out,
+        shared: &mut shared,
+        buf: Vec::new(),
     };
-    let mut buf = Vec::new();
-    let mut file =
-        |t: &'static str, vars: Vec<(&'static str, Value)>, path: &str, src: &Arc<str>| {
-            let ctx = Context::from(extend(base, vars));
-            make(
-                templates,
-                t,
-                &ctx,
-                &mut buf,
-                guest(path),
-                Scope::Cluster,
-                src,
-                For::Cluster(cluster),
-            )
-        };
-
-    let all_roles: Vec<&'a str> = cluster.roles.iter().map(|r| r.name.as_str()).collect();
     let hosts = vec![("hosts", value(data::host_lines(facts)))];
-    give(out, file("hosts", hosts, "/etc/hosts", &csrc)?, &all_roles);
+    files.render(To::All, "hosts", hosts)?;
 
     if let Some((sched, _)) = &facts.sched {
-        let sched_roles: Vec<&'a str> = cluster
-            .roles
-            .iter()
-            .filter(|r| r.scheduler.is_some())
-            .map(|r| r.name.as_str())
-            .collect();
-        let controller: [&'a str; 1] = [sched.controller.as_str()];
-        match sched.kind {
-            SchedulerKind::Slurm => {
-                let vars = vec![
-                    ("nodes", value(data::slurm_nodes(facts))),
-                    ("partitions", value(data::queue_vars(facts, false))),
-                ];
-                let m = file("slurm.conf", vars, "/etc/slurm/slurm.conf", &csrc)?;
-                give(out, m, &sched_roles);
-                let m = file("cgroup.conf", vec![], "/etc/slurm/cgroup.conf", &csrc)?;
-                give(out, m, &sched_roles);
-                let Some(key) = secrets.munge_key(&cluster.name) else {
-                    return Err(RenderError::MissingSecret {
-                        cluster: cluster.name.clone(),
-                        location: cluster.origin.location.clone(),
-                    });
-                };
-                let path = guest("/etc/munge/munge.key");
-                let m = stored(
-                    key.to_vec(),
-                    MODE_SECRET,
-                    path,
-                    "munge.key",
-                    Scope::Cluster,
-                    &csrc,
-                );
-                give(out, m, &sched_roles);
-            }
-            SchedulerKind::Pbs => {
-                let path = "/var/spool/torque/server_name";
-                give(
-                    out,
-                    file("pbs-server_name", vec![], path, &csrc)?,
-                    &sched_roles,
-                );
-                let vars = vec![("nodes", value(data::pbs_nodes(facts)))];
-                let path = "/var/spool/torque/server_priv/nodes";
-                give(out, file("pbs-nodes", vars, path, &csrc)?, &controller);
-                let vars = vec![("queues", value(data::queue_vars(facts, false)))];
-                give(
-                    out,
-                    file("pbs-qmgr", vars, "/etc/vocc/pbs/qmgr", &csrc)?,
-                    &controller,
-                );
-            }
-            SchedulerKind::Sge => {
-                let path = "/var/lib/gridengine/default/common/act_qmaster";
-                give(
-                    out,
-                    file("sge-act_qmaster", vec![], path, &csrc)?,
-                    &sched_roles,
-                );
-                let queues = data::queue_vars(facts, true);
-                let mut vos: Vec<&str> = queues.iter().filter_map(|q| q.vo).collect();
-                vos.sort_unstable();
-                vos.dedup();
-                let vars = vec![("queues", value(&queues)), ("usersets", value(&vos))];
-                let m = file("sge-qconf.sh", vars, "/etc/vocc/sge/qconf.sh", &csrc)?;
-                give(out, m, &controller);
-                for vo in &vos {
-                    let path = format!("/etc/vocc/sge/usersets/{vo}");
-                    let m = file("sge-userset", vec![("vo", value(vo))], &path, &csrc)?;
-                    give(out, m, &controller);
-                }
-                for q in &queues {
-                    let qsrc: Arc<str> = Arc::from(q.source);
-                    let path = format!("/etc/vocc/sge/hostgroups/{}", q.hostgroup);
-                    let m = file("sge-hostgroup", vec![("queue", value(q))], &path, &qsrc)?;
-                    give(out, m, &controller);
-                    let path = format!("/etc/vocc/sge/queues/{}", q.name);
-                    let m = file("sge-queue", vec![("queue", value(q))], &path, &qsrc)?;
-                    give(out, m, &controller);
-                }
-            }
-            // HTCondor's configuration differs by role: see `role_files`.
-            SchedulerKind::Condor => {}
+        let system = scheduler::of(sched.kind);
+        system.cluster_files(&mut files)?;
+        for secret in system.secrets() {
+            files.secret(secret, secrets, To::Members)?;
         }
     }
-
     for server in &facts.dhcp {
         let vars = [
             (
@@ -650,11 +672,14 @@ fn role_files(
             ("exports", value(data::exports(cluster, role))),
         ],
     );
-    let sched = role.scheduler.as_ref();
-    if let Some(sr) = sched.filter(|s| s.kind == SchedulerKind::Condor) {
-        vars["condor"] = json!({ "daemons": data::condor_daemons(sr) });
+    let part = role.scheduler.as_ref();
+    let system = part.map(|p| (scheduler::of(p.kind), p));
+    if let Some((system, p)) = system {
+        for (name, v) in system.role_vars(p) {
+            vars[name] = v;
+        }
     }
-    vars["services"] = value(data::services(role));
+    vars["services"] = value(scheduler::services(role));
     let ctx = Context::from(vars);
 
     let mut wanted = vec![
@@ -665,17 +690,10 @@ fn role_files(
         wanted.push(("exports", guest("/etc/exports")));
     }
     wanted.push(("user-data", "cidata/user-data".to_owned()));
-    match sched {
-        Some(s) if s.kind == SchedulerKind::Condor => {
-            wanted.push((
-                "condor_config.local",
-                guest("/etc/condor/condor_config.local"),
-            ));
+    if let Some((system, p)) = system {
+        for t in system.role_files(p) {
+            wanted.push((t, guest(info(t).map_or("", |t| t.produces))));
         }
-        Some(s) if s.kind == SchedulerKind::Pbs && s.compute => {
-            wanted.push(("pbs-mom_config", guest("/var/spool/torque/mom_priv/config")));
-        }
-        _ => {}
     }
     let mut files = Vec::with_capacity(wanted.len());
     let mut buf = Vec::new();

@@ -1809,17 +1809,12 @@ impl<'a> Resolver<'a> {
 
     /// `scheduler KIND (controller|compute|submit)+ [partition|queue NAME]*`
     fn sched_role(&mut self, a: &mut Args) -> Option<SchedRole> {
-        let (kind, kspan) = a.choice(
-            &["slurm", "pbs", "torque", "sge", "condor", "htcondor"],
+        let (word, kspan) = a.choice(
+            &crate::scheduler::words(),
             "scheduler slurm compute partition osg",
             &mut self.diags,
         )?;
-        let kind = match kind {
-            "slurm" => SchedulerKind::Slurm,
-            "pbs" | "torque" => SchedulerKind::Pbs,
-            "sge" => SchedulerKind::Sge,
-            _ => SchedulerKind::Condor,
-        };
+        let kind = crate::scheduler::named(word)?.kind();
         let mut r = SchedRole {
             kind,
             controller: false,

@@ -1,16 +1,18 @@
-//! Per-cluster secrets (today: the munge key of a Slurm cluster), made once from the
-//! operating system's random source and kept in a secrets directory, so that later
+//! Per-cluster secrets (those a cluster's batch system asks for,
+//! [`crate::scheduler::BatchSystem::secrets`]: the munge key of a Slurm cluster), made
+//! once from the operating system's random source and kept in a secrets directory, so that later
 //! builds reuse them and their output stays byte-identical.
 //!
 //! Invariant: a secret is never derived from anything in the appliance or site files;
 //! it comes from `getrandom` only. Secret files are 0600 in 0700 directories, and a
 //! secret file that others can read is refused rather than used.
 //!
-//! Layout: `<dir>/<cluster>/munge.key`, and `<dir>/<cluster>/.vocc-lock`, held while a
+//! Layout: `<dir>/<cluster>/<secret>` (`munge.key`), and `<dir>/<cluster>/.vocc-lock`, held while a
 //! key is made (written with [`vocc_runtime::atomic`]). The command line picks `dir`, by default
 //! `<appliance dir>/.vocc/secrets` (see [`default_dir`]).
 
-use crate::model::{Model, SchedulerKind};
+use crate::model::Model;
+use crate::scheduler::{self, slurm};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -20,8 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vocc_runtime::atomic;
 
-/// The size of a munge key: 1024 random bytes.
-pub const MUNGE_KEY_LEN: usize = 1024;
+pub use slurm::MUNGE_KEY_LEN;
 
 /// The secrets directory for an appliance file: `<its dir>/.vocc/secrets`.
 pub fn default_dir(appliance: &Path) -> PathBuf {
@@ -32,7 +33,8 @@ pub fn default_dir(appliance: &Path) -> PathBuf {
 /// The secrets of the clusters of one model.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    munge: BTreeMap<String, Arc<[u8]>>,
+    /// By cluster, then by secret name.
+    keys: BTreeMap<String, BTreeMap<&'static str, Arc<[u8]>>>,
 }
 
 /// Why secrets could not be loaded or made.
@@ -60,7 +62,7 @@ pub enum SecretsError {
 }
 
 impl Secrets {
-    /// Secrets with no keys (for models without a Slurm cluster).
+    /// Secrets with no keys (for models whose batch systems need none).
     pub fn none() -> Secrets {
         Secrets::default()
     }
@@ -70,25 +72,37 @@ impl Secrets {
     pub fn load_or_create(dir: &Path, model: &Model) -> Result<Secrets, SecretsError> {
         let mut secrets = Secrets::default();
         for c in &model.clusters {
-            if c.scheduler
-                .as_ref()
-                .is_some_and(|s| s.kind == SchedulerKind::Slurm)
-            {
-                let key = load_or_create(&dir.join(&c.name), "munge.key", MUNGE_KEY_LEN)?;
-                secrets.munge.insert(c.name.clone(), key.into());
+            let Some(s) = &c.scheduler else { continue };
+            for secret in scheduler::of(s.kind).secrets() {
+                let key = load_or_create(&dir.join(&c.name), secret.name, secret.len)?;
+                secrets.set(&c.name, secret.name, key);
             }
         }
         Ok(secrets)
     }
 
-    /// The munge key of cluster `cluster`.
-    pub fn munge_key(&self, cluster: &str) -> Option<&[u8]> {
-        self.munge.get(cluster).map(|k| &k[..])
+    /// The secret `name` of cluster `cluster`.
+    pub fn get(&self, cluster: &str, name: &str) -> Option<&[u8]> {
+        self.keys.get(cluster)?.get(name).map(|k| &k[..])
     }
 
-    /// Sets the munge key of a cluster (for tests and callers that keep keys elsewhere).
+    /// Sets the secret `name` of a cluster (for tests and callers that keep secrets
+    /// elsewhere).
+    pub fn set(&mut self, cluster: &str, name: &'static str, key: Vec<u8>) {
+        self.keys
+            .entry(cluster.to_owned())
+            .or_default()
+            .insert(name, key.into());
+    }
+
+    /// The munge key of cluster `cluster`.
+    pub fn munge_key(&self, cluster: &str) -> Option<&[u8]> {
+        self.get(cluster, slurm::MUNGE_KEY.name)
+    }
+
+    /// Sets the munge key of a cluster.
     pub fn set_munge_key(&mut self, cluster: &str, key: Vec<u8>) {
-        self.munge.insert(cluster.to_owned(), key.into());
+        self.set(cluster, slurm::MUNGE_KEY.name, key);
     }
 }
 

@@ -8,7 +8,8 @@
 # The drive holds:
 #   vocc/node.env      VOCC_NODE, VOCC_HOSTNAME, VOCC_FQDN, VOCC_ROLE, VOCC_CLUSTER,
 #                      VOCC_ENABLE and VOCC_DISABLE (systemd units), VOCC_NET (fixed
-#                      addresses, see below), as shell assignments
+#                      addresses, see below), VOCC_SECRETS (the batch system's
+#                      secrets, see below), as shell assignments
 #   vocc/files/...     the node's files, at their place in the guest (etc/hostname,
 #                      etc/hosts, etc/fstab, etc/network/interfaces, etc/exports,
 #                      etc/slurm/slurm.conf, etc/munge/munge.key, etc/vocc/services:
@@ -29,6 +30,7 @@ VOCC_HOSTNAME=
 VOCC_ENABLE=
 VOCC_DISABLE=
 VOCC_NET=
+VOCC_SECRETS=
 . "$drive/vocc/node.env" || exit 1
 
 # The files, over what the layer has.
@@ -109,13 +111,16 @@ if [ -f "$root/etc/fstab" ]; then
 	done <"$root/etc/fstab"
 fi
 
-# The munge key belongs to munge and nobody else may read it.
-key="$root/etc/munge/munge.key"
-if [ -f "$key" ]; then
-	owner=$(awk -F: '$1 == "munge" { print $3 ":" $4 }' "$root/etc/passwd" 2>/dev/null)
+# The batch system's secrets (VOCC_SECRETS: PATH:USER ..., such as the munge key)
+# belong to their daemon's user, and nobody else may read them.
+for secret in $VOCC_SECRETS; do
+	key="$root${secret%:*}"
+	[ -f "$key" ] || continue
+	owner=$(awk -F: -v user="${secret##*:}" '$1 == user { print $3 ":" $4 }' \
+		"$root/etc/passwd" 2>/dev/null)
 	[ -n "$owner" ] && chown "$owner" "$key"
 	chmod 0400 "$key"
-fi
+done
 
 # Services this node runs or does not run (a shared layer installs the services of
 # every role): VOCC_ENABLE and VOCC_DISABLE, and the batch system's daemons in

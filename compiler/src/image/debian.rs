@@ -163,7 +163,7 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
     put("lib/vocc/vocc-ready", super::BOOT_READY_SCRIPT, 0o755)?;
     put(
         "lib/systemd/system/vocc-ready.service",
-        super::BOOT_READY_UNIT,
+        &super::ready_unit(),
         0o644,
     )?;
     put(
@@ -207,7 +207,9 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
         }
     }
     // Secrets packages make at install (munge's key): each cluster brings its own.
-    remove(&root.join("etc/munge/munge.key"))?;
+    for secret in crate::scheduler::ALL.iter().flat_map(|s| s.secrets()) {
+        remove(&root.join(secret.path.trim_start_matches('/')))?;
+    }
     // Caches and logs of the build.
     for rel in [
         "var/lib/apt/lists",
@@ -287,5 +289,16 @@ mod tests {
             "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie trixie-updates\n\n\
              Types: deb\nSuites: trixie-security\n"
         );
+    }
+
+    #[test]
+    fn a_shared_layer_keeps_no_batch_system_secret() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("etc/munge/munge.key");
+        fs::create_dir_all(key.parent().unwrap()).unwrap();
+        fs::write(&key, b"made by the package").unwrap();
+        finish(tmp.path()).unwrap();
+        assert!(!key.exists());
+        assert!(tmp.path().join("usr/lib/vocc/hook.sh").is_file());
     }
 }

@@ -8,8 +8,8 @@
 //! /vocc/files/<guest path>                   the node's files (OUT/nodes/<n>/files/)
 //! ```
 //!
-//! Rock Ridge keeps modes (the munge key is 0600 on the drive; the hook makes it
-//! 0400 and munge's), Joliet keeps names readable elsewhere.
+//! Rock Ridge keeps modes (a secret such as the munge key is 0600 on the drive; the
+//! hook makes it 0400 and its user's), Joliet keeps names readable elsewhere.
 
 use super::tools::{Run, XORRISO};
 use super::ImageError;

@@ -118,8 +118,8 @@ pub const BOOT_HOOK: &str = include_str!("../../../templates/boot/hook.sh");
 pub const BOOT_RCS: &str = include_str!("../../../templates/boot/rcS");
 pub const BOOT_INITTAB: &str = include_str!("../../../templates/boot/inittab");
 pub const BOOT_UDHCPC: &str = include_str!("../../../templates/boot/udhcpc.script");
-/// Debian layers: the unit that prints the readiness marker, and the one that runs the
-/// runtime's command agent on the second serial port.
+/// Debian layers: the unit that prints the readiness marker (see [`ready_unit`]), and
+/// the one that runs the runtime's command agent on the second serial port.
 pub const BOOT_READY_UNIT: &str = include_str!("../../../templates/boot/vocc-ready.service");
 pub const BOOT_AGENT_UNIT: &str = include_str!("../../../templates/boot/vocc-agent.service");
 /// What `vocc-ready.service` runs: waits for the node's NFS mounts, prints the marker.
@@ -127,15 +127,33 @@ pub const BOOT_READY_SCRIPT: &str = include_str!("../../../templates/boot/vocc-r
 /// The guest side of `vocc exec` (the runtime's), installed as `/lib/vocc/vocc-agent`.
 pub const GUEST_AGENT: &str = vocc_runtime::agent::GUEST_SCRIPT;
 
+/// `vocc-ready.service` as a layer carries it: [`BOOT_READY_UNIT`], ordered after every
+/// batch daemon as well ([`crate::scheduler::ready_after`]), below its
+/// `After=nfs-server.service`.
+pub fn ready_unit() -> String {
+    let mut out = String::with_capacity(BOOT_READY_UNIT.len() + 512);
+    for line in BOOT_READY_UNIT.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line == "After=nfs-server.service" {
+            for units in crate::scheduler::ready_after() {
+                out.push_str(&format!("After={units}\n"));
+            }
+        }
+    }
+    out
+}
+
 /// The sha256 of every script a layer or initramfs carries (part of their recipes).
 pub fn scripts_hash() -> String {
+    let ready = ready_unit();
     let all = [
         BOOT_INIT,
         BOOT_HOOK,
         BOOT_RCS,
         BOOT_INITTAB,
         BOOT_UDHCPC,
-        BOOT_READY_UNIT,
+        &ready,
         BOOT_AGENT_UNIT,
         BOOT_READY_SCRIPT,
         GUEST_AGENT,

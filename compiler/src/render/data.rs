@@ -8,6 +8,7 @@
 use super::layout;
 use super::RenderError;
 use crate::model::*;
+use crate::scheduler::Queues;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -15,14 +16,14 @@ use std::net::Ipv4Addr;
 use vocc_runtime::plan::{PlanLayer, PlanNode};
 
 /// `serde_json::to_value` of types that always convert (plain structs, string keys).
-pub(super) fn value(t: impl Serialize) -> Value {
+pub(crate) fn value(t: impl Serialize) -> Value {
     serde_json::to_value(t).unwrap_or_default()
 }
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 #[derive(Serialize)]
-pub(super) struct ClusterVars<'a> {
+pub(crate) struct ClusterVars<'a> {
     pub name: &'a str,
     pub vo: &'a str,
     pub domain: &'a str,
@@ -32,7 +33,7 @@ pub(super) struct ClusterVars<'a> {
 
 /// A node as other files name it.
 #[derive(Serialize, Clone)]
-pub(super) struct HostRef {
+pub(crate) struct HostRef {
     pub hostname: String,
     pub fqdn: String,
     /// Its address on the network in question, when known.
@@ -40,14 +41,14 @@ pub(super) struct HostRef {
 }
 
 #[derive(Serialize, Clone)]
-pub(super) struct NetRef {
+pub(crate) struct NetRef {
     pub name: String,
     /// `10.20.0.0/24`
     pub cidr: String,
 }
 
 #[derive(Serialize, Clone)]
-pub(super) struct SchedVars {
+pub(crate) struct SchedVars {
     pub kind: &'static str,
     pub controller: HostRef,
     /// The network the batch system talks over: the controller's first network that
@@ -56,7 +57,7 @@ pub(super) struct SchedVars {
 }
 
 #[derive(Serialize)]
-pub(super) struct RoleSchedVars<'a> {
+pub(crate) struct RoleSchedVars<'a> {
     pub controller: bool,
     pub compute: bool,
     pub submit: bool,
@@ -65,7 +66,7 @@ pub(super) struct RoleSchedVars<'a> {
 }
 
 #[derive(Serialize)]
-pub(super) struct RoleVars<'a> {
+pub(crate) struct RoleVars<'a> {
     pub name: &'a str,
     pub count: u32,
     pub cpu: u32,
@@ -79,7 +80,7 @@ pub(super) struct RoleVars<'a> {
 }
 
 /// A queue (partition) of the batch system, with the compute roles that serve it.
-pub(super) struct QueueFacts<'a> {
+pub(crate) struct QueueFacts<'a> {
     pub name: &'a str,
     pub vo: Option<&'a str>,
     pub default: bool,
@@ -88,7 +89,7 @@ pub(super) struct QueueFacts<'a> {
 }
 
 /// One network a DHCP server serves.
-pub(super) struct DhcpNet<'a> {
+pub(crate) struct DhcpNet<'a> {
     pub network: &'a Network,
     /// The server's interface and address on it.
     pub interface: &'a str,
@@ -96,22 +97,19 @@ pub(super) struct DhcpNet<'a> {
 }
 
 /// A node that runs dnsmasq, and the networks it serves.
-pub(super) struct DhcpServer<'a> {
+pub(crate) struct DhcpServer<'a> {
     pub node: &'a Node,
     pub networks: Vec<DhcpNet<'a>>,
 }
 
 /// What a cluster's files need to know about the cluster as a whole.
-pub(super) struct ClusterFacts<'a> {
+pub(crate) struct ClusterFacts<'a> {
     pub cluster: &'a Cluster,
     pub first_of_role: HashMap<&'a str, &'a Node>,
     pub sched: Option<(&'a Scheduler, SchedVars)>,
     pub queues: Vec<QueueFacts<'a>>,
     pub dhcp: Vec<DhcpServer<'a>>,
 }
-
-/// The name of the queue made when a batch system declares none.
-pub const IMPLICIT_QUEUE: &str = "batch";
 
 impl<'a> ClusterFacts<'a> {
     pub fn new(cluster: &'a Cluster) -> Result<ClusterFacts<'a>, RenderError> {
@@ -290,9 +288,10 @@ impl<'a> ClusterFacts<'a> {
     }
 }
 
-/// The queues of a batch system: those declared (or one implicit `batch` queue), the
-/// first one marked default (or the first one), and the compute roles serving each;
-/// a compute role that names no queue serves the default one.
+/// The queues of a batch system: those declared (or its implicit queue, for a model
+/// the checker did not fill in), the first one marked default (or the first one), and
+/// the compute roles serving each; a compute role that names no queue serves the
+/// default one. A batch system without queues has none.
 fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
     let mut qs: Vec<QueueFacts<'a>> = s
         .queues
@@ -305,14 +304,16 @@ fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
             source: &q.origin.location,
         })
         .collect();
-    if qs.is_empty() {
-        qs.push(QueueFacts {
-            name: IMPLICIT_QUEUE,
+    match crate::scheduler::of(s.kind).queues() {
+        Queues::Named { implicit, .. } if qs.is_empty() => qs.push(QueueFacts {
+            name: implicit,
             vo: None,
             default: true,
             roles: Vec::new(),
             source: &cluster.origin.location,
-        });
+        }),
+        Queues::Named { .. } => {}
+        Queues::None { .. } => return Vec::new(),
     }
     let default = qs.iter().position(|q| q.default).unwrap_or(0);
     for (i, q) in qs.iter_mut().enumerate() {
@@ -338,7 +339,7 @@ fn queues<'a>(cluster: &'a Cluster, s: &'a Scheduler) -> Vec<QueueFacts<'a>> {
 
 /// One disk of a node, in attachment order (see [`layout`]).
 #[derive(Serialize)]
-pub(super) struct DiskVars<'a> {
+pub(crate) struct DiskVars<'a> {
     /// `root`, `data`, `swap` or `config`.
     pub kind: &'static str,
     pub dev: String,
@@ -355,7 +356,7 @@ pub(super) struct DiskVars<'a> {
 
 /// The built images of the plan's layers, by layer id (`<cluster>/<layer>`): where
 /// the image step put them, when it has run.
-pub(super) type PlanLayers<'a> = HashMap<&'a str, &'a PlanLayer>;
+pub(crate) type PlanLayers<'a> = HashMap<&'a str, &'a PlanLayer>;
 
 /// The image of layer `layer` of `cluster` under `store`, and its format: the plan's
 /// when the image step recorded one, else the layout's.
@@ -377,7 +378,7 @@ fn layer_image(
 
 /// The kernel and initramfs a node boots: those the plan records for the layer its
 /// root is backed by (`root_image`, else its bottom root layer), else the layout's.
-pub(super) fn kernel(
+pub(crate) fn kernel(
     layers: &PlanLayers<'_>,
     store: &str,
     cluster: &str,
@@ -401,7 +402,7 @@ pub(super) fn kernel(
 }
 
 /// The disks of a node of `role` whose files are in `dir` (`None`: without paths).
-pub(super) fn disks<'a>(
+pub(crate) fn disks<'a>(
     cluster: &Cluster,
     role: &'a Role,
     layers: &PlanLayers<'_>,
@@ -468,7 +469,7 @@ pub(super) fn disks<'a>(
 }
 
 #[derive(Serialize)]
-pub(super) struct MountVars<'a> {
+pub(crate) struct MountVars<'a> {
     /// The NFS server: the exporting role's first node, by its address on the mount's
     /// network (so that mounting needs no name service), else by host name.
     pub server: String,
@@ -484,7 +485,7 @@ pub(super) struct MountVars<'a> {
 }
 
 #[derive(Serialize)]
-pub(super) struct ExportVars<'a> {
+pub(crate) struct ExportVars<'a> {
     pub path: &'a str,
     /// The export's network, `10.20.0.0/24`.
     pub clients: String,
@@ -494,7 +495,7 @@ pub(super) struct ExportVars<'a> {
     pub source: &'a str,
 }
 
-pub(super) fn mounts<'a>(facts: &ClusterFacts<'a>, role: &'a Role) -> Vec<MountVars<'a>> {
+pub(crate) fn mounts<'a>(facts: &ClusterFacts<'a>, role: &'a Role) -> Vec<MountVars<'a>> {
     role.mounts
         .iter()
         .map(|m| {
@@ -518,7 +519,7 @@ pub(super) fn mounts<'a>(facts: &ClusterFacts<'a>, role: &'a Role) -> Vec<MountV
         .collect()
 }
 
-pub(super) fn exports<'a>(cluster: &Cluster, role: &'a Role) -> Vec<ExportVars<'a>> {
+pub(crate) fn exports<'a>(cluster: &Cluster, role: &'a Role) -> Vec<ExportVars<'a>> {
     role.exports
         .iter()
         .map(|e| ExportVars {
@@ -544,7 +545,7 @@ pub(super) fn exports<'a>(cluster: &Cluster, role: &'a Role) -> Vec<ExportVars<'
 
 /// A NIC of a node.
 #[derive(Serialize)]
-pub(super) struct NicVars<'a> {
+pub(crate) struct NicVars<'a> {
     pub name: &'a str,
     pub network: &'a str,
     /// `dhcp`, `static`, `pool` or `external`.
@@ -570,7 +571,7 @@ pub(super) struct NicVars<'a> {
 /// The NIC that carries a node's default route: the first whose network has a
 /// gateway. A node has one default route, so the other NICs get none even if their
 /// networks have gateways.
-pub(super) fn default_route(cluster: &Cluster, node: &Node) -> Option<usize> {
+pub(crate) fn default_route(cluster: &Cluster, node: &Node) -> Option<usize> {
     node.nics.iter().position(|n| {
         cluster
             .network(&n.network)
@@ -578,7 +579,7 @@ pub(super) fn default_route(cluster: &Cluster, node: &Node) -> Option<usize> {
     })
 }
 
-pub(super) fn nics<'a>(
+pub(crate) fn nics<'a>(
     cluster: &'a Cluster,
     node: &'a Node,
     plan: &'a PlanNode,
@@ -623,7 +624,7 @@ pub(super) fn nics<'a>(
 }
 
 #[derive(Serialize)]
-pub(super) struct NodeVars<'a> {
+pub(crate) struct NodeVars<'a> {
     pub id: &'a str,
     pub hostname: &'a str,
     pub fqdn: String,
@@ -637,13 +638,13 @@ pub(super) struct NodeVars<'a> {
 
 /// One line of /etc/hosts.
 #[derive(Serialize)]
-pub(super) struct HostLine<'a> {
+pub(crate) struct HostLine<'a> {
     pub address: String,
     pub fqdn: String,
     pub hostname: &'a str,
 }
 
-pub(super) fn host_lines<'a>(facts: &ClusterFacts<'a>) -> Vec<HostLine<'a>> {
+pub(crate) fn host_lines<'a>(facts: &ClusterFacts<'a>) -> Vec<HostLine<'a>> {
     facts
         .cluster
         .nodes
@@ -661,223 +662,50 @@ pub(super) fn host_lines<'a>(facts: &ClusterFacts<'a>) -> Vec<HostLine<'a>> {
 }
 
 #[derive(Serialize)]
-pub(super) struct SlurmNodes<'a> {
-    /// A hostlist expression: `worker[1-8]`.
-    pub names: String,
-    pub role: &'a str,
-    pub cpus: u32,
-    pub memory_mib: u64,
-}
-
-#[derive(Serialize)]
-pub(super) struct QueueVars<'a> {
+pub(crate) struct QueueVars<'a> {
     pub name: &'a str,
     pub vo: Option<&'a str>,
     pub default: bool,
-    /// Slurm: the hostlist expression of the queue's nodes (empty if none).
+    /// Slurm only (empty for the others): the hostlist expression of the queue's
+    /// nodes (empty if none).
     pub nodes: String,
-    /// SGE: the host group `@<queue>hosts`, its members (fully qualified, separated
-    /// by spaces, `NONE` if none) and the slots (`1`, or `1,[host=2],…` when roles
-    /// with different CPU counts serve the queue).
+    /// SGE only (empty for the others): the host group `@<queue>hosts`, its members
+    /// (fully qualified, separated by spaces, `NONE` if none) and the slots (`1`, or
+    /// `1,[host=2],…` when roles with different CPU counts serve the queue).
     pub hostgroup: String,
     pub hosts: String,
     pub slots: String,
     pub source: &'a str,
 }
 
-pub(super) fn slurm_nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<SlurmNodes<'a>> {
-    facts
-        .cluster
-        .roles
-        .iter()
-        .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
-        .map(|r| SlurmNodes {
-            names: super::hostlist::compress(
-                facts.cluster.nodes_of(&r.name).map(|n| n.hostname.as_str()),
-            ),
-            role: &r.name,
-            cpus: r.cpu,
-            memory_mib: r.memory / MIB,
-        })
-        .collect()
-}
-
-pub(super) fn queue_vars<'a>(facts: &ClusterFacts<'a>, with_hosts: bool) -> Vec<QueueVars<'a>> {
-    let c = facts.cluster;
+/// The queues of the batch system; the fields only one batch system fills are empty
+/// here (see [`crate::scheduler`]).
+pub(crate) fn queue_vars<'a>(facts: &ClusterFacts<'a>) -> Vec<QueueVars<'a>> {
     facts
         .queues
         .iter()
-        .map(|q| {
-            let names = q
-                .roles
-                .iter()
-                .map(|r| {
-                    super::hostlist::compress(c.nodes_of(&r.name).map(|n| n.hostname.as_str()))
-                })
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(",");
-            let (hosts, slots) = if with_hosts {
-                sge_hosts(facts, q)
-            } else {
-                Default::default()
-            };
-            QueueVars {
-                name: q.name,
-                vo: q.vo,
-                default: q.default,
-                nodes: names,
-                hostgroup: format!("@{}hosts", q.name),
-                hosts,
-                slots,
-                source: q.source,
-            }
-        })
-        .collect()
-}
-
-fn sge_hosts(facts: &ClusterFacts<'_>, q: &QueueFacts<'_>) -> (String, String) {
-    let c = facts.cluster;
-    let mut hosts = String::new();
-    let base = q.roles.first().map_or(1, |r| r.cpu);
-    let mut slots = base.to_string();
-    for r in &q.roles {
-        for n in c.nodes_of(&r.name) {
-            let fqdn = facts.fqdn(&n.hostname);
-            if r.cpu != base {
-                slots.push_str(&format!(",[{fqdn}={}]", r.cpu));
-            }
-            if !hosts.is_empty() {
-                hosts.push(' ');
-            }
-            hosts.push_str(&fqdn);
-        }
-    }
-    if hosts.is_empty() {
-        hosts.push_str("NONE");
-    }
-    (hosts, slots)
-}
-
-#[derive(Serialize)]
-pub(super) struct PbsNode<'a> {
-    pub hostname: &'a str,
-    pub np: u32,
-    /// The queues the node serves, as node properties (`batch osg`).
-    pub properties: String,
-}
-
-pub(super) fn pbs_nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<PbsNode<'a>> {
-    let c = facts.cluster;
-    let mut out = Vec::new();
-    for r in &c.roles {
-        if !r.scheduler.as_ref().is_some_and(|s| s.compute) {
-            continue;
-        }
-        let properties = facts.served_queues(r).join(" ");
-        for n in c.nodes_of(&r.name) {
-            out.push(PbsNode {
-                hostname: &n.hostname,
-                np: r.cpu,
-                properties: properties.clone(),
-            });
-        }
-    }
-    out
-}
-
-/// The HTCondor daemons of a role: the central manager's for the controller, a
-/// startd for compute nodes, a schedd for submit nodes.
-pub(super) fn condor_daemons(s: &SchedRole) -> String {
-    let mut d = vec!["MASTER"];
-    if s.controller {
-        d.extend(["COLLECTOR", "NEGOTIATOR", "SCHEDD"]);
-    }
-    if s.compute {
-        d.push("STARTD");
-    }
-    if s.submit && !d.contains(&"SCHEDD") {
-        d.push("SCHEDD");
-    }
-    d.join(", ")
-}
-
-/// The part of a batch system a daemon belongs to.
-#[derive(Clone, Copy)]
-enum Part {
-    /// Every node that takes part in the batch system.
-    Any,
-    Controller,
-    Compute,
-}
-
-/// The daemons of each batch system and who runs them, each under the names its
-/// service has in the packagings vocc knows: a systemd unit, or a SysV script that
-/// systemd runs through its generator (Debian's gridengine, Debian's older torque).
-const DAEMONS: &[(SchedulerKind, Part, &[&str])] = &[
-    (SchedulerKind::Slurm, Part::Any, &["munge"]),
-    (SchedulerKind::Slurm, Part::Controller, &["slurmctld"]),
-    (SchedulerKind::Slurm, Part::Compute, &["slurmd"]),
-    (SchedulerKind::Condor, Part::Any, &["condor"]),
-    (SchedulerKind::Sge, Part::Controller, &["gridengine-master"]),
-    (SchedulerKind::Sge, Part::Compute, &["gridengine-exec"]),
-    // Torque 4 and later: client commands and pbs_server authorize through trqauthd.
-    (SchedulerKind::Pbs, Part::Any, &["trqauthd"]),
-    (
-        SchedulerKind::Pbs,
-        Part::Controller,
-        &["pbs_server", "torque-server"],
-    ),
-    (
-        SchedulerKind::Pbs,
-        Part::Controller,
-        &["pbs_sched", "torque-scheduler"],
-    ),
-    (
-        SchedulerKind::Pbs,
-        Part::Compute,
-        &["pbs_mom", "torque-mom"],
-    ),
-];
-
-/// One line of `/etc/vocc/services`.
-#[derive(Serialize)]
-pub(super) struct Service {
-    /// Whether the role runs the daemon (a shared layer carries every role's).
-    pub on: bool,
-    /// The names of its service, space-separated.
-    pub names: String,
-}
-
-/// Every batch system daemon vocc knows, and whether nodes of `role` run it: those of
-/// the role's part of its batch system on, all others off.
-pub(super) fn services(role: &Role) -> Vec<Service> {
-    DAEMONS
-        .iter()
-        .map(|(kind, part, names)| {
-            let s = role.scheduler.as_ref().filter(|s| s.kind == *kind);
-            let on = match part {
-                Part::Any => s.is_some(),
-                Part::Controller => s.is_some_and(|s| s.controller),
-                Part::Compute => s.is_some_and(|s| s.compute),
-            };
-            Service {
-                on,
-                names: names.join(" "),
-            }
+        .map(|q| QueueVars {
+            name: q.name,
+            vo: q.vo,
+            default: q.default,
+            nodes: String::new(),
+            hostgroup: String::new(),
+            hosts: String::new(),
+            slots: String::new(),
+            source: q.source,
         })
         .collect()
 }
 
 #[derive(Serialize)]
-pub(super) struct Lease<'a> {
+pub(crate) struct Lease<'a> {
     pub mac: &'a str,
     pub address: String,
     pub hostname: &'a str,
 }
 
 #[derive(Serialize)]
-pub(super) struct DhcpNetVars<'a> {
+pub(crate) struct DhcpNetVars<'a> {
     pub name: &'a str,
     pub interface: &'a str,
     /// The server's own address on the network.
@@ -891,7 +719,7 @@ pub(super) struct DhcpNetVars<'a> {
     pub source: &'a str,
 }
 
-pub(super) fn dhcp_networks<'a>(
+pub(crate) fn dhcp_networks<'a>(
     cluster: &'a Cluster,
     server: &DhcpServer<'a>,
 ) -> Vec<DhcpNetVars<'a>> {

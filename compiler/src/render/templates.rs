@@ -53,56 +53,115 @@ impl Scope {
 #[derive(Debug, Clone, Copy)]
 pub struct TemplateInfo {
     pub name: &'static str,
-    /// Where the output goes, for people (`/etc/hosts`, `nodes/<id>/xen.cfg`).
+    /// Where the output goes, for people (`/etc/hosts`, `nodes/<id>/xen.cfg`). A
+    /// batch system's template renders to exactly this guest path, unless the path
+    /// has a `<part>` to fill in (`/etc/vocc/sge/queues/<queue>`).
     pub produces: &'static str,
     pub scope: Scope,
     pub escape: Escape,
     text: &'static str,
 }
 
-macro_rules! templates {
-    ($( $name:literal => $produces:literal, $scope:ident, $escape:ident; )*) => {
-        /// Every template vocc renders, in a fixed order.
-        pub const TEMPLATES: &[TemplateInfo] = &[$(
-            TemplateInfo {
-                name: $name,
-                produces: $produces,
-                scope: Scope::$scope,
-                escape: Escape::$escape,
-                text: include_str!(concat!("../../../templates/", $name, ".hbs")),
-            },
-        )*];
-    };
+impl TemplateInfo {
+    /// A template embedded from `templates/<name>.hbs` (see [`template_list`]).
+    pub(crate) const fn embedded(
+        name: &'static str,
+        produces: &'static str,
+        scope: Scope,
+        escape: Escape,
+        text: &'static str,
+    ) -> TemplateInfo {
+        TemplateInfo {
+            name,
+            produces,
+            scope,
+            escape,
+            text,
+        }
+    }
 }
 
-templates! {
-    "hostname" => "/etc/hostname", Node, Config;
-    "hosts" => "/etc/hosts", Cluster, Config;
-    "interfaces" => "/etc/network/interfaces", Node, Config;
-    "networkd.network" => "/etc/systemd/network/10-<nic>.network", Node, Config;
-    "fstab" => "/etc/fstab", Role, Config;
-    "exports" => "/etc/exports", Role, Config;
-    "services" => "/etc/vocc/services", Role, Config;
-    "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
-    "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
-    "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
-    "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
-    "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;
-    "pbs-mom_config" => "/var/spool/torque/mom_priv/config", Role, Config;
-    "sge-act_qmaster" => "/var/lib/gridengine/default/common/act_qmaster", Cluster, Config;
-    "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
-    "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
-    "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
-    "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
-    "condor_config.local" => "/etc/condor/condor_config.local", Role, Config;
-    "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
-    "cmdline" => "nodes/<id>/cmdline", Node, Config;
-    "meta-data" => "nodes/<id>/cidata/meta-data", Node, Config;
-    "user-data" => "nodes/<id>/cidata/user-data", Role, Config;
-    "network-config" => "nodes/<id>/cidata/network-config", Node, Config;
-    "xen.cfg" => "nodes/<id>/xen.cfg (xen clusters)", Node, Config;
-    "libvirt.xml" => "nodes/<id>/libvirt.xml (kvm clusters)", Node, Xml;
+/// A constant list of embedded templates: `NAME => PRODUCES, SCOPE, ESCAPE;` each,
+/// with the text of `templates/NAME.hbs`, named `LIST` (a batch system's module lists
+/// its own as `TEMPLATES`).
+macro_rules! template_list {
+    ($list:ident { $( $name:literal => $produces:literal, $scope:ident, $escape:ident; )* }) => {
+        pub(crate) const $list: &[$crate::render::TemplateInfo] = &[$(
+            $crate::render::TemplateInfo::embedded(
+                $name,
+                $produces,
+                $crate::render::Scope::$scope,
+                $crate::render::Escape::$escape,
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../templates/", $name, ".hbs")),
+            ),
+        )*];
+    };
+    ($( $name:literal => $produces:literal, $scope:ident, $escape:ident; )*) => {
+        $crate::render::template_list! {
+            TEMPLATES { $( $name => $produces, $scope, $escape; )* }
+        }
+    };
 }
+pub(crate) use template_list;
+
+template_list! {
+    GENERAL {
+        "hostname" => "/etc/hostname", Node, Config;
+        "hosts" => "/etc/hosts", Cluster, Config;
+        "interfaces" => "/etc/network/interfaces", Node, Config;
+        "networkd.network" => "/etc/systemd/network/10-<nic>.network", Node, Config;
+        "fstab" => "/etc/fstab", Role, Config;
+        "exports" => "/etc/exports", Role, Config;
+        "services" => "/etc/vocc/services", Role, Config;
+        "dnsmasq.conf" => "/etc/dnsmasq.conf (on the DHCP server)", Cluster, Config;
+        "cmdline" => "nodes/<id>/cmdline", Node, Config;
+        "meta-data" => "nodes/<id>/cidata/meta-data", Node, Config;
+        "user-data" => "nodes/<id>/cidata/user-data", Role, Config;
+        "network-config" => "nodes/<id>/cidata/network-config", Node, Config;
+        "xen.cfg" => "nodes/<id>/xen.cfg (xen clusters)", Node, Config;
+        "libvirt.xml" => "nodes/<id>/libvirt.xml (kvm clusters)", Node, Xml;
+    }
+}
+
+/// How many templates `parts` hold together.
+const fn count(parts: &[&[TemplateInfo]]) -> usize {
+    let (mut n, mut i) = (0, 0);
+    while i < parts.len() {
+        n += parts[i].len();
+        i += 1;
+    }
+    n
+}
+
+/// `general` and then the templates of every batch system, as one array.
+const fn join<const N: usize>(
+    general: &[TemplateInfo],
+    systems: &[&[TemplateInfo]],
+) -> [TemplateInfo; N] {
+    let mut out = [general[0]; N];
+    let mut n = 0;
+    while n < general.len() {
+        out[n] = general[n];
+        n += 1;
+    }
+    let mut system = 0;
+    while system < systems.len() {
+        let mut i = 0;
+        while i < systems[system].len() {
+            out[n] = systems[system][i];
+            n += 1;
+            i += 1;
+        }
+        system += 1;
+    }
+    out
+}
+
+/// Every template vocc renders, in a fixed order: the general ones, then each batch
+/// system's ([`crate::scheduler::TEMPLATES`]).
+pub const TEMPLATES: &[TemplateInfo] = &join::<
+    { GENERAL.len() + count(crate::scheduler::TEMPLATES) },
+>(GENERAL, crate::scheduler::TEMPLATES);
 
 /// The information about the template `name`, if vocc has one of that name.
 pub fn info(name: &str) -> Option<&'static TemplateInfo> {

@@ -1,0 +1,144 @@
+//! Slurm: `slurm.conf` (the compute nodes and the partitions) and `cgroup.conf` on
+//! every node of the batch system, with a munge key made once per cluster; `munge`
+//! everywhere, `slurmctld` on the controller and `slurmd` on compute nodes.
+
+mod hostlist;
+
+use super::{BatchSystem, Daemon, Queues, Secret};
+use crate::model::{Role, SchedulerKind};
+use crate::render::data::{queue_vars, value, ClusterFacts, QueueVars, MIB};
+use crate::render::{template_list, ClusterFiles, RenderError, To};
+pub use hostlist::compress as hostlist;
+use serde::Serialize;
+
+/// The size of a munge key: 1024 random bytes.
+pub const MUNGE_KEY_LEN: usize = 1024;
+
+/// The key munge authenticates the cluster's daemons and users with.
+pub const MUNGE_KEY: Secret = Secret {
+    name: "munge.key",
+    len: MUNGE_KEY_LEN,
+    path: "/etc/munge/munge.key",
+    owner: "munge",
+};
+
+pub struct Slurm;
+
+impl BatchSystem for Slurm {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Slurm
+    }
+
+    fn secrets(&self) -> &'static [Secret] {
+        &[MUNGE_KEY]
+    }
+
+    fn queues(&self) -> Queues {
+        Queues::Named {
+            word: "partition",
+            implicit: "batch",
+        }
+    }
+
+    fn daemons(&self) -> &'static [Daemon] {
+        const {
+            &[
+                Daemon::any(&["munge"]),
+                Daemon::controller(&["slurmctld"]),
+                Daemon::compute(&["slurmd"]),
+            ]
+        }
+    }
+
+    fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
+        let facts = files.facts();
+        let vars = vec![
+            ("nodes", value(nodes(facts))),
+            ("partitions", value(partitions(facts))),
+        ];
+        files.render(To::Members, "slurm.conf", vars)?;
+        // slurmd without systemd's D-Bus.
+        files.render(To::Members, "cgroup.conf", vec![])
+    }
+}
+
+template_list! {
+    "slurm.conf" => "/etc/slurm/slurm.conf", Cluster, Config;
+    "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
+}
+
+/// The compute nodes of one role, as a `NodeName` line of slurm.conf.
+#[derive(Serialize)]
+struct Nodes<'a> {
+    /// A hostlist expression: `worker[1-8]`.
+    names: String,
+    role: &'a str,
+    cpus: u32,
+    memory_mib: u64,
+}
+
+/// The host names of the nodes of `role`, as a hostlist expression.
+fn names(facts: &ClusterFacts<'_>, role: &Role) -> String {
+    hostlist(
+        facts
+            .cluster
+            .nodes_of(&role.name)
+            .map(|n| n.hostname.as_str()),
+    )
+}
+
+fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
+    let c = facts.cluster;
+    c.roles
+        .iter()
+        .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
+        .map(|r| Nodes {
+            names: names(facts, r),
+            role: &r.name,
+            cpus: r.cpu,
+            memory_mib: r.memory / MIB,
+        })
+        .collect()
+}
+
+/// The partitions, each with its nodes as hostlist expressions (one per role that
+/// serves it), separated by commas.
+fn partitions<'a>(facts: &ClusterFacts<'a>) -> Vec<QueueVars<'a>> {
+    let mut partitions = queue_vars(facts);
+    for (vars, q) in partitions.iter_mut().zip(&facts.queues) {
+        let mut lists: Vec<String> = q.roles.iter().map(|r| names(facts, r)).collect();
+        lists.retain(|s| !s.is_empty());
+        vars.nodes = lists.join(",");
+    }
+    partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{role, started};
+    use super::*;
+
+    #[test]
+    fn munge_runs_everywhere_slurmctld_on_the_controller_slurmd_on_compute_nodes() {
+        let k = SchedulerKind::Slurm;
+        assert_eq!(started(k, "controller"), ["munge", "slurmctld"]);
+        assert_eq!(started(k, "compute"), ["munge", "slurmd"]);
+        assert_eq!(
+            started(k, "controller compute"),
+            ["munge", "slurmctld", "slurmd"]
+        );
+        assert_eq!(started(k, "submit"), ["munge"]);
+    }
+
+    #[test]
+    fn a_cluster_gets_one_munge_key_and_partitions_and_roles_nothing_of_their_own() {
+        assert_eq!(Slurm.secrets()[0].path, "/etc/munge/munge.key");
+        assert_eq!(Slurm.queues().word(), "partition");
+        for part in ["controller", "compute submit"] {
+            let r = role(SchedulerKind::Slurm, part);
+            let part = r.scheduler.as_ref().unwrap();
+            assert!(Slurm.role_files(part).is_empty());
+            assert!(Slurm.role_vars(part).is_empty());
+        }
+    }
+}
