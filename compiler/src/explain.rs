@@ -194,7 +194,7 @@ fn verdict(model: &Model, d: &Decision, c: &Candidate, most: Option<u64>) -> Str
             .unwrap_or_default();
         return format!(
             "does not run {} (runs {})",
-            d.hypervisor.as_str(),
+            crate::model::hypervisor_name(d.hypervisor),
             runs.join(" and ")
         );
     }
@@ -235,8 +235,11 @@ fn why(out: &mut String, model: &Model, d: &Decision) {
         }
         let gone = match model.site.hosts.iter().find(|h| &h.name == host) {
             None => format!("is no longer in site `{}`", model.site.name),
-            Some(h) if !h.runs(d.hypervisor) => {
-                format!("no longer runs `{}`", d.hypervisor.as_str())
+            Some(h) if h.hypervisor_for(d.hypervisor).is_none() => {
+                format!(
+                    "no longer runs `{}`",
+                    crate::model::hypervisor_name(d.hypervisor)
+                )
             }
             Some(_) => "no longer has room for it after the nodes that stay".to_owned(),
         };
@@ -275,7 +278,7 @@ fn why(out: &mut String, model: &Model, d: &Decision) {
                     out,
                     "no host of site `{}` runs `{}`, the hypervisor of cluster `{}`",
                     model.site.name,
-                    d.hypervisor.as_str(),
+                    crate::model::hypervisor_name(d.hypervisor),
                     d.cluster
                 );
             }

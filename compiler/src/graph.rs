@@ -33,7 +33,7 @@ pub fn dot(model: &Model) -> String {
                 "{} (vo {}, {})",
                 c.name,
                 c.vo,
-                c.hypervisor.as_str()
+                crate::model::hypervisor_name(c.hypervisor)
             ))
         );
         for n in &c.networks {

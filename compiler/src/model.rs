@@ -60,7 +60,9 @@ pub struct Cluster {
     pub name: String,
     /// The virtual organisation the cluster serves.
     pub vo: String,
-    pub hypervisor: Hypervisor,
+    /// The hypervisor the appliance asks for; without one the site decides, node by
+    /// node (each runs under its host's: [`Host::hypervisor_for`]).
+    pub hypervisor: Option<Hypervisor>,
     /// DNS domain of the nodes (default: the cluster name).
     pub domain: String,
     pub networks: Vec<Network>,
@@ -427,6 +429,31 @@ impl Host {
     pub fn runs(&self, hypervisor: Hypervisor) -> bool {
         self.hypervisors.contains(&hypervisor)
     }
+
+    /// The hypervisor a node of a cluster that asks for `wanted` runs under here: that
+    /// one if this host runs it; for a cluster that asks for none, KVM where the host
+    /// runs it, else the host's first.
+    pub fn hypervisor_for(&self, wanted: Option<Hypervisor>) -> Option<Hypervisor> {
+        match wanted {
+            Some(h) => self.runs(h).then_some(h),
+            None if self.runs(Hypervisor::Kvm) => Some(Hypervisor::Kvm),
+            None => self.hypervisors.first().copied(),
+        }
+    }
+}
+
+impl Cluster {
+    /// The hypervisor the cluster's shared files name disks and consoles for (each
+    /// node's own files follow its host): the one it asks for, else KVM. A guest maps
+    /// the names at boot when it finds the other's devices.
+    pub fn files_hypervisor(&self) -> Hypervisor {
+        self.hypervisor.unwrap_or(Hypervisor::Kvm)
+    }
+}
+
+/// A hypervisor the way messages name it: `xen`, `kvm`, or any for none asked.
+pub fn hypervisor_name(h: Option<Hypervisor>) -> &'static str {
+    h.map_or("any hypervisor", Hypervisor::as_str)
 }
 
 impl Site {

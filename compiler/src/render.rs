@@ -662,6 +662,7 @@ fn role_files(
                 "disks",
                 value(data::disks(
                     cluster,
+                    cluster.files_hypervisor(),
                     role,
                     env.layers,
                     &env.plan.store,
@@ -716,7 +717,7 @@ fn role_files(
 
 /// The variables every node of `role` shares.
 fn node_base(facts: &ClusterFacts<'_>, base: &Value, role: &Role) -> Value {
-    let hv = facts.cluster.hypervisor;
+    let hv = facts.cluster.files_hypervisor();
     let root = format!("/dev/{}", layout::disk_device(hv, 0));
     extend(
         base,
@@ -784,7 +785,19 @@ impl NodeJob<'_> {
         let nics = data::nics(cluster, node, placed);
         set(ctx, "nics", &nics);
         let (layers, store) = (self.env.layers, &self.env.plan.store);
-        let disks = data::disks(cluster, self.role, layers, store, Some(&placed.dir));
+        // The node's own files are for the hypervisor of its host.
+        let hv = match placed.hypervisor {
+            Some(vocc_runtime::plan::Hypervisor::Xen) => crate::model::Hypervisor::Xen,
+            Some(vocc_runtime::plan::Hypervisor::Kvm) => crate::model::Hypervisor::Kvm,
+            None => cluster.files_hypervisor(),
+        };
+        set(ctx, "console", &layout::console(hv));
+        set(
+            ctx,
+            "root_device",
+            &format!("/dev/{}", layout::disk_device(hv, 0)),
+        );
+        let disks = data::disks(cluster, hv, self.role, layers, store, Some(&placed.dir));
         set(ctx, "disks", &disks);
         let (kernel, initrd) = data::kernel(layers, store, &cluster.name, placed, self.role);
         set(ctx, "kernel", &kernel);
@@ -817,7 +830,7 @@ impl NodeJob<'_> {
         made.push(file(ctx, "interfaces", guest("/etc/network/interfaces"))?);
         made.push(file(ctx, "meta-data", "cidata/meta-data".into())?);
         made.push(file(ctx, "network-config", "cidata/network-config".into())?);
-        match cluster.hypervisor {
+        match hv {
             crate::model::Hypervisor::Xen => made.push(file(ctx, "xen.cfg", "xen.cfg".into())?),
             crate::model::Hypervisor::Kvm => {
                 made.push(file(ctx, "libvirt.xml", "libvirt.xml".into())?)

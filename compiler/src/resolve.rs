@@ -473,7 +473,7 @@ impl<'a> Resolver<'a> {
         let mut cluster = Cluster {
             name: name.clone(),
             vo: name.clone(),
-            hypervisor: Hypervisor::Kvm,
+            hypervisor: None,
             domain: name.clone(),
             networks: Vec::new(),
             layers: Vec::new(),
@@ -632,7 +632,7 @@ impl<'a> Resolver<'a> {
             }
             _ => {
                 if let Some((h, _)) = a.choice(&["xen", "kvm"], "hypervisor kvm", &mut self.diags) {
-                    cluster.hypervisor = hypervisor(h);
+                    cluster.hypervisor = Some(hypervisor(h));
                 }
             }
         }

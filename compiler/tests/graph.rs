@@ -85,7 +85,7 @@ fn values_are_drawn_as_written() {
     assert!(
         texts
             .iter()
-            .any(|t| t == r#"c (vo a\Nb "c" \G & <d> \n, kvm)"#),
+            .any(|t| t == r#"c (vo a\Nb "c" \G & <d> \n, any hypervisor)"#),
         "{texts:#?}"
     );
 }

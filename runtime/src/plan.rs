@@ -55,7 +55,9 @@ pub struct PlanCluster {
     #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub name: String,
     pub vo: String,
-    pub hypervisor: Hypervisor,
+    /// The hypervisor the appliance asks for; none: each node runs under its host's
+    /// (`PlanNode::hypervisor`).
+    pub hypervisor: Option<Hypervisor>,
     pub domain: String,
     pub networks: Vec<PlanNetwork>,
 }
@@ -121,6 +123,10 @@ pub struct PlanNode {
     pub index: u32,
     /// The site host the node runs on.
     pub host: String,
+    /// The hypervisor the node runs under on its host, which its domain file is for
+    /// (older plans: the cluster's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<Hypervisor>,
     #[schemars(range(min = 1))]
     pub cpu: u32,
     pub memory: u64,

@@ -24,6 +24,10 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         .iter()
         .filter_map(|d| Some((d.node.as_str(), d.chosen.as_deref()?)))
         .collect();
+    let runs: HashMap<&str, Hypervisor> = decisions
+        .iter()
+        .filter_map(|d| Some((d.node.as_str(), d.runs?)))
+        .collect();
     let hosts: Vec<PlanHost> = site
         .hosts
         .iter()
@@ -104,6 +108,11 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .copied()
                         .unwrap_or_default()
                         .to_owned(),
+                    hypervisor: runs
+                        .get(node.id.as_str())
+                        .copied()
+                        .or(cluster.hypervisor)
+                        .map(hypervisor),
                     cpu: role.cpu,
                     memory: role.memory,
                     disk: need.disk,
@@ -163,7 +172,7 @@ fn plan_cluster(model: &Model, cluster: &Cluster) -> PlanCluster {
     PlanCluster {
         name: cluster.name.clone(),
         vo: cluster.vo.clone(),
-        hypervisor: hypervisor(cluster.hypervisor),
+        hypervisor: cluster.hypervisor.map(hypervisor),
         domain: cluster.domain.clone(),
         networks: cluster
             .networks

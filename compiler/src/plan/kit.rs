@@ -169,7 +169,7 @@ pub fn cluster(name: &str, layers: Vec<Layer>, roles: Vec<Role>) -> Cluster {
     Cluster {
         name: name.to_owned(),
         vo: name.to_owned(),
-        hypervisor: Hypervisor::Xen,
+        hypervisor: Some(Hypervisor::Xen),
         domain: name.to_owned(),
         networks: vec![Network {
             name: "private".to_owned(),

@@ -187,7 +187,10 @@ pub struct Decision {
     pub hostname: String,
     pub cluster: String,
     pub role: String,
-    pub hypervisor: Hypervisor,
+    /// The hypervisor the cluster asks for (none: any).
+    pub hypervisor: Option<Hypervisor>,
+    /// The hypervisor the node runs under on its chosen host.
+    pub runs: Option<Hypervisor>,
     pub demand: Demand,
     /// Every host of the site, in site order, as it stood just before this node.
     pub candidates: Vec<Candidate>,
@@ -269,14 +272,14 @@ struct HostState<'a> {
 }
 
 impl HostState<'_> {
-    fn assess(&self, hypervisor: Hypervisor, demand: &Demand) -> Candidate {
+    fn assess(&self, hypervisor: Option<Hypervisor>, demand: &Demand) -> Candidate {
         let layer_disk: u64 = demand
             .layers
             .iter()
             .filter(|(id, _)| !self.layers.contains(id))
             .map(|(_, size)| size)
             .sum();
-        let matches = self.host.runs(hypervisor);
+        let matches = self.host.hypervisor_for(hypervisor).is_some();
         let mut short = Vec::new();
         if matches {
             let needs = [
@@ -305,8 +308,8 @@ impl HostState<'_> {
 
     /// The disk this host needs for the node's layers it does not run yet, when the
     /// node fits; the allocation-free fast path of [`HostState::assess`].
-    fn fits(&self, hypervisor: Hypervisor, demand: &Demand) -> Option<u64> {
-        if !self.host.runs(hypervisor)
+    fn fits(&self, hypervisor: Option<Hypervisor>, demand: &Demand) -> Option<u64> {
+        if self.host.hypervisor_for(hypervisor).is_none()
             || u64::from(demand.cpu) > self.free.cpu
             || demand.memory > self.free.memory
         {
@@ -469,6 +472,7 @@ fn decide_one(
         cluster: p.cluster.name.clone(),
         role: p.role.name.clone(),
         hypervisor: p.cluster.hypervisor,
+        runs: chosen.and_then(|(i, _)| hosts[i].host.hypervisor_for(p.cluster.hypervisor)),
         demand: demand.clone(),
         chosen: chosen.map(|(i, _)| hosts[i].host.name.clone()),
         previous: p.previous.map(str::to_owned),
@@ -482,7 +486,7 @@ fn decide_one(
 fn diagnose(model: &Model, decisions: &[Decision]) -> Vec<Diagnostic> {
     let site = &model.site;
     let mut diags = Vec::new();
-    let mut hypervisors: Vec<Hypervisor> = Vec::new();
+    let mut hypervisors: Vec<Option<Hypervisor>> = Vec::new();
     for cluster in &model.clusters {
         if !hypervisors.contains(&cluster.hypervisor) {
             hypervisors.push(cluster.hypervisor);
@@ -494,7 +498,7 @@ fn diagnose(model: &Model, decisions: &[Decision]) -> Vec<Diagnostic> {
             .iter()
             .filter(|c| c.hypervisor == hv)
             .collect();
-        if !site.hosts.iter().any(|h| h.runs(hv)) {
+        if !site.hosts.iter().any(|h| h.hypervisor_for(hv).is_some()) {
             diags.extend(clusters.iter().map(|c| no_hypervisor(model, c)));
             continue;
         }
@@ -527,7 +531,7 @@ fn diagnose(model: &Model, decisions: &[Decision]) -> Vec<Diagnostic> {
 
 fn no_hypervisor(model: &Model, cluster: &Cluster) -> Diagnostic {
     let site = &model.site;
-    let hv = cluster.hypervisor.as_str();
+    let hv = crate::model::hypervisor_name(cluster.hypervisor);
     let mut others: Vec<&str> = site
         .hosts
         .iter()
@@ -574,9 +578,13 @@ fn no_hypervisor(model: &Model, cluster: &Cluster) -> Diagnostic {
 /// One diagnostic per resource of which the clusters of hypervisor `hv` need more than
 /// the hosts of `hv` offer in all. Layers count once each, as if all nodes sharing one
 /// could sit on one host: this is a lower bound, not a placement.
-fn site_totals(model: &Model, hv: Hypervisor, clusters: &[&Cluster]) -> Vec<Diagnostic> {
+fn site_totals(model: &Model, hv: Option<Hypervisor>, clusters: &[&Cluster]) -> Vec<Diagnostic> {
     let site = &model.site;
-    let hosts: Vec<&Host> = site.hosts.iter().filter(|h| h.runs(hv)).collect();
+    let hosts: Vec<&Host> = site
+        .hosts
+        .iter()
+        .filter(|h| h.hypervisor_for(hv).is_some())
+        .collect();
     let offered = hosts
         .iter()
         .map(|h| capacity(h))
@@ -593,7 +601,11 @@ fn site_totals(model: &Model, hv: Hypervisor, clusters: &[&Cluster]) -> Vec<Diag
     let offerer = if hosts.len() == site.hosts.len() {
         format!("site `{}` offers", site.name)
     } else {
-        format!("the {} hosts of site `{}` offer", hv.as_str(), site.name)
+        format!(
+            "the {} hosts of site `{}` offer",
+            crate::model::hypervisor_name(hv),
+            site.name
+        )
     };
     let rows = [
         (Resource::Cpu, needed.cpu, offered.cpu),
@@ -637,7 +649,7 @@ fn site_totals(model: &Model, hv: Hypervisor, clusters: &[&Cluster]) -> Vec<Diag
             "{} on {} {} host{}",
             resource.amount(offer),
             hosts.len(),
-            hv.as_str(),
+            crate::model::hypervisor_name(hv),
             if hosts.len() == 1 { "" } else { "s" }
         ))
         .with_hint(format!("{hint} to site `{}`", site.name));
@@ -740,7 +752,7 @@ fn fits_nowhere(model: &Model, d: &Decision, others: usize) -> Option<Diagnostic
     if matching < d.candidates.len() {
         diag = diag.with_hint(format!(
             "only the {matching} {} hosts of site `{}` can take nodes of cluster `{}`",
-            d.hypervisor.as_str(),
+            crate::model::hypervisor_name(d.hypervisor),
             site.name,
             d.cluster
         ));

@@ -77,7 +77,7 @@ fn only_hosts_of_the_clusters_hypervisor_take_its_nodes() {
 #[test]
 fn a_cluster_whose_hypervisor_no_host_runs_is_one_error() {
     let mut cluster = osg(3, 512 * MIB);
-    cluster.hypervisor = Hypervisor::Kvm;
+    cluster.hypervisor = Some(Hypervisor::Kvm);
     let model = model(vec![cluster], roomy(2));
     let diags = errors(&model);
     assert_eq!(diags.len(), 1, "{diags:#?}");

@@ -143,7 +143,7 @@ impl<'a> ClusterFacts<'a> {
             name: &c.name,
             vo: &c.vo,
             domain: &c.domain,
-            hypervisor: c.hypervisor.as_str(),
+            hypervisor: c.files_hypervisor().as_str(),
             source: &c.origin.location,
         }
     }
@@ -401,15 +401,16 @@ pub(crate) fn kernel(
     }
 }
 
-/// The disks of a node of `role` whose files are in `dir` (`None`: without paths).
+/// The disks of a node of `role` whose files are in `dir` (`None`: without paths), named
+/// as hypervisor `hv` names them.
 pub(crate) fn disks<'a>(
     cluster: &Cluster,
+    hv: crate::model::Hypervisor,
     role: &'a Role,
     layers: &PlanLayers<'_>,
     store: &str,
     dir: Option<&str>,
 ) -> Vec<DiskVars<'a>> {
-    let hv = cluster.hypervisor;
     let path = |file: &str| {
         dir.map(|d| layout::node_file(store, d, file))
             .unwrap_or_default()

@@ -161,7 +161,7 @@ fn cluster(name: &str, vo: &str, hypervisor: Hypervisor) -> Cluster {
     Cluster {
         name: name.into(),
         vo: vo.into(),
-        hypervisor,
+        hypervisor: Some(hypervisor),
         domain: name.into(),
         networks: Vec::new(),
         layers: vec![layer(name, "os", debian(), 20)],
@@ -429,6 +429,7 @@ fn plan(model: &Model) -> Plan {
                 role: r.name.clone(),
                 index: n.index,
                 host: hosts[i % hosts.len()].name.clone(),
+                hypervisor: c.hypervisor.map(|h| h.as_str().parse().unwrap()),
                 cpu: r.cpu,
                 memory: r.memory,
                 disk: 256 * MIB + r.swap.unwrap_or(0),
@@ -477,7 +478,7 @@ fn plan(model: &Model) -> Plan {
             .map(|c| PlanCluster {
                 name: c.name.clone(),
                 vo: c.vo.clone(),
-                hypervisor: c.hypervisor.as_str().parse().unwrap(),
+                hypervisor: c.hypervisor.map(|h| h.as_str().parse().unwrap()),
                 domain: c.domain.clone(),
                 networks: c
                     .networks

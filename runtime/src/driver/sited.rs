@@ -21,7 +21,7 @@ use crate::hostnode::{self, Action, NodeAnswer, NodeRequest, ReclaimRequest, Rec
 use crate::hostops::{Mux, Request};
 use crate::plan::Plan;
 use crate::state::Layout;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,8 +39,8 @@ pub struct Sited {
     out: PathBuf,
     /// The hosts' store (the same path on every host).
     store: String,
-    /// The linked hosts each cluster has nodes on.
-    placed: HashMap<String, HashSet<String>>,
+    /// The linked hosts each cluster has nodes on, and the drivers those nodes run with.
+    placed: HashMap<String, HashMap<String, BTreeSet<&'static str>>>,
     hosts: Arc<Hosts>,
 }
 
@@ -118,16 +118,23 @@ impl Sited {
         let Some(hosts) = hosts else {
             return Ok(local);
         };
-        let mut placed: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut placed: HashMap<String, HashMap<String, BTreeSet<&'static str>>> = HashMap::new();
         for n in plan
             .nodes
             .iter()
             .filter(|n| hosts.links.contains_key(&n.host))
         {
+            let asked = plan
+                .clusters
+                .iter()
+                .find(|c| c.name == n.cluster)
+                .and_then(|c| c.hypervisor);
             placed
                 .entry(n.cluster.clone())
                 .or_default()
-                .insert(n.host.clone());
+                .entry(n.host.clone())
+                .or_default()
+                .insert(host_driver(local.name(), n.hypervisor.or(asked)));
         }
         let plan_text = std::fs::read(plan_path).map_err(|e| Error::io("read", plan_path, e))?;
         Ok(Box::new(Sited {
@@ -238,7 +245,11 @@ impl Sited {
             store: self.store.clone(),
             cluster: n.cluster.name.clone(),
             node: n.node.id.clone(),
-            driver: self.local.name().to_owned(),
+            driver: host_driver(
+                self.local.name(),
+                n.node.hypervisor.or(n.cluster.hypervisor),
+            )
+            .to_owned(),
             plan: self.plan_sha.clone(),
             segments: n.segments.clone(),
             action,
@@ -278,6 +289,19 @@ impl Sited {
             }
         }
         self.ask(host, n, Action::Observe).ok()
+    }
+}
+
+/// The driver a host runs a node with: Xen's for a node that runs under Xen there; for
+/// KVM, the one the control side was asked for when it is a KVM driver (qemu, libvirt),
+/// else qemu; `sim` stays `sim` everywhere.
+fn host_driver(local: &'static str, runs: Option<crate::plan::Hypervisor>) -> &'static str {
+    use crate::plan::Hypervisor;
+    match (local, runs) {
+        ("sim", _) => "sim",
+        (_, Some(Hypervisor::Xen)) => "xen",
+        ("libvirt", _) => "libvirt",
+        _ => "qemu",
     }
 }
 
@@ -446,31 +470,40 @@ impl Driver for Sited {
     /// that cannot be asked is named in the error; the others are reclaimed regardless.
     fn reclaim(&self, layout: &Layout, cluster: &str) -> Result<Vec<String>> {
         let mut killed = self.local.reclaim(layout, cluster)?;
-        let request = Request::Reclaim(ReclaimRequest {
-            store: self.store.clone(),
-            cluster: cluster.to_owned(),
-            driver: self.local.name().to_owned(),
-        });
+        // Each host reclaims with every driver its nodes of the cluster run with.
+        let asks: Vec<(&String, Request)> = self
+            .placed
+            .get(cluster)
+            .into_iter()
+            .flatten()
+            .flat_map(|(host, drivers)| {
+                drivers.iter().map(move |d| {
+                    let request = Request::Reclaim(ReclaimRequest {
+                        store: self.store.clone(),
+                        cluster: cluster.to_owned(),
+                        driver: (*d).to_owned(),
+                    });
+                    (host, request)
+                })
+            })
+            .collect();
         let mut errors = Vec::new();
         let answers: Vec<(String, std::result::Result<Reclaimed, String>)> =
             std::thread::scope(|s| {
-                let asks: Vec<_> = self
-                    .placed
-                    .get(cluster)
-                    .into_iter()
-                    .flatten()
-                    .map(|host| {
-                        let request = &request;
+                let running: Vec<_> = asks
+                    .iter()
+                    .map(|(host, request)| {
                         s.spawn(move || {
                             let r = self.hosts.session(host).and_then(|m| {
                                 let v = m.call(request, ASK_LIMIT)?;
                                 serde_json::from_value::<Reclaimed>(v).map_err(|e| e.to_string())
                             });
-                            (host.clone(), r)
+                            ((*host).clone(), r)
                         })
                     })
                     .collect();
-                asks.into_iter()
+                running
+                    .into_iter()
                     .map(|a| a.join().expect("a reclaim does not panic"))
                     .collect()
             });
@@ -492,5 +525,22 @@ impl Driver for Sited {
                 errors.join("; ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_driver;
+    use crate::plan::Hypervisor;
+
+    #[test]
+    fn a_host_runs_each_node_with_the_driver_of_its_hypervisor() {
+        assert_eq!(host_driver("qemu", Some(Hypervisor::Xen)), "xen");
+        assert_eq!(host_driver("qemu", Some(Hypervisor::Kvm)), "qemu");
+        assert_eq!(host_driver("libvirt", Some(Hypervisor::Kvm)), "libvirt");
+        assert_eq!(host_driver("xen", Some(Hypervisor::Kvm)), "qemu");
+        assert_eq!(host_driver("libvirt", Some(Hypervisor::Xen)), "xen");
+        assert_eq!(host_driver("sim", Some(Hypervisor::Xen)), "sim");
+        assert_eq!(host_driver("qemu", None), "qemu");
     }
 }
