@@ -1128,7 +1128,13 @@ fn apply(
 }
 
 fn uses(n: &PlanNode, layer: &str) -> bool {
-    n.root.iter().any(|l| l == layer) || n.disks.iter().any(|d| d.layer == layer)
+    let root = match &n.root_image {
+        // Once images are built the node boots from one image, its root's layers
+        // stacked (or derived with its role's packages).
+        Some(image) => image == layer,
+        None => n.root.iter().any(|l| l == layer),
+    };
+    root || n.disks.iter().any(|d| d.layer == layer)
 }
 
 /// Whether node `n` needs the staging step `step`.

@@ -134,6 +134,7 @@ fn command(suite: &str, packages: &[String], root: &Path, mirror: &Path, source:
             "--dpkgopt=path-exclude=/usr/share/info/*",
             "--dpkgopt=path-exclude=/usr/share/lintian/*",
         ])
+        .args(debconf_hook(&crate::scheduler::debconf()))
         .arg("--customize-hook=chroot \"$1\" systemctl enable systemd-networkd")
         // Options end here: the suite (checked to be a release name) and the paths
         // can never be read as one.
@@ -141,6 +142,22 @@ fn command(suite: &str, packages: &[String], root: &Path, mirror: &Path, source:
         .arg(suite)
         .arg(root)
         .arg(mirror)
+}
+
+/// The hook that gives debconf its answers before the packages are installed (none
+/// without answers). The answers are vocc's own constants, quoted for the hook's shell.
+fn debconf_hook(answers: &[&str]) -> Option<String> {
+    if answers.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = answers
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    Some(format!(
+        "--essential-hook=printf '%s\\n' {} | chroot \"$1\" debconf-set-selections",
+        quoted.join(" ")
+    ))
 }
 
 /// Makes a built root fit to share: vocc's files in, machine identity and caches out.
@@ -171,9 +188,24 @@ pub fn finish(root: &Path) -> Result<(), ImageError> {
         super::BOOT_AGENT_UNIT,
         0o644,
     )?;
+    put(
+        "lib/systemd/system/vocc-batch-setup.service",
+        &super::batch_setup_unit(),
+        0o644,
+    )?;
+    put(
+        "lib/systemd/system/vocc-batch-configure.service",
+        &super::batch_configure_unit(),
+        0o644,
+    )?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(io(&wants))?;
-    for unit in ["vocc-ready.service", "vocc-agent.service"] {
+    for unit in [
+        "vocc-ready.service",
+        "vocc-agent.service",
+        "vocc-batch-setup.service",
+        "vocc-batch-configure.service",
+    ] {
         let link = wants.join(unit);
         let _ = fs::remove_file(&link);
         symlink(format!("/lib/systemd/system/{unit}"), &link).map_err(io(&link))?;

@@ -122,6 +122,10 @@ pub const BOOT_UDHCPC: &str = include_str!("../../../templates/boot/udhcpc.scrip
 /// the one that runs the runtime's command agent on the second serial port.
 pub const BOOT_READY_UNIT: &str = include_str!("../../../templates/boot/vocc-ready.service");
 pub const BOOT_AGENT_UNIT: &str = include_str!("../../../templates/boot/vocc-agent.service");
+pub const BOOT_BATCH_SETUP_UNIT: &str =
+    include_str!("../../../templates/boot/vocc-batch-setup.service");
+pub const BOOT_BATCH_CONFIGURE_UNIT: &str =
+    include_str!("../../../templates/boot/vocc-batch-configure.service");
 /// What `vocc-ready.service` runs: waits for the node's NFS mounts, prints the marker.
 pub const BOOT_READY_SCRIPT: &str = include_str!("../../../templates/boot/vocc-ready");
 /// The guest side of `vocc exec` (the runtime's), installed as `/lib/vocc/vocc-agent`.
@@ -131,13 +135,30 @@ pub const GUEST_AGENT: &str = vocc_runtime::agent::GUEST_SCRIPT;
 /// batch daemon as well ([`crate::scheduler::ready_after`]), below its
 /// `After=nfs-server.service`.
 pub fn ready_unit() -> String {
-    let mut out = String::with_capacity(BOOT_READY_UNIT.len() + 512);
-    for line in BOOT_READY_UNIT.lines() {
+    ordered(BOOT_READY_UNIT, "After=nfs-server.service", "After")
+}
+
+/// `vocc-batch-setup.service` as a layer carries it: before every batch system's daemons.
+pub fn batch_setup_unit() -> String {
+    ordered(BOOT_BATCH_SETUP_UNIT, "Before=multi-user.target", "Before")
+}
+
+/// `vocc-batch-configure.service` as a layer carries it: after every batch system's
+/// daemons.
+pub fn batch_configure_unit() -> String {
+    ordered(BOOT_BATCH_CONFIGURE_UNIT, "After=network-online.target", "After")
+}
+
+/// `unit` with a `KEY=` line per batch system (the units of its daemons) after the
+/// line `at`.
+fn ordered(unit: &str, at: &str, key: &str) -> String {
+    let mut out = String::with_capacity(unit.len() + 512);
+    for line in unit.lines() {
         out.push_str(line);
         out.push('\n');
-        if line == "After=nfs-server.service" {
+        if line == at {
             for units in crate::scheduler::ready_after() {
-                out.push_str(&format!("After={units}\n"));
+                out.push_str(&format!("{key}={units}\n"));
             }
         }
     }
@@ -147,7 +168,10 @@ pub fn ready_unit() -> String {
 /// The sha256 of every script a layer or initramfs carries (part of their recipes).
 pub fn scripts_hash() -> String {
     let ready = ready_unit();
+    let (setup, configure) = (batch_setup_unit(), batch_configure_unit());
     let all = [
+        &setup,
+        &configure,
         BOOT_INIT,
         BOOT_HOOK,
         BOOT_RCS,
@@ -449,6 +473,7 @@ pub fn build(
             built.insert((job.cluster.to_owned(), job.name.clone()), layer);
         }
     }
+    prune_staging(plan);
 
     placed.extend(nodes::build(&mut b, model, plan, rendered, &built)?);
 
@@ -762,6 +787,7 @@ fn build_layer(b: &mut Builder, job: &LayerJob) -> Result<BuiltLayer, ImageError
                 "builder": LAYER_BUILDER, "kind": "debian", "suite": suite,
                 "sources": sha256_hex(sources.as_bytes()), "packages": packages,
                 "base": debian::BASE_PACKAGES, "kernel": kernel.id(), "scripts": scripts_hash(),
+                "debconf": crate::scheduler::debconf(),
                 "size": size, "dirs": dirs,
             });
             let suite = suite.clone();
@@ -1090,6 +1116,46 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
             }
         }
     }
+}
+
+/// Drops the staging of layers no node boots from or attaches once the images exist:
+/// a layer that every role using it extends with packages is built only as part of
+/// the roles' derived images, so it has no image of its own to stage.
+fn prune_staging(plan: &mut Plan) {
+    let needed = |layer: &str| {
+        plan.nodes.iter().any(|n| {
+            let root = match &n.root_image {
+                Some(image) => image == layer,
+                None => n.root.iter().any(|l| l == layer),
+            };
+            root || n.disks.iter().any(|d| d.layer == layer)
+        })
+    };
+    let unused: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(&s.action, Action::Stage { layer, .. } if !needed(layer)))
+        .map(|s| s.id.clone())
+        .collect();
+    if unused.is_empty() {
+        return;
+    }
+    let kept: Vec<(String, String)> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Stage { host, layer } if !unused.contains(&s.id) => {
+                Some((host.clone(), layer.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    plan.steps.retain(|s| !unused.contains(&s.id));
+    for s in &mut plan.steps {
+        s.after.retain(|a| !unused.contains(a));
+    }
+    plan.staging
+        .retain(|i| kept.iter().any(|(h, l)| *h == i.host && *l == i.layer));
 }
 
 /// The recipe keys of the previous build of `out`, by path (from its manifest).

@@ -81,7 +81,26 @@ pub trait BatchSystem: Sync {
         let _ = part;
         Vec::new()
     }
+
+    /// Debconf answers every Debian layer is built with (`owner question type value`):
+    /// a batch system's packages install unconfigured, since a node learns its
+    /// cluster (its controller, its hosts) only when it boots.
+    fn debconf(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
+
+/// The debconf answers of every batch system (`BatchSystem::debconf`).
+pub fn debconf() -> Vec<&'static str> {
+    ALL.iter().flat_map(|s| s.debconf().iter().copied()).collect()
+}
+
+/// Where a batch system's boot steps are, on the nodes that have them: `setup` runs
+/// before its daemons start (`vocc-batch-setup.service`), `configure` once they run
+/// and before the node says it is ready (`vocc-batch-configure.service`). Both are
+/// run by `/bin/sh` and must be safe to run at every boot.
+pub const SETUP: &str = "/etc/vocc/batch/setup";
+pub const CONFIGURE: &str = "/etc/vocc/batch/configure";
 
 /// Every batch system vocc knows, in the order `/etc/vocc/services` lists their
 /// daemons (and `scheduler KIND` offers them).
@@ -383,9 +402,14 @@ pub(crate) mod tests {
             }
         }
         assert!(after.contains(&"nfs-server.service"));
+        verify("vocc-ready.service", &unit);
+    }
+
+    /// systemd reads `unit` (named `name`) without a complaint.
+    fn verify(name: &str, unit: &str) {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("vocc-ready.service");
-        std::fs::write(&path, &unit).unwrap();
+        let path = tmp.path().join(name);
+        std::fs::write(&path, unit).unwrap();
         let verify = std::process::Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
             .arg(&path)
@@ -396,5 +420,35 @@ pub(crate) mod tests {
             verify.status.success() && said.trim().is_empty(),
             "{said}\n{unit}"
         );
+    }
+
+    /// A batch system's setup runs before any batch daemon, its configuration after
+    /// every one and before the readiness marker; systemd reads both units.
+    #[test]
+    fn batch_steps_run_before_and_after_the_daemons() {
+        let setup = crate::image::batch_setup_unit();
+        let configure = crate::image::batch_configure_unit();
+        let listed = |unit: &str, key: &str| -> Vec<String> {
+            unit.lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .flat_map(str::split_whitespace)
+                .map(str::to_owned)
+                .collect()
+        };
+        let (before, after) = (listed(&setup, "Before="), listed(&configure, "After="));
+        for system in ALL {
+            for d in system.daemons() {
+                for name in d.names {
+                    let unit = format!("{name}.service");
+                    assert!(before.contains(&unit), "setup before {unit}");
+                    assert!(after.contains(&unit), "configure after {unit}");
+                }
+            }
+        }
+        assert!(listed(&configure, "Before=").contains(&"vocc-ready.service".to_owned()));
+        assert!(setup.contains(&format!("ConditionPathExists={SETUP}")));
+        assert!(configure.contains(&format!("ConditionPathExists={CONFIGURE}")));
+        verify("vocc-batch-setup.service", &setup);
+        verify("vocc-batch-configure.service", &configure);
     }
 }

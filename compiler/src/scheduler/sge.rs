@@ -1,6 +1,7 @@
 //! Grid Engine (SGE): `act_qmaster` on every node of the batch system; on the
 //! controller a host group and a queue per queue, an access list per VO a queue is
-//! for, and `qconf.sh`, which loads them once the master runs. `gridengine-master`
+//! for, `setup` (the cell's spool, made at first boot for this controller) and
+//! `configure` (`qconf.sh`), which loads the rest once the master runs. `gridengine-master`
 //! on the controller and `gridengine-exec` on compute nodes (Debian's SysV scripts).
 
 use super::{BatchSystem, Daemon, Queues};
@@ -32,9 +33,16 @@ impl BatchSystem for Sge {
         }
     }
 
+    /// Debian's packages would make a cell for the build machine: the controller makes
+    /// its own at boot (`sge-setup.sh`).
+    fn debconf(&self) -> &'static [&'static str] {
+        &["gridengine-common shared/gridengineconfig boolean false"]
+    }
+
     fn cluster_files(&self, files: &mut ClusterFiles<'_, '_>) -> Result<(), RenderError> {
         let facts = files.facts();
         files.render(To::Members, "sge-act_qmaster", vec![])?;
+        files.render(To::Controller, "sge-setup.sh", vec![])?;
         let queues = queues(facts);
         let mut vos: Vec<&str> = queues.iter().filter_map(|q| q.vo).collect();
         vos.sort_unstable();
@@ -70,7 +78,8 @@ template_list! {
     "sge-hostgroup" => "/etc/vocc/sge/hostgroups/@<queue>hosts", Cluster, Config;
     "sge-queue" => "/etc/vocc/sge/queues/<queue>", Cluster, Config;
     "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
-    "sge-qconf.sh" => "/etc/vocc/sge/qconf.sh", Cluster, Config;
+    "sge-setup.sh" => "/etc/vocc/batch/setup", Cluster, Config;
+    "sge-qconf.sh" => "/etc/vocc/batch/configure", Cluster, Config;
 }
 
 /// The queues, each with its host group, hosts and slots.
