@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     let mut output = stdout.lock();
     let result = match op.as_str() {
         "hello" => hostops::serve_hello(&mut input, &mut output),
-        "receive" => relay::serve_receive(&mut input, &mut output),
+        "receive" => {
+            // The transfer reads its control lines on a thread of its own (every wait
+            // for one has a deadline), from stdin itself rather than this lock.
+            drop(input);
+            relay::serve_receive(io::BufReader::new(io::stdin()), &mut output)
+        }
         "remove" => hostops::serve_remove(&mut input, &mut output),
         "serve" => hostops::serve(&mut input, &mut output),
         _ => {
