@@ -106,6 +106,14 @@ impl Trail {
     }
 }
 
+/// How long opening a host's link may take: the shared SSH connection (which
+/// `HostLink::connect` gives up on after 30 s), then `vocc-host receive` starting there
+/// and answering its request (`stall` × 4: a remote program may start slowly, as when
+/// the login shell's startup files run first).
+fn open_limit(stall: Duration) -> Duration {
+    Duration::from_secs(35) + stall * 4
+}
+
 /// An open control link to a host's `vocc-host receive`.
 struct Session {
     index: usize,
@@ -195,8 +203,9 @@ fn open_within(
     let (done, opened) = mpsc::channel();
     let deadline = Instant::now() + limit;
     let host_trail = trail.clone();
+    let answer = Duration::from_secs(req.stall_secs.max(1)) * 4;
     thread::spawn(move || {
-        let session = open(index, &target, &req, host_trail, deadline);
+        let session = open(index, &target, &req, host_trail, deadline, answer);
         if let Err(mpsc::SendError(Ok(late))) = done.send(session) {
             late.close();
         }
@@ -221,6 +230,7 @@ fn open(
     req: &Receive,
     trail: Trail,
     deadline: Instant,
+    limit: Duration,
 ) -> Result<Session, String> {
     trail.push("control", "connecting");
     target.link.connect().map_err(|e| {
@@ -280,7 +290,7 @@ fn open(
     let left = deadline.saturating_duration_since(Instant::now());
     let first = session
         .send(req, "request")
-        .and_then(|_| session.next("answer to the request", left));
+        .and_then(|_| session.next("answer to the request", left.min(limit)));
     match first {
         Ok(Event::Listening { port, have }) => {
             session.have = have;
@@ -359,13 +369,12 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                         token: token.clone(),
                         listen: targets[i].address.clone(),
                         stall_secs: stall.as_secs(),
+                        // Longer than this round may take to open every host's link.
+                        forward_secs: (open_limit(stall) + Duration::from_secs(30)).as_secs(),
                     };
                     let (target, trail) = (targets[i].clone(), trails[i].clone());
                     trail.push("control", "round starts");
-                    s.spawn(move || {
-                        let limit = relay::open_wait(stall);
-                        (i, open_within(i, target, req, trail, limit))
-                    })
+                    s.spawn(move || (i, open_within(i, target, req, trail, open_limit(stall))))
                 })
                 .collect();
             handles

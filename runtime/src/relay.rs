@@ -46,6 +46,15 @@ pub struct Receive {
     pub listen: String,
     /// Seconds without progress after which a transfer gives up (a cut link).
     pub stall_secs: u64,
+    /// Seconds the host waits for its [`Forward`] once it reported `Listening`: the
+    /// control side sends it when every host of the round has answered, which it waits
+    /// for a bounded time, so a host never waits for it forever.
+    #[serde(default = "default_forward_secs")]
+    pub forward_secs: u64,
+}
+
+fn default_forward_secs() -> u64 {
+    120
 }
 
 /// The next hop of the chain, or none for its last host.
@@ -296,18 +305,12 @@ impl Requests {
     }
 
     /// The next line, parsed as `T`; `what` names it in the failure.
-    fn next<T: for<'de> Deserialize<'de>>(
-        &self,
-        what: &str,
-        limit: Duration,
-    ) -> Result<T, String> {
+    fn next<T: for<'de> Deserialize<'de>>(&self, what: &str, limit: Duration) -> Result<T, String> {
         match self.lines.recv_timeout(limit) {
             Ok(Ok(line)) if line.is_empty() => Err(format!(
                 "the control side closed the link before sending {what}"
             )),
-            Ok(Ok(line)) => {
-                serde_json::from_str(&line).map_err(|e| format!("a bad {what}: {e}"))
-            }
+            Ok(Ok(line)) => serde_json::from_str(&line).map_err(|e| format!("a bad {what}: {e}")),
             Ok(Err(e)) => Err(format!("cannot read {what}: {e}")),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
                 "no {what} from the control side within {} s",
@@ -321,20 +324,8 @@ impl Requests {
 }
 
 /// How long a host waits for its request once started: the control side sends it
-/// right after starting the host's program.
+/// right after starting the host's program, so it is normally there already.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(60);
-
-/// How long a host that reported `Listening` waits for its [`Forward`]: the control
-/// side sends it once every host of the round has answered, which it waits for at most
-/// [`open_wait`] from its own start, so this is longer.
-pub fn forward_wait(stall: Duration) -> Duration {
-    open_wait(stall) + Duration::from_secs(30)
-}
-
-/// How long the control side gives one host to be connected, started and listening.
-pub fn open_wait(stall: Duration) -> Duration {
-    stall * 4 + Duration::from_secs(60)
-}
 
 /// The steps of a transfer on a host, written to its stderr as they happen, so that
 /// the control side can say which step a host that stopped answering was in.
@@ -403,8 +394,11 @@ fn receive(requests: &Requests, output: &mut dyn Write, steps: &Steps) -> Result
         return Err(("request", "the token must have 1 to 128 bytes".into(), 0, 0));
     }
     let stall = Duration::from_secs(req.stall_secs.max(1));
-    let forward_limit = forward_wait(stall);
-    steps.step(format_args!("request for `{}` ({} bytes)", req.path, req.size));
+    let forward_limit = Duration::from_secs(req.forward_secs.max(1));
+    steps.step(format_args!(
+        "request for `{}` ({} bytes)",
+        req.path, req.size
+    ));
 
     // Already there and whole: nothing to receive.
     if fs::metadata(&path).is_ok_and(|m| m.len() == req.size)
@@ -646,19 +640,19 @@ fn accept(
                         ))
                     }
                     // Someone else: not our upstream; keep waiting for it.
-                    _ => continue,
+                    _ => {}
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "no upstream connected within {} s",
-                        (stall * 4).as_secs()
-                    ));
-                }
                 thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(format!("accepting the upstream: {e}")),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no upstream connected within {} s",
+                (stall * 4).as_secs()
+            ));
         }
     }
 }
