@@ -4,6 +4,11 @@
 //! the hosts behind it in the chain are chained again without it, and a later run
 //! continues every partial file where it stopped.
 //!
+//! Every wait of the control side has a deadline too: opening a host's link (connection,
+//! program start, first answer), its result, closing it. A host that misses one fails
+//! alone with the step it was in, from its [`HostResult::log`]: the control side's steps
+//! and the host's own, read from its stderr.
+//!
 //! `Strategy::Direct` sends to every host from this machine at once, the way every host
 //! pulling from one image server would; it is kept to measure the chain against.
 
