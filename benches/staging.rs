@@ -12,7 +12,11 @@
 //! the chain's makespan over N.
 //!
 //! Options (after `--`): `--size 8M`, `--rate 20mbit`, `--hosts 1,2,4,8,16,32,64`,
-//! `--naive-max 64` (the largest N the naive way is measured at: it takes N × S/R).
+//! `--naive-max 64` (the largest N the naive way is measured at: it takes N × S/R),
+//! `--runs 1` (how many times the chain from no connection runs at each N; each run is
+//! printed, the table shows their median). A run in which a host fails prints that
+//! host's steps (the control side's and the host's own) and the bench fails at the end;
+//! every run's steps of every host are kept in a folder it names.
 //! Needs root (the lab) and the packages of `scripts/setup`.
 
 #[path = "../tests/common/mod.rs"]
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use vocc_runtime::distribute::{distribute, Outcome, Strategy, Target, Transfer};
 use vocc_runtime::hostlink::HostLink;
 use vocc_runtime::hostops::{Hello, Request, Session};
-use vocc_runtime::relay::sha256_file;
+use vocc_runtime::relay::{partial_path, sha256_file};
 
 struct Options {
     size: u64,
@@ -33,6 +37,7 @@ struct Options {
     rate_bits: f64,
     hosts: Vec<usize>,
     naive_max: usize,
+    runs: usize,
 }
 
 fn parse_size(s: &str) -> u64 {
@@ -65,6 +70,7 @@ fn options() -> Options {
         rate_bits: 20e6,
         hosts: vec![1, 2, 4, 8, 16, 32, 64],
         naive_max: 64,
+        runs: 1,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -86,6 +92,7 @@ fn options() -> Options {
                     .collect()
             }
             "--naive-max" => o.naive_max = value().parse().expect("a number"),
+            "--runs" => o.runs = value().parse().expect("a number of runs"),
             other => panic!("unknown option `{other}`"),
         }
     }
@@ -139,6 +146,88 @@ fn hello_latency(sessions: &mut [Session]) -> Duration {
     started.elapsed()
 }
 
+/// What every measured run shares.
+struct Bench<'a> {
+    lab: &'a Lab,
+    program: &'a Path,
+    transfer: Transfer<'a>,
+    /// S/R in seconds.
+    one: f64,
+    /// Where every run's steps are kept.
+    logs: PathBuf,
+    failures: std::cell::Cell<usize>,
+}
+
+/// Stages the layer to hosts 1..=n once; prints the run's makespan (or which hosts
+/// failed, with their steps) and returns the makespan when every host has the layer.
+fn measure(b: &Bench, n: usize, strategy: Strategy, warm: bool, what: &str) -> Option<f64> {
+    let run = std::fs::read_dir(&b.logs).map_or(0, |d| d.count());
+    let name = format!("layers/bench-{n}-{run}.img");
+    let targets: Vec<Target> = (1..=n)
+        .map(|i| Target {
+            host: format!("h{i}"),
+            address: address(i),
+            link: link(b.lab, i, b.program),
+            dest: format!("{}/store/{name}", b.lab.dir.display()),
+        })
+        .collect();
+    for t in &targets {
+        if warm {
+            t.link.connect().expect("the host answers");
+        } else {
+            t.link.disconnect();
+        }
+    }
+    let started = Instant::now();
+    let results = distribute(&b.transfer, &targets, strategy);
+    let makespan = started.elapsed().as_secs_f64();
+    let mut steps = String::new();
+    let mut failed = Vec::new();
+    for r in &results {
+        let ok = matches!(r.outcome, Outcome::Done { received, .. } if received == b.transfer.size);
+        if !ok {
+            failed.push(r);
+        }
+        steps.push_str(&format!("{} {:.2} s {:?}\n", r.host, r.secs, r.outcome));
+        for line in &r.log {
+            steps.push_str(&format!("  {line}\n"));
+        }
+    }
+    let file = b.logs.join(format!("{run:03}-n{n}.log"));
+    std::fs::write(&file, format!("N = {n}, {what}\n{steps}")).expect("the steps file");
+    for i in 1..=n {
+        let f = b.lab.host_file(&format!("h{i}"), &name);
+        let _ = std::fs::remove_file(&f);
+        let _ = std::fs::remove_file(partial_path(&f));
+    }
+    if failed.is_empty() {
+        eprintln!(
+            "N = {n}, {what}: {makespan:.2} s = {:.2} × S/R",
+            makespan / b.one
+        );
+        return Some(makespan);
+    }
+    b.failures.set(b.failures.get() + 1);
+    eprintln!(
+        "N = {n}, {what}: {} hosts FAILED after {makespan:.2} s (all steps in {})",
+        failed.len(),
+        file.display()
+    );
+    for r in failed {
+        eprintln!("{} failed after {:.2} s: {:?}", r.host, r.secs, r.outcome);
+        for line in &r.log {
+            eprintln!("  {line}");
+        }
+    }
+    None
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    (!xs.is_empty()).then(|| xs[xs.len() / 2])
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -168,6 +257,16 @@ fn main() {
         stall_secs: 10,
     };
     let one = o.size as f64 * 8.0 / o.rate_bits;
+    let logs = std::env::temp_dir().join(format!("vocc-staging-steps-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("the steps folder");
+    let bench = Bench {
+        lab: &lab,
+        program: &program,
+        transfer,
+        one,
+        logs,
+        failures: std::cell::Cell::new(0),
+    };
     println!(
         "staging {} MiB to N hosts on links of {} (S/R = {one:.2} s), {} cores",
         o.size >> 20,
@@ -180,48 +279,22 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     let mut points = Vec::new();
     for &n in &o.hosts {
-        let mut row = Vec::new();
-        // The chain twice: from no connection (its handshakes count), and with every host
-        // already connected (as for a run's second layer); then the naive way.
-        for (strategy, warm) in [
-            (Strategy::Chain, false),
-            (Strategy::Chain, true),
-            (Strategy::Direct, false),
-        ] {
-            if strategy == Strategy::Direct && n > o.naive_max {
-                row.push(None);
-                continue;
-            }
-            let name = format!("layers/bench-{n}-{strategy:?}-{warm}.img");
-            let targets: Vec<Target> = (1..=n)
-                .map(|i| Target {
-                    host: format!("h{i}"),
-                    address: address(i),
-                    link: link(&lab, i, &program),
-                    dest: format!("{}/store/{name}", lab.dir.display()),
-                })
-                .collect();
-            for t in &targets {
-                if warm {
-                    t.link.connect().expect("the host answers");
-                } else {
-                    t.link.disconnect();
-                }
-            }
-            let started = Instant::now();
-            let results = distribute(&transfer, &targets, strategy);
-            let makespan = started.elapsed().as_secs_f64();
-            for r in &results {
-                match r.outcome {
-                    Outcome::Done { received, .. } => assert_eq!(received, o.size, "{}", r.host),
-                    ref failed => panic!("{} failed: {failed:?}", r.host),
-                }
-            }
-            for i in 1..=n {
-                let _ = std::fs::remove_file(lab.host_file(&format!("h{i}"), &name));
-            }
-            row.push(Some(makespan));
+        // The chain from no connection (its handshakes count; `--runs` times), once with
+        // every host already connected (as for a run's second layer), then the naive way.
+        let mut cold = Vec::new();
+        for run in 1..=o.runs.max(1) {
+            let what = format!("chain from no connection, run {run}");
+            cold.extend(measure(&bench, n, Strategy::Chain, false, &what));
         }
+        let row = [
+            median(&cold),
+            measure(&bench, n, Strategy::Chain, true, "chain, hosts connected"),
+            if n > o.naive_max {
+                None
+            } else {
+                measure(&bench, n, Strategy::Direct, false, "naive")
+            },
+        ];
         let mut sessions: Vec<Session> = (1..=n)
             .map(|i| Session::open(&link(&lab, i, &program)).expect("a session with the host"))
             .collect();
@@ -264,4 +337,11 @@ fn main() {
             warm * 1000.0
         );
     }
+    let failures = bench.failures.get();
+    assert_eq!(
+        failures,
+        0,
+        "{failures} runs had hosts that failed (their steps are printed above and kept in {})",
+        bench.logs.display()
+    );
 }

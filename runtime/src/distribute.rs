@@ -4,6 +4,11 @@
 //! the hosts behind it in the chain are chained again without it, and a later run
 //! continues every partial file where it stopped.
 //!
+//! Every wait of the control side has a deadline too: opening a host's link (connection,
+//! program start, first answer), its result, closing it. A host that misses one fails
+//! alone with the step it was in, from its [`HostResult::log`]: the control side's steps
+//! and the host's own, read from its stderr.
+//!
 //! `Strategy::Direct` sends to every host from this machine at once, the way every host
 //! pulling from one image server would; it is kept to measure the chain against.
 
@@ -13,7 +18,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -65,6 +70,53 @@ pub struct HostResult {
     pub host: String,
     pub outcome: Outcome,
     pub secs: f64,
+    /// The steps of the host's transfers, as the control side saw them and as the host
+    /// wrote them to its stderr, each with its time from the start of the distribution:
+    /// for saying where a host that failed or stopped answering was.
+    pub log: Vec<String>,
+}
+
+/// A host's steps, shared by the threads that see them.
+#[derive(Clone)]
+struct Trail {
+    started: Instant,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Trail {
+    fn new(started: Instant) -> Trail {
+        Trail {
+            started,
+            lines: Arc::default(),
+        }
+    }
+
+    fn push(&self, who: &str, what: &str) {
+        let t = self.started.elapsed().as_secs_f64();
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.push(format!("{t:8.3} s {who}: {what}"));
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last step the host itself reported, for failure messages.
+    fn last_host_step(&self) -> Option<String> {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().rev().find_map(|l| {
+            l.split_once(" host: ")
+                .map(|(_, what)| what.trim_start_matches("vocc-host receive: ").to_owned())
+        })
+    }
+}
+
+/// How long opening a host's link may take: the shared SSH connection (which
+/// `HostLink::connect` gives up on after 30 s), then `vocc-host receive` starting there
+/// and answering its request (`stall` × 4: a remote program may start slowly, as when
+/// the login shell's startup files run first).
+fn open_limit(stall: Duration) -> Duration {
+    Duration::from_secs(35) + stall * 4
 }
 
 /// An open control link to a host's `vocc-host receive`.
@@ -73,32 +125,55 @@ struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
     events: mpsc::Receiver<Result<Event, String>>,
+    /// Ends (disconnects) once everything the host wrote to stderr is in the trail.
+    stderr_read: mpsc::Receiver<()>,
+    trail: Trail,
     have: u64,
     port: u16,
 }
 
 impl Session {
-    fn send<T: serde::Serialize>(&mut self, msg: &T) -> Result<(), String> {
+    fn send<T: serde::Serialize>(&mut self, msg: &T, what: &str) -> Result<(), String> {
         let mut line = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
         line.push(b'\n');
         let stdin = self.stdin.as_mut().ok_or("the link is closed")?;
-        stdin
+        let sent = stdin
             .write_all(&line)
             .and_then(|_| stdin.flush())
-            .map_err(|e| format!("cannot write to the host: {e}"))
+            .map_err(|e| format!("cannot send the {what} to the host: {e}"));
+        match &sent {
+            Ok(()) => self.trail.push("control", &format!("sent the {what}")),
+            Err(e) => self.trail.push("control", e),
+        }
+        sent
     }
 
-    /// The next event, or why the link ended without one.
-    fn next(&mut self, limit: Duration) -> Result<Event, String> {
-        match self.events.recv_timeout(limit) {
+    /// The next event, or why the link ended without one; `what` names the awaited
+    /// event in the failure, with the last step the host reported.
+    fn next(&mut self, what: &str, limit: Duration) -> Result<Event, String> {
+        self.trail.push(
+            "control",
+            &format!("waiting for the {what} (up to {} s)", limit.as_secs()),
+        );
+        let event = match self.events.recv_timeout(limit) {
             Ok(Ok(event)) => Ok(event),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+            Err(_) => Err(format!("no {what} within {} s", limit.as_secs())),
+        };
+        match &event {
+            Ok(e) => self.trail.push("control", &format!("got {e:?}")),
+            Err(e) => self.trail.push("control", e),
         }
+        event.map_err(|e| match self.trail.last_host_step() {
+            Some(step) => format!("{e}; the host's last step: {step}"),
+            None => format!("{e}; the host reported no step"),
+        })
     }
 
     /// Ends the link: the host's program ends once its stdin closes; one that does not
-    /// within two seconds is killed. Returns the last line it wrote to stderr.
+    /// within two seconds is killed. Returns the last line the link wrote to stderr
+    /// that is not one of the host's steps (what ssh or srun said), waiting at most two
+    /// more seconds for it: another program may hold the pipe open.
     fn close(mut self) -> String {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -107,25 +182,74 @@ impl Session {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        stderr.trim().lines().last().unwrap_or("").to_owned()
+        let _ = self.stderr_read.recv_timeout(Duration::from_secs(2));
+        self.trail
+            .lines()
+            .iter()
+            .rev()
+            .filter_map(|l| l.split_once(" host: ").map(|(_, what)| what))
+            .find(|what| !what.starts_with("vocc-host receive: "))
+            .unwrap_or("")
+            .to_owned()
     }
 }
 
-fn open(index: usize, target: &Target, req: &Receive, limit: Duration) -> Result<Session, String> {
-    target
-        .link
-        .connect()
-        .map_err(|e| format!("cannot reach the host ({e})"))?;
+/// Connects to the host, starts `vocc-host receive` there, sends `req` and waits for
+/// its first answer, all within `limit`; the result comes on `done`. Runs on a thread
+/// of its own that nobody waits for: a link that hangs (an ssh that never returns)
+/// costs the round no more than `limit`, and a session that opens too late is closed.
+fn open_within(
+    index: usize,
+    target: Target,
+    req: Receive,
+    trail: Trail,
+    limit: Duration,
+) -> Result<Session, String> {
+    let (done, opened) = mpsc::channel();
+    let deadline = Instant::now() + limit;
+    let host_trail = trail.clone();
+    let answer = Duration::from_secs(req.stall_secs.max(1)) * 4;
+    thread::spawn(move || {
+        let session = open(index, &target, &req, host_trail, deadline, answer);
+        if let Err(mpsc::SendError(Ok(late))) = done.send(session) {
+            late.close();
+        }
+    });
+    match opened.recv_timeout(limit + Duration::from_secs(1)) {
+        Ok(r) => r,
+        Err(_) => {
+            let step = trail.lines().last().cloned().unwrap_or_default();
+            trail.push("control", "gave up opening the link");
+            Err(format!(
+                "cannot reach the host: not connected and listening within {} s (last step: {})",
+                limit.as_secs(),
+                step.trim()
+            ))
+        }
+    }
+}
+
+fn open(
+    index: usize,
+    target: &Target,
+    req: &Receive,
+    trail: Trail,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Session, String> {
+    trail.push("control", "connecting");
+    target.link.connect().map_err(|e| {
+        trail.push("control", &e);
+        format!("cannot reach the host ({e})")
+    })?;
+    trail.push("control", "connected; starting `vocc-host receive`");
     let mut child = target
         .link
         .command(HostOp::Receive)?
         .spawn()
         .map_err(|e| format!("cannot start the link to the host: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
     let stdin = child.stdin.take();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -145,15 +269,33 @@ fn open(index: usize, target: &Target, req: &Receive, limit: Duration) -> Result
         }
         let _ = tx.send(Err("the link to the host closed".into()));
     });
+    // The host's steps and whatever the link says go to the trail as they come, so
+    // that the pipe never fills and a host that stops answering can be placed.
+    let (stderr_done, stderr_read) = mpsc::channel::<()>();
+    let host_trail = trail.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            match line {
+                Ok(l) => host_trail.push("host", l.trim_end()),
+                Err(_) => break,
+            }
+        }
+        drop(stderr_done);
+    });
     let mut session = Session {
         index,
         child,
         stdin,
         events: rx,
+        stderr_read,
+        trail,
         have: 0,
         port: 0,
     };
-    let first = session.send(req).and_then(|_| session.next(limit));
+    let left = deadline.saturating_duration_since(Instant::now());
+    let first = session
+        .send(req, "request")
+        .and_then(|_| session.next("answer to the request", left.min(limit)));
     match first {
         Ok(Event::Listening { port, have }) => {
             session.have = have;
@@ -187,6 +329,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
     let mut received = vec![0u64; targets.len()];
     let mut forwarded = vec![0u64; targets.len()];
     let mut last_error: Vec<Option<(String, String, u64)>> = vec![None; targets.len()];
+    let trails: Vec<Trail> = targets.iter().map(|_| Trail::new(started)).collect();
     let stall = Duration::from_secs(transfer.stall_secs.max(1));
     let source = match File::open(transfer.source) {
         Ok(f) => f,
@@ -205,6 +348,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                         have: 0,
                     },
                     secs: 0.0,
+                    log: Vec::new(),
                 })
                 .collect();
         }
@@ -230,9 +374,12 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                         token: token.clone(),
                         listen: targets[i].address.clone(),
                         stall_secs: stall.as_secs(),
+                        // Longer than this round may take to open every host's link.
+                        forward_secs: (open_limit(stall) + Duration::from_secs(30)).as_secs(),
                     };
-                    let target = &targets[i];
-                    s.spawn(move || (i, open(i, target, &req, stall * 4)))
+                    let (target, trail) = (targets[i].clone(), trails[i].clone());
+                    trail.push("control", "round starts");
+                    s.spawn(move || (i, open_within(i, target, req, trail, open_limit(stall))))
                 })
                 .collect();
             handles
@@ -254,6 +401,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                             have,
                         },
                         secs: started.elapsed().as_secs_f64(),
+                        log: Vec::new(),
                     });
                 }
             }
@@ -287,8 +435,9 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
             if sessions[k].have < transfer.size && (strategy == Strategy::Direct || is_first) {
                 from_source.push(peer(&sessions[k]));
             }
-            // A host that cannot take this has a closed link, which its final event shows.
-            let _ = sessions[k].send(&Forward { next });
+            // A host that cannot take this has a closed link, which its final event
+            // shows (or its deadline for the next hop, should the link hold the line).
+            let _ = sessions[k].send(&Forward { next }, "next hop");
         }
         let moved_before: u64 = received.iter().sum();
         let decided_before = results.iter().filter(|r| r.is_some()).count();
@@ -306,7 +455,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     // Stalls end a hop much sooner; this only bounds a host that hangs.
                     let limit = stall * 8 + Duration::from_secs(transfer.size / 100_000);
                     s.spawn(move || {
-                        let event = session.next(limit);
+                        let event = session.next("result", limit);
                         (event, started.elapsed().as_secs_f64())
                     })
                 })
@@ -316,10 +465,19 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                 .map(|h| h.join().expect("waiting does not panic"))
                 .collect()
         });
+        // The links end together: each takes at most a few seconds.
+        let closed: Vec<(usize, String)> = thread::scope(|s| {
+            let handles: Vec<_> = sessions
+                .into_iter()
+                .map(|session| s.spawn(move || (session.index, session.close())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("closing a link does not panic"))
+                .collect()
+        });
         // The answers come in the sessions' order.
-        for (session, (event, secs)) in sessions.into_iter().zip(finals) {
-            let i = session.index;
-            let why = session.close();
+        for ((i, why), (event, secs)) in closed.into_iter().zip(finals) {
             match event {
                 Ok(Event::Done {
                     received: r,
@@ -335,6 +493,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                             forwarded: forwarded[i],
                         },
                         secs,
+                        log: Vec::new(),
                     });
                 }
                 Ok(Event::Failed {
@@ -353,6 +512,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                             host: targets[i].host.clone(),
                             outcome: Outcome::Failed { step, error, have },
                             secs,
+                            log: Vec::new(),
                         });
                     }
                 }
@@ -365,6 +525,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                             have: 0,
                         },
                         secs,
+                        log: Vec::new(),
                     });
                 }
                 Err(e) => {
@@ -383,6 +544,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                             have,
                         },
                         secs,
+                        log: Vec::new(),
                     });
                 }
             }
@@ -397,7 +559,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            results[i].clone().unwrap_or_else(|| {
+            let result = results[i].clone().unwrap_or_else(|| {
                 let (step, error, have) =
                     last_error[i]
                         .clone()
@@ -406,8 +568,13 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     host: t.host.clone(),
                     outcome: Outcome::Failed { step, error, have },
                     secs: started.elapsed().as_secs_f64(),
+                    log: Vec::new(),
                 }
-            })
+            });
+            HostResult {
+                log: trails[i].lines(),
+                ..result
+            }
         })
         .collect()
 }

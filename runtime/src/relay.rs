@@ -17,6 +17,11 @@
 //! The data connection starts with a header (the transfer's token and the offset the
 //! sender starts from); a connection with another token is refused. What arrives is
 //! trusted only once its sha256 matches the one the control side sent.
+//!
+//! Every wait of a host has a deadline (its request, its next hop, its upstream, each
+//! read and write), so a host always ends with an event that names the step it stopped
+//! at. The host writes its steps to stderr as it goes (`vocc-host receive: 1.694 s:
+//! waiting for the upstream (up to 40 s)`), which the control side keeps.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,7 +30,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +51,15 @@ pub struct Receive {
     pub listen: String,
     /// Seconds without progress after which a transfer gives up (a cut link).
     pub stall_secs: u64,
+    /// Seconds the host waits for its [`Forward`] once it reported `Listening`: the
+    /// control side sends it when every host of the round has answered, which it waits
+    /// for a bounded time, so a host never waits for it forever.
+    #[serde(default = "default_forward_secs")]
+    pub forward_secs: u64,
+}
+
+fn default_forward_secs() -> u64 {
+    120
 }
 
 /// The next hop of the chain, or none for its last host.
@@ -272,10 +286,78 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex(&hash_prefix(&f, len)?.finalize()))
 }
 
-/// Runs one transfer on a host: the host half of the protocol, on `input`/`output`
-/// (the control link). Everything that goes wrong ends in a `Failed` event.
-pub fn serve_receive(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Result<()> {
-    let event = match receive(input, output) {
+/// The lines the control side sends on a host's control link, read by a thread of
+/// their own so that every wait for one has a deadline: a control side that never
+/// sends its next line (or a link that holds it) ends the transfer with a failure that
+/// says which line was awaited, instead of leaving the host waiting forever.
+struct Requests {
+    lines: mpsc::Receiver<io::Result<String>>,
+}
+
+impl Requests {
+    fn new<R: BufRead + Send + 'static>(mut input: R) -> Requests {
+        let (tx, rx) = mpsc::channel();
+        // Detached: a read that never returns must not keep the transfer from ending.
+        thread::spawn(move || loop {
+            let mut line = String::new();
+            let read = input.read_line(&mut line);
+            let end = !matches!(read, Ok(n) if n > 0);
+            if tx.send(read.map(|_| line)).is_err() || end {
+                return;
+            }
+        });
+        Requests { lines: rx }
+    }
+
+    /// The next line, parsed as `T`; `what` names it in the failure.
+    fn next<T: for<'de> Deserialize<'de>>(&self, what: &str, limit: Duration) -> Result<T, String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(Ok(line)) if line.is_empty() => Err(format!(
+                "the control side closed the link before sending {what}"
+            )),
+            Ok(Ok(line)) => serde_json::from_str(&line).map_err(|e| format!("a bad {what}: {e}")),
+            Ok(Err(e)) => Err(format!("cannot read {what}: {e}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "no {what} from the control side within {} s",
+                limit.as_secs()
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+                "the control side closed the link before sending {what}"
+            )),
+        }
+    }
+}
+
+/// How long a host waits for its request once started: the control side sends it
+/// right after starting the host's program, so it is normally there already.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(60);
+
+/// The steps of a transfer on a host, written to its stderr as they happen, so that
+/// the control side can say which step a host that stopped answering was in.
+struct Steps {
+    started: Instant,
+}
+
+impl Steps {
+    fn step(&self, what: std::fmt::Arguments) {
+        let t = self.started.elapsed().as_secs_f64();
+        // stderr is unbuffered; a failed write (a closed link) changes nothing here.
+        let _ = writeln!(io::stderr(), "vocc-host receive: {t:.3} s: {what}");
+    }
+}
+
+/// Runs one transfer on a host: the host half of the protocol, reading the control
+/// link's lines from `input` and answering on `output`. Everything that goes wrong
+/// ends in a `Failed` event; every wait has a deadline.
+pub fn serve_receive<R: BufRead + Send + 'static>(
+    input: R,
+    output: &mut dyn Write,
+) -> io::Result<()> {
+    let steps = Steps {
+        started: Instant::now(),
+    };
+    let requests = Requests::new(input);
+    let event = match receive(&requests, output, &steps) {
         Ok(event) => event,
         Err((step, error, have, received)) => Event::Failed {
             step: step.into(),
@@ -284,6 +366,10 @@ pub fn serve_receive(input: &mut dyn BufRead, output: &mut dyn Write) -> io::Res
             received,
         },
     };
+    match &event {
+        Event::Failed { step, error, .. } => steps.step(format_args!("failed at {step}: {error}")),
+        _ => steps.step(format_args!("done")),
+    }
     emit(output, &event)
 }
 
@@ -294,20 +380,17 @@ fn emit(output: &mut dyn Write, event: &Event) -> io::Result<()> {
     output.flush()
 }
 
-fn read_line<T: for<'de> Deserialize<'de>>(input: &mut dyn BufRead) -> Result<T, String> {
-    let mut line = String::new();
-    match input.read_line(&mut line) {
-        Ok(0) => Err("the control side closed the link".into()),
-        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("a bad request: {e}")),
-        Err(e) => Err(format!("cannot read the request: {e}")),
-    }
-}
-
 type Failure = (&'static str, String, u64, u64);
 
-fn receive(input: &mut dyn BufRead, output: &mut dyn Write) -> Result<Event, Failure> {
+fn receive(requests: &Requests, output: &mut dyn Write, steps: &Steps) -> Result<Event, Failure> {
     let fail = |step: &'static str, have: u64| move |e: String| (step, e, have, 0);
-    let req: Receive = read_line(input).map_err(fail("request", 0))?;
+    steps.step(format_args!(
+        "waiting for the request (up to {} s)",
+        REQUEST_WAIT.as_secs()
+    ));
+    let req: Receive = requests
+        .next("request", REQUEST_WAIT)
+        .map_err(fail("request", 0))?;
     let path = check_path(&req.path).map_err(fail("request", 0))?;
     if !is_sha256(&req.sha256) {
         return Err(("request", "the sha256 is not 64 hex digits".into(), 0, 0));
@@ -316,11 +399,20 @@ fn receive(input: &mut dyn BufRead, output: &mut dyn Write) -> Result<Event, Fai
         return Err(("request", "the token must have 1 to 128 bytes".into(), 0, 0));
     }
     let stall = Duration::from_secs(req.stall_secs.max(1));
+    let forward_limit = Duration::from_secs(req.forward_secs.max(1));
+    steps.step(format_args!(
+        "request for `{}` ({} bytes)",
+        req.path, req.size
+    ));
 
     // Already there and whole: nothing to receive.
     if fs::metadata(&path).is_ok_and(|m| m.len() == req.size)
         && sha256_file(&path).is_ok_and(|h| h == req.sha256)
     {
+        steps.step(format_args!(
+            "has the file whole; waiting for the next hop (up to {} s)",
+            forward_limit.as_secs()
+        ));
         emit(
             output,
             &Event::Listening {
@@ -329,7 +421,9 @@ fn receive(input: &mut dyn BufRead, output: &mut dyn Write) -> Result<Event, Fai
             },
         )
         .map_err(|e| ("report", e.to_string(), req.size, 0))?;
-        let _: Forward = read_line(input).map_err(fail("request", req.size))?;
+        let _: Forward = requests
+            .next("next hop", forward_limit)
+            .map_err(fail("request", req.size))?;
         return Ok(Event::Done {
             received: 0,
             forwarded: 0,
@@ -382,7 +476,20 @@ fn receive(input: &mut dyn BufRead, output: &mut dyn Write) -> Result<Event, Fai
         .port();
     emit(output, &Event::Listening { port, have })
         .map_err(|e| ("report", e.to_string(), have, 0))?;
-    let forward: Forward = read_line(input).map_err(fail("request", have))?;
+    steps.step(format_args!(
+        "listening on port {port} with {have} bytes; waiting for the next hop (up to {} s)",
+        forward_limit.as_secs()
+    ));
+    let forward: Forward = requests
+        .next("next hop", forward_limit)
+        .map_err(fail("request", have))?;
+    match &forward.next {
+        Some(p) => steps.step(format_args!(
+            "next hop {}:{} from byte {}",
+            p.address, p.port, p.from
+        )),
+        None => steps.step(format_args!("last of the chain")),
+    }
 
     let progress = Arc::new(Progress::default());
     progress.advance(have);
@@ -393,8 +500,15 @@ fn receive(input: &mut dyn BufRead, output: &mut dyn Write) -> Result<Event, Fai
         thread::spawn(move || send_to_inner(&file, size, &peer, Some(&progress), stall))
     });
 
-    let received = receive_stream(&listener, &file, &req, have, &progress, stall);
+    let received = receive_stream(&listener, &file, &req, have, &progress, stall, steps);
     progress.finish();
+    match &received {
+        Ok(n) => steps.step(format_args!("received {n} bytes")),
+        Err((e, n)) => steps.step(format_args!("receiving stopped after {n} bytes: {e}")),
+    }
+    if forwarder.is_some() {
+        steps.step(format_args!("waiting for the next hop to take the rest"));
+    }
     let forwarded = forwarder.map(|t| {
         t.join()
             .unwrap_or_else(|_| Err(io::Error::other("the forwarding thread panicked")))
@@ -448,11 +562,22 @@ fn receive_stream(
     have: u64,
     progress: &Progress,
     stall: Duration,
+    steps: &Steps,
 ) -> Result<u64, (String, u64)> {
     if have == req.size {
         return Ok(0);
     }
+    steps.step(format_args!(
+        "waiting for the upstream (up to {} s)",
+        (stall * 4).as_secs()
+    ));
     let mut stream = accept(listener, &req.token, have, stall).map_err(|e| (e, 0))?;
+    steps.step(format_args!(
+        "upstream {} connected, sending from byte {have}",
+        stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    ));
     stream
         .set_read_timeout(Some(stall))
         .map_err(|e| (e.to_string(), 0))?;
@@ -520,19 +645,19 @@ fn accept(
                         ))
                     }
                     // Someone else: not our upstream; keep waiting for it.
-                    _ => continue,
+                    _ => {}
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "no upstream connected within {} s",
-                        (stall * 4).as_secs()
-                    ));
-                }
                 thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(format!("accepting the upstream: {e}")),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no upstream connected within {} s",
+                (stall * 4).as_secs()
+            ));
         }
     }
 }

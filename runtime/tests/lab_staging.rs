@@ -1,7 +1,8 @@
 //! Staging a layer to the lab's hosts over SSH and shaped links (`scripts/lab`): every
 //! host gets it once, verified; a host whose link is cut mid-transfer fails alone while
 //! the hosts behind it in the chain still finish; after the link is back, the next run
-//! sends that host only what it lacks and the others nothing.
+//! sends that host only what it lacks and the others nothing. The lab's hosts do not
+//! share a home (whose shell startup files run in every SSH session).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -116,6 +117,15 @@ fn a_layer_reaches_every_host_once_and_a_cut_link_fails_only_its_host() {
         }
     }
     assert!(kept > 0 && kept < SIZE as u64, "h4 kept {kept} bytes");
+    // What h4 did is kept, its own steps included, up to where its link was cut.
+    assert!(
+        results[3]
+            .log
+            .iter()
+            .any(|l| l.contains("host: vocc-host receive:") && l.contains("upstream")),
+        "{:#?}",
+        results[3].log
+    );
 
     // Second run, link restored: h4 receives only what it lacked, the others nothing.
     lab.link("h4", "up");
@@ -164,4 +174,27 @@ fn a_layer_reaches_every_host_through_the_sites_slurm() {
         let file = lab.host_file(&r.host, "layers/layer.img");
         assert_eq!(sha256_file(&file).unwrap(), sha, "{}", r.host);
     }
+}
+
+#[test]
+fn lab_hosts_do_not_share_a_home() {
+    let _serial = common::serial();
+    let lab = Lab::up("home", 2, "0");
+    let long = Duration::from_secs(30);
+    // A host's sessions start in its own home: what a session leaves there (as shell
+    // startup files would) is not seen by another host.
+    let ran = lab.exec("ctl", &argv(&lab.ssh("h1", "touch ~/.left-by-h1")), long);
+    assert!(ran.success(), "{}", ran.report());
+    let ran = lab.exec(
+        "ctl",
+        &argv(&lab.ssh("h2", "test ! -e ~/.left-by-h1")),
+        long,
+    );
+    assert!(ran.success(), "h2 sees h1's home: {}", ran.report());
+    let ran = lab.exec("ctl", &argv(&lab.ssh("h1", "test -e ~/.left-by-h1")), long);
+    assert!(ran.success(), "{}", ran.report());
+}
+
+fn argv(words: &[String]) -> Vec<&str> {
+    words.iter().map(String::as_str).collect()
 }

@@ -4,7 +4,12 @@
 //! discarded, and an unreachable host fails alone.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use vocc_runtime::distribute::{distribute, HostResult, Outcome, Strategy, Target, Transfer};
 use vocc_runtime::hostlink::HostLink;
 use vocc_runtime::relay::{partial_path, sha256_file};
@@ -172,4 +177,125 @@ fn a_host_refuses_a_path_that_is_not_plain() {
         other => panic!("{other:?}"),
     }
     assert!(!dir.path().parent().unwrap().join("escape.img").exists());
+}
+
+/// Reads `child`'s stdout lines on a thread of their own, so that a test can wait for
+/// one with a deadline instead of hanging with the host.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_host_that_never_gets_its_next_hop_fails_in_time_and_says_where_it_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sha) = layer(dir.path());
+    let mut host = Command::new(env!("CARGO_BIN_EXE_vocc-host"))
+        .arg("receive")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut host);
+    let mut stdin = host.stdin.take().unwrap();
+    let request = serde_json::json!({
+        "path": dir.path().join("h1/store/layer.img"),
+        "size": SIZE,
+        "sha256": sha,
+        "token": "t",
+        "listen": "127.0.0.1",
+        "stall_secs": 1,
+        "forward_secs": 2,
+    });
+    writeln!(stdin, "{request}").unwrap();
+    let first = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.contains("\"listening\""), "{first}");
+    // The control side keeps the link open and never says where to forward.
+    let started = Instant::now();
+    let last = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the host waits for its next hop forever");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let event: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(event["event"], "failed", "{last}");
+    assert_eq!(event["step"], "request", "{last}");
+    let error = event["error"].as_str().unwrap();
+    assert!(
+        error.contains("no next hop") && error.contains("2 s"),
+        "{error}"
+    );
+    drop(stdin);
+    let mut stderr = String::new();
+    host.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    host.wait().unwrap();
+    assert!(stderr.contains("waiting for the next hop"), "{stderr}");
+    assert!(stderr.contains("failed at request"), "{stderr}");
+}
+
+#[test]
+fn a_host_whose_program_starts_too_slowly_fails_alone_and_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, sha) = layer(dir.path());
+    let mut hosts = targets(dir.path(), 3);
+    // h2's program starts only after a long pause, as when a login shell's startup
+    // files wait for a lock first; the pause is a child holding the link's pipes.
+    let slow = dir.path().join("slow/vocc-host");
+    fs::create_dir_all(slow.parent().unwrap()).unwrap();
+    let pid_file = dir.path().join("slow/pause.pid");
+    fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nsleep 120 &\necho $! >{}\nwait\nexec {} \"$@\"\n",
+            pid_file.display(),
+            env!("CARGO_BIN_EXE_vocc-host")
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+    hosts[1].link = HostLink::Local { program: slow };
+    let started = Instant::now();
+    let results = distribute(&transfer(&source, &sha), &hosts, Strategy::Chain);
+    let took = started.elapsed();
+    if let Ok(pid) = fs::read_to_string(&pid_file) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    match &results[1].outcome {
+        Outcome::Failed { step, error, .. } => {
+            assert_eq!(step, "connect");
+            assert!(
+                error.contains("no answer to the request within 12 s"),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        results[1]
+            .log
+            .iter()
+            .any(|l| l.contains("sent the request")),
+        "{:?}",
+        results[1].log
+    );
+    for k in [0, 2] {
+        assert!(
+            matches!(results[k].outcome, Outcome::Done { .. }),
+            "{:?}",
+            results[k]
+        );
+    }
+    assert!(took < Duration::from_secs(40), "the run took {took:?}");
 }

@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     // A session answers from several threads: it takes stdout's lock per line.
     let result = match op.as_str() {
         "hello" => hostops::serve_hello(&mut input, &mut io::stdout().lock()),
-        "receive" => relay::serve_receive(&mut input, &mut io::stdout().lock()),
+        "receive" => {
+            // The transfer reads its control lines on a thread of its own (every wait
+            // for one has a deadline), from stdin itself rather than this lock.
+            drop(input);
+            relay::serve_receive(io::BufReader::new(io::stdin()), &mut io::stdout().lock())
+        }
         "remove" => hostops::serve_remove(&mut input, &mut io::stdout().lock()),
         "serve" => hostops::serve(&mut input, &mut io::stdout()),
         _ => {
