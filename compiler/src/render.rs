@@ -471,6 +471,8 @@ pub enum To {
     Members,
     /// The batch system's controller role.
     Controller,
+    /// Every compute role but the controller's.
+    Compute,
 }
 
 /// Where the cluster-wide files of a cluster go as they are rendered, and the roles
@@ -566,6 +568,10 @@ impl<'r, 'a> ClusterFiles<'r, 'a> {
                 To::All => true,
                 To::Members => r.scheduler.is_some(),
                 To::Controller => Some(r.name.as_str()) == controller,
+                To::Compute => {
+                    r.scheduler.as_ref().is_some_and(|s| s.compute)
+                        && Some(r.name.as_str()) != controller
+                }
             };
             if gets {
                 self.shared

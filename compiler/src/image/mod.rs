@@ -146,7 +146,11 @@ pub fn batch_setup_unit() -> String {
 /// `vocc-batch-configure.service` as a layer carries it: after every batch system's
 /// daemons.
 pub fn batch_configure_unit() -> String {
-    ordered(BOOT_BATCH_CONFIGURE_UNIT, "After=network-online.target", "After")
+    ordered(
+        BOOT_BATCH_CONFIGURE_UNIT,
+        "After=network-online.target",
+        "After",
+    )
 }
 
 /// `unit` with a `KEY=` line per batch system (the units of its daemons) after the

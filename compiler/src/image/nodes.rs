@@ -203,7 +203,11 @@ fn config_drive(
     rendered: &Rendered,
     source: &str,
 ) -> Result<(Output, String), ImageError> {
-    let env = node_env(cluster, role, node);
+    // The node that serves DHCP on a network gets its dnsmasq.conf: it runs dnsmasq.
+    let dhcp = rendered
+        .node(&node.id)
+        .is_some_and(|out| out.files().any(|f| f.path == "files/etc/dnsmasq.conf"));
+    let env = node_env(cluster, role, node, dhcp);
     let mut files: Vec<DriveFile> = vec![DriveFile {
         path: "vocc/node.env".into(),
         mode: 0o644,
@@ -257,8 +261,8 @@ fn config_drive(
 }
 
 /// `vocc/node.env`: shell assignments the hook and the layer's scripts read.
-pub(super) fn node_env(cluster: &Cluster, role: &Role, node: &Node) -> String {
-    let (enable, disable) = units(role);
+pub(super) fn node_env(cluster: &Cluster, role: &Role, node: &Node, dhcp: bool) -> String {
+    let (enable, disable) = units(role, dhcp);
     let vars: BTreeMap<&str, String> = [
         ("VOCC_NODE", node.id.clone()),
         ("VOCC_HOSTNAME", node.hostname.clone()),
@@ -320,12 +324,19 @@ fn early_network(cluster: &Cluster, node: &Node) -> String {
 /// The systemd units a node of `role` runs or does not run, among those a shared
 /// Debian layer may carry for other roles. The batch system's daemons are not among
 /// them: `/etc/vocc/services` names those ([`crate::scheduler::services`]).
-fn units(role: &Role) -> (Vec<&'static str>, Vec<&'static str>) {
-    if role.exports.is_empty() {
-        (vec![], vec!["nfs-server"])
-    } else {
-        (vec!["nfs-server"], vec![])
-    }
+fn units(role: &Role, dhcp: bool) -> (Vec<&'static str>, Vec<&'static str>) {
+    let (mut enable, mut disable) = (Vec::new(), Vec::new());
+    let mut pick = |name, on| {
+        if on {
+            enable.push(name)
+        } else {
+            disable.push(name)
+        }
+    };
+    pick("nfs-server", !role.exports.is_empty());
+    // The DHCP server of a network (the layer needs the `dnsmasq` package).
+    pick("dnsmasq", dhcp);
+    (enable, disable)
 }
 
 #[cfg(test)]
@@ -343,7 +354,7 @@ mod tests {
         let cluster = &model.clusters[0];
         let node = cluster.nodes.iter().find(|n| n.id == node).unwrap();
         let role = cluster.role(&node.role).unwrap();
-        node_env(cluster, role, node)
+        node_env(cluster, role, node, false)
     }
 
     const CLUSTER: &str = r#"
@@ -408,9 +419,32 @@ cluster c {
                 })
                 .flat_map(|v| v.trim_matches('\'').split_whitespace())
                 .collect();
-            assert_eq!(units, ["nfs-server"], "{node}: {env}");
+            assert_eq!(units, ["nfs-server", "dnsmasq"], "{node}: {env}");
             assert!(units.iter().all(|u| !daemons.contains(u)), "{node}: {env}");
         }
+    }
+
+    /// The node that serves DHCP on a network runs dnsmasq; the others keep it off.
+    #[test]
+    fn the_dhcp_server_runs_dnsmasq() {
+        let world = MemWorld::new().with("/a.voc", CLUSTER);
+        let c = compile(&world, Path::new("/a.voc"), &Options::default()).unwrap();
+        let model = c.model.unwrap();
+        let cluster = &model.clusters[0];
+        let node = &cluster.nodes[0];
+        let role = cluster.role(&node.role).unwrap();
+        let on = node_env(cluster, role, node, true);
+        assert!(
+            on.contains("VOCC_ENABLE='dnsmasq'") || on.contains(" dnsmasq'"),
+            "{on}"
+        );
+        assert!(!on
+            .lines()
+            .any(|l| l.starts_with("VOCC_DISABLE=") && l.contains("dnsmasq")));
+        let off = node_env(cluster, role, node, false);
+        assert!(off
+            .lines()
+            .any(|l| l.starts_with("VOCC_DISABLE=") && l.contains("dnsmasq")));
     }
 
     /// Runs the boot hook with `env` as node.env and `files` on the drive against a

@@ -92,7 +92,9 @@ pub trait BatchSystem: Sync {
 
 /// The debconf answers of every batch system (`BatchSystem::debconf`).
 pub fn debconf() -> Vec<&'static str> {
-    ALL.iter().flat_map(|s| s.debconf().iter().copied()).collect()
+    ALL.iter()
+        .flat_map(|s| s.debconf().iter().copied())
+        .collect()
 }
 
 /// Where a batch system's boot steps are, on the nodes that have them: `setup` runs

@@ -43,6 +43,7 @@ impl BatchSystem for Sge {
         let facts = files.facts();
         files.render(To::Members, "sge-act_qmaster", vec![])?;
         files.render(To::Controller, "sge-setup.sh", vec![])?;
+        files.render(To::Compute, "sge-registered.sh", vec![])?;
         let queues = queues(facts);
         let mut vos: Vec<&str> = queues.iter().filter_map(|q| q.vo).collect();
         vos.sort_unstable();
@@ -80,6 +81,7 @@ template_list! {
     "sge-userset" => "/etc/vocc/sge/usersets/<vo>", Cluster, Config;
     "sge-setup.sh" => "/etc/vocc/batch/setup", Cluster, Config;
     "sge-qconf.sh" => "/etc/vocc/batch/configure", Cluster, Config;
+    "sge-registered.sh" => "/etc/vocc/batch/configure", Cluster, Config;
 }
 
 /// The queues, each with its host group, hosts and slots.
