@@ -26,11 +26,13 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shipped appliances whose roles use the batch system `kind` (as written in a
-/// `scheduler` statement), sorted.
+/// The shipped appliances, and the clusters of `tests/inputs/batch/` (batch systems as
+/// the seeds ran them where no release carries their software), whose roles use the
+/// batch system `kind` (as written in a `scheduler` statement), sorted.
 fn shipped(kind: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(root().join("appliances"))
-        .unwrap()
+    let mut out: Vec<PathBuf> = ["appliances", "tests/inputs/batch"]
+        .iter()
+        .flat_map(|d| fs::read_dir(root().join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "voc"))
         .filter(|p| {
