@@ -31,18 +31,6 @@ fn json(ran: &common::Ran) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", ran.report()))
 }
 
-/// Every file under the host's store, relative to it.
-fn store_files(lab: &Lab, host: &str) -> Vec<String> {
-    let root = lab.dir.join(host).join("store");
-    let mut out: Vec<String> = walkdir::WalkDir::new(&root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_type().is_dir())
-        .map(|e| e.path().strip_prefix(&root).unwrap().display().to_string())
-        .collect();
-    out.sort();
-    out
-}
 
 /// The lab's processes that are qemus, per host (`ip netns pids`).
 fn qemus(lab: &Lab, host: &str) -> Vec<String> {
@@ -85,14 +73,20 @@ fn exec(out: &str, node: &str, argv: &[&str]) -> common::Ran {
     vocc(&args)
 }
 
-fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
-    let _serial = common::serial();
-    let program = host_program().display().to_string();
-    let mut opts = vec!["--host-program", program.as_str()];
-    opts.extend_from_slice(options);
-    let lab = Lab::up_with(name, 3, "100mbit", &opts);
-    let out_dir = lab.dir.join("out");
-    let out = out_dir.display().to_string();
+/// `vocc down` of a build when dropped: whatever happens in a test, nothing keeps
+/// running.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = vocc(&["down", &self.0]);
+    }
+}
+
+/// The demo built for the lab's site `site_file` into `LAB/out`; from here on the
+/// calling thread is the lab's control machine. Returns the build and its `Down`.
+fn build_demo(lab: &Lab, site_file: &str) -> (String, Down) {
+    let out = lab.dir.join("out").display().to_string();
     let store = std::env::var_os("VOCC_TEST_STORE")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store"));
@@ -110,14 +104,17 @@ fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
     ]);
     assert!(ran.success(), "{}", ran.report());
     lab.enter_control();
-    // Whatever happens below, nothing keeps running.
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = vocc(&["down", &self.0]);
-        }
-    }
-    let _down = Down(out.clone());
+    let down = Down(out.clone());
+    (out, down)
+}
+
+fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
+    let _serial = common::serial();
+    let program = host_program().display().to_string();
+    let mut opts = vec!["--host-program", program.as_str()];
+    opts.extend_from_slice(options);
+    let lab = Lab::up_with(name, 3, "100mbit", &opts);
+    let (out, _down) = build_demo(&lab, site_file);
 
     let t = Instant::now();
     let ran = vocc(&["up", &out, "--json", "--timeout", "300"]);
@@ -205,7 +202,7 @@ fn demo_on_three_hosts(name: &str, site_file: &str, options: &[&str]) {
     assert!(ran.success(), "{}", ran.report());
     for host in ["h1", "h2", "h3"] {
         assert_eq!(
-            store_files(&lab, host),
+            lab.store_files(host),
             Vec::<String>::new(),
             "{host} keeps files"
         );
@@ -237,31 +234,7 @@ fn a_host_cut_off_fails_only_its_nodes_and_up_resumes_when_it_is_back() {
         "0",
         &["--no-slurm", "--host-program", &program],
     );
-    let out = lab.dir.join("out").display().to_string();
-    let store = std::env::var_os("VOCC_TEST_STORE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store"));
-    let site = lab.dir.join("site.voc").display().to_string();
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
-    let ran = vocc(&[
-        "build",
-        demo,
-        "--site",
-        &site,
-        "-o",
-        &out,
-        "--store",
-        &store.display().to_string(),
-    ]);
-    assert!(ran.success(), "{}", ran.report());
-    lab.enter_control();
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = vocc(&["down", &self.0]);
-        }
-    }
-    let _down = Down(out.clone());
+    let (out, _down) = build_demo(&lab, "site.voc");
     let plan: Value =
         serde_json::from_str(&std::fs::read_to_string(lab.dir.join("out/plan.json")).unwrap())
             .unwrap();
@@ -323,7 +296,7 @@ fn a_host_cut_off_fails_only_its_nodes_and_up_resumes_when_it_is_back() {
     assert!(ran.success(), "{}", ran.report());
     for host in ["h1", "h2", "h3"] {
         assert_eq!(
-            store_files(&lab, host),
+            lab.store_files(host),
             Vec::<String>::new(),
             "{host} keeps files"
         );

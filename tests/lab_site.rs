@@ -30,18 +30,6 @@ fn vocc(args: &[&str]) -> common::Ran {
     common::run(&mut cmd, Duration::from_secs(300))
 }
 
-/// Every file under the host's store, as paths relative to it.
-fn store_files(lab: &Lab, host: &str) -> Vec<String> {
-    let root = lab.dir.join(host).join("store");
-    let mut out: Vec<String> = walkdir::WalkDir::new(&root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&root).unwrap().display().to_string())
-        .collect();
-    out.sort();
-    out
-}
 
 /// `install`: the site names a program path where nothing is yet, and vocc puts its own
 /// vocc-host there (checked by its sha256) before staging.
@@ -102,7 +90,7 @@ fn stage_and_remove(way: &str, site_file: &str, install: bool) {
         "the hosts run another vocc-host"
     );
     for host in ["h1", "h2", "h3"] {
-        let files = store_files(&lab, host);
+        let files = lab.store_files(host);
         if used.iter().any(|h| h == host) {
             assert_eq!(
                 files,
@@ -132,7 +120,7 @@ fn stage_and_remove(way: &str, site_file: &str, install: bool) {
     assert!(ran.success(), "{}", ran.report());
     for host in ["h1", "h2", "h3"] {
         assert_eq!(
-            store_files(&lab, host),
+            lab.store_files(host),
             Vec::<String>::new(),
             "{host} keeps files"
         );

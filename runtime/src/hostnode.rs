@@ -238,6 +238,20 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
     Ok(answer)
 }
 
+/// A file's identity for a cache of what was read from it: device, inode, size and
+/// modification time (a file replaced by renaming is a new inode).
+pub fn file_key(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{} {} {} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
+}
+
 /// A plan file read and checked, with its sha256.
 type Loaded = (String, std::sync::Arc<Plan>);
 
@@ -246,20 +260,12 @@ type Loaded = (String, std::sync::Arc<Plan>);
 /// plan is a new inode). A session's requests then cost no parse of the plan each.
 /// It must be the plan whose sha256 is `want`.
 fn cached_plan(path: &Path, cluster: &str, want: &str) -> Result<std::sync::Arc<Plan>, String> {
-    use std::os::unix::fs::MetadataExt;
     static CACHE: std::sync::Mutex<Option<BTreeMap<PathBuf, (String, Loaded)>>> =
         std::sync::Mutex::new(None);
     let meta = std::fs::metadata(path).map_err(|e| {
         format!("the host has no plan of cluster `{cluster}` ({e}): the control side puts it first")
     })?;
-    let key = format!(
-        "{} {} {} {}.{}",
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    );
+    let key = file_key(&meta);
     let other = || {
         format!(
             "the host's copy of the plan of cluster `{cluster}` is not the one the control \

@@ -237,17 +237,8 @@ pub struct Hello {
 /// it is kept (in the user's runtime folder) for as long as the binary's device, inode,
 /// size and modification time stay the same.
 fn own_sha256() -> io::Result<String> {
-    use std::os::unix::fs::MetadataExt;
     let exe = std::env::current_exe()?;
-    let meta = std::fs::metadata(&exe)?;
-    let key = format!(
-        "{} {} {} {}.{}",
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    );
+    let key = crate::hostnode::file_key(&std::fs::metadata(&exe)?);
     let cache = crate::state::user_dir().join("host-program.sha256");
     if let Ok(text) = std::fs::read_to_string(&cache) {
         if let Some(sha) = text.trim().strip_prefix(&format!("{key} ")) {

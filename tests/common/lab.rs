@@ -132,6 +132,24 @@ impl Lab {
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
     }
 
+    /// Every file under a host's own store, relative to it, sorted.
+    pub fn store_files(&self, host: &str) -> Vec<String> {
+        let root = self.dir.join(host).join("store");
+        let mut out = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                } else {
+                    out.push(e.path().strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The file of a host's own store, as the host sees it at the site's store path.
     pub fn host_file(&self, host: &str, relative: &str) -> PathBuf {
         self.dir.join(host).join("store").join(relative)
