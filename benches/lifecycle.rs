@@ -22,6 +22,15 @@ use std::time::{Duration, Instant};
 use vocc_runtime::plan::State;
 use vocc_runtime::{Op, Options, Runtime, Selection};
 
+/// CPU time (user and system) this process has used, in milliseconds.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(u.ru_utime) + ms(u.ru_stime)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -66,9 +75,9 @@ fn main() {
     let program = root.join("target/release/vocc-host");
     println!("lifecycle operations on N hosts over SSH (sim guests), {rounds} rounds");
     println!(
-        "| N | up | pause, sessions opened | pause | unpause | slowest host's round trip | pause vs N=1 |"
+        "| N | up | pause, sessions opened | pause | unpause | slowest host's round trip | control CPU per op | pause vs N=1 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut first: Option<f64> = None;
     for n in hosts {
         let lab = Lab::up_with(
@@ -134,6 +143,7 @@ fn main() {
         };
         let (cold, _) = timed(Op::Pause);
         timed(Op::Unpause);
+        let cpu_before = own_cpu_ms();
         let mut pause = Vec::new();
         let mut unpause = Vec::new();
         let mut trips = Vec::new();
@@ -143,10 +153,14 @@ fn main() {
             trips.push(trip);
             unpause.push(timed(Op::Unpause).0);
         }
+        // What the control side itself spends per operation (this process: the DAG,
+        // the requests and answers, the journal); the hosts' sshd and vocc-host, which
+        // on a site run on the hosts' own CPUs, share this machine's two here.
+        let control = (own_cpu_ms() - cpu_before) / (2 * rounds) as f64;
         let (pause, unpause, trip) = (median(pause), median(unpause), median(trips));
         let base = *first.get_or_insert(pause);
         println!(
-            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {trip:.2} ms | {:.2}× |",
+            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {trip:.2} ms | {control:.2} ms | {:.2}× |",
             up_ms,
             pause / base
         );
