@@ -31,7 +31,6 @@ fn json(ran: &common::Ran) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", ran.report()))
 }
 
-
 /// The lab's processes that are qemus, per host (`ip netns pids`).
 fn qemus(lab: &Lab, host: &str) -> Vec<String> {
     let ns = format!("{}-{host}", lab.prefix);

@@ -30,7 +30,6 @@ fn vocc(args: &[&str]) -> common::Ran {
     common::run(&mut cmd, Duration::from_secs(300))
 }
 
-
 /// `install`: the site names a program path where nothing is yet, and vocc puts its own
 /// vocc-host there (checked by its sha256) before staging.
 fn stage_and_remove(way: &str, site_file: &str, install: bool) {
