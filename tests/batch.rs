@@ -639,6 +639,21 @@ fn torque_files_follow_torques_formats_and_say_what_the_cluster_is() {
                 nodes.iter().map(|(h, (np, _))| (h.clone(), *np)).collect();
             assert_eq!(got, expected, "{}", at("nodes"));
 
+            // The server is configured at boot by a script the shell reads, which feeds
+            // qmgr the file below.
+            let script = built.read(head, "etc/vocc/batch/configure");
+            assert!(script.contains("/etc/vocc/pbs/qmgr"), "{}", at("configure"));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("configure");
+            fs::write(&path, &script).unwrap();
+            let parsed = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+            assert!(
+                parsed.status.success(),
+                "{}: {}",
+                at("configure"),
+                String::from_utf8_lossy(&parsed.stderr)
+            );
+
             // The queues: each takes jobs and reaches some node through its property.
             let qmgr = pbs_qmgr(&built.read(head, "etc/vocc/pbs/qmgr"))
                 .unwrap_or_else(|e| panic!("{}: {e}", at("qmgr")));

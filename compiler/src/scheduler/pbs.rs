@@ -40,7 +40,8 @@ impl BatchSystem for Pbs {
         let nodes = vec![("nodes", value(nodes(facts)))];
         files.render(To::Controller, "pbs-nodes", nodes)?;
         let queues = vec![("queues", value(queue_vars(facts)))];
-        files.render(To::Controller, "pbs-qmgr", queues)
+        files.render(To::Controller, "pbs-qmgr", queues)?;
+        files.render(To::Controller, "pbs-configure.sh", vec![])
     }
 
     fn role_files(&self, part: &SchedRole) -> Vec<&'static str> {
@@ -56,6 +57,7 @@ template_list! {
     "pbs-server_name" => "/var/spool/torque/server_name", Cluster, Config;
     "pbs-nodes" => "/var/spool/torque/server_priv/nodes", Cluster, Config;
     "pbs-qmgr" => "/etc/vocc/pbs/qmgr", Cluster, Config;
+    "pbs-configure.sh" => "/etc/vocc/batch/configure", Cluster, Config;
     "pbs-mom_config" => "/var/spool/torque/mom_priv/config", Role, Config;
 }
 
