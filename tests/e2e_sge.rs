@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-const NODES: [&str; 3] = ["front", "fusion", "bio"];
+const NODES: [&str; 3] = ["front", "fusion1", "bio1"];
 
 fn shared_store() -> PathBuf {
     std::env::var_os("VOCC_TEST_STORE")
@@ -66,8 +66,8 @@ impl Cluster {
         }
         for (n, log) in [
             ("front", "/var/spool/gridengine/qmaster/messages"),
-            ("fusion", "/var/spool/gridengine/execd/fusion/messages"),
-            ("bio", "/var/spool/gridengine/execd/bio/messages"),
+            ("fusion1", "/var/spool/gridengine/execd/fusion1/messages"),
+            ("bio1", "/var/spool/gridengine/execd/bio1/messages"),
         ] {
             let o = self.sh(n, &format!("tail -n 10 {log}"), 30);
             s.push_str(&format!("--- {n}:{log}\n{}", text(&o.stdout)));
@@ -112,7 +112,7 @@ impl Cluster {
 
 /// `qhost` lists both workers with a load (their execds report to the master).
 fn both_registered(qhost: &str) -> bool {
-    ["fusion.gridway", "bio.gridway"].iter().all(|h| {
+    ["fusion1.gridway", "bio1.gridway"].iter().all(|h| {
         qhost.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.first() == Some(h) && f.get(1).is_some_and(|a| *a != "-")
@@ -211,8 +211,8 @@ fn the_sge_cluster_runs_each_vos_jobs_on_that_vos_workers() {
         );
     }
     for (group, host) in [
-        ("@fusionhosts", "fusion.gridway"),
-        ("@biohosts", "bio.gridway"),
+        ("@fusionhosts", "fusion1.gridway"),
+        ("@biohosts", "bio1.gridway"),
     ] {
         let g = c.ok("front", &format!("qconf -shgrp {group}"), 30);
         let hosts: Vec<&str> = g
@@ -242,7 +242,7 @@ fn the_sge_cluster_runs_each_vos_jobs_on_that_vos_workers() {
     let t0 = Instant::now();
     let fusion = c.submit("alice", "fusion", "first");
     let bio = c.submit("bob", "bio", "first");
-    for (file, host) in [(&fusion, "fusion"), (&bio, "bio")] {
+    for (file, host) in [(&fusion, "fusion1"), (&bio, "bio1")] {
         c.poll(
             "front",
             &format!("cat {file}"),
@@ -285,7 +285,7 @@ fn the_sge_cluster_runs_each_vos_jobs_on_that_vos_workers() {
         "front",
         &format!("cat {again}"),
         Duration::from_secs(300),
-        |s| s.trim() == "fusion",
+        |s| s.trim() == "fusion1",
     );
     stages.push(("after unpause: a fusion job again".into(), t0.elapsed()));
 

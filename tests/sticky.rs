@@ -19,7 +19,16 @@ fn shipped() -> String {
 fn with_count(text: &str, role: &str, count: u32) -> String {
     let at = text.find(&format!("role {role} {{")).unwrap();
     let close = at + text[at..].find('}').unwrap();
-    let i = at + text[at..close].find("count ").unwrap() + "count ".len();
+    let mut i = at + text[at..close].find("count ").unwrap() + "count ".len();
+    // `count $fusion`: the count is set where the variable is (`let fusion = 2`).
+    if let Some(var) = text[i..].strip_prefix('$') {
+        let name: String = var
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let set = format!("let {name} = ");
+        i = text.find(&set).unwrap() + set.len();
+    }
     let digits = text[i..].find(|c: char| !c.is_ascii_digit()).unwrap();
     format!("{}{count}{}", &text[..i], &text[i + digits..])
 }

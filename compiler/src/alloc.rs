@@ -16,12 +16,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use vocc_dsl::{Diagnostic, Span};
 
-/// The host name of node `index` (1-based) of a role.
+/// The host name of node `index` (1-based) of a role: numbered in a role that says
+/// `count` (so that `worker1` stays `worker1` as the count goes from 1 to 2 and back),
+/// the role's name in a role without.
 pub fn hostname(role: &Role, index: u32) -> String {
-    if role.count == 1 {
-        role.name.clone()
-    } else {
+    if role.numbered {
         format!("{}{index}", role.name)
+    } else {
+        role.name.clone()
     }
 }
 

@@ -283,11 +283,7 @@ fn host_names(diags: &mut Vec<Diagnostic>, c: &Cluster, r: &Role, cluster_ok: bo
         check_name(diags, "role", &r.name, r.origin.span, Some(63));
         return;
     }
-    let host = if r.count > 1 {
-        format!("{}{}", r.name, r.count)
-    } else {
-        r.name.clone()
-    };
+    let host = crate::alloc::hostname(r, r.count);
     let id = format!("{}-{host}", c.name);
     if host.len() > 63 {
         diags.push(

@@ -311,6 +311,11 @@ pub struct NicSpec {
 pub struct Role {
     pub name: String,
     pub count: u32,
+    /// Whether its nodes are numbered (`worker1`, `worker2`, …): a role that says
+    /// `count`, whatever the count, so that a node keeps its name when the count
+    /// changes; a role without is one node named as the role.
+    #[serde(skip)]
+    pub numbered: bool,
     /// Layers stacked into the root filesystem, bottom first.
     pub root: Vec<String>,
     /// Extra packages added on top of the root layers.

@@ -1252,6 +1252,7 @@ impl<'a> Resolver<'a> {
         let mut role = Role {
             name,
             count: 1,
+            numbered: false,
             root: Vec::new(),
             packages: Vec::new(),
             disks: Vec::new(),
@@ -1368,6 +1369,7 @@ impl<'a> Resolver<'a> {
                         );
                     } else {
                         role.count = n as u32;
+                        role.numbered = true;
                     }
                 }
             }

@@ -54,14 +54,23 @@ fn nics(text: &str) -> Nics {
 
 /// The appliance with one more node in the role whose block starts at `at` (the
 /// offset of `role NAME {`): its `count N` becomes `count N+1`, or `count 2` is added.
-/// `None` when the count is not a number (`count $workers`).
+/// A count that is a variable (`count $workers`) grows where the variable is set
+/// (`let workers = 8`); `None` when it is set nowhere in the file.
 fn grown(text: &str, at: usize) -> Option<String> {
     let open = at + text[at..].find('{').unwrap() + 1;
     let close = open + text[open..].find('}').unwrap();
     let block = &text[open..close];
     match block.find("count ") {
         Some(i) => {
-            let start = open + i + "count ".len();
+            let mut start = open + i + "count ".len();
+            if let Some(var) = text[start..].strip_prefix('$') {
+                let name: String = var
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let set = format!("let {name} = ");
+                start = text.find(&set)? + set.len();
+            }
             let digits = text[start..]
                 .find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(0);
@@ -116,7 +125,7 @@ fn one_more_fusion_worker_leaves_bio_workers_alone() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliances");
     let text = std::fs::read_to_string(dir.join("gridway-sge.voc")).unwrap();
     let before = nics(&text);
-    let after = nics(&text.replacen("count 2", "count 3", 1));
+    let after = nics(&text.replacen("let fusion = 2", "let fusion = 3", 1));
     for i in 1..=5 {
         let k = (format!("gridway-bio{i}"), "eth0".to_string());
         assert_eq!(before[&k], after[&k], "{k:?}");

@@ -292,14 +292,23 @@ fn sge_queue_per_vo() {
     let bio = text(&r, "gridway-front", "files/etc/vocc/sge/queues/bio");
     assert!(bio.starts_with("qname                 bio\nhostlist              @biohosts\n"));
     assert!(bio.contains("\nslots                 2\n"));
-    let script = r
-        .node("gridway-front")
-        .unwrap()
-        .files()
-        .find(|f| f.path == "files/etc/vocc/sge/qconf.sh")
-        .unwrap()
-        .clone();
-    assert_eq!(r.objects[&script.digest].mode, 0o755);
+    // The master's boot steps: the cell before sge_qmaster starts, qconf after.
+    for (path, says) in [
+        ("files/etc/vocc/batch/setup", "init_cluster"),
+        ("files/etc/vocc/batch/configure", "qconf -Aq"),
+    ] {
+        let script = r
+            .node("gridway-front")
+            .unwrap()
+            .files()
+            .find(|f| f.path == path)
+            .unwrap()
+            .clone();
+        assert_eq!(r.objects[&script.digest].mode, 0o755, "{path}");
+        assert!(text(&r, "gridway-front", path).contains(says), "{path}");
+    }
+    // An execution host waits to be seen by the master before it is ready.
+    assert!(text(&r, "gridway-fusion1", "files/etc/vocc/batch/configure").contains("qhost -h"));
 }
 
 #[test]

@@ -80,6 +80,7 @@ pub fn role(name: &str, count: u32, cpu: u32, memory: u64) -> Role {
     Role {
         name: name.to_owned(),
         count,
+        numbered: count > 1,
         root: Vec::new(),
         packages: Vec::new(),
         disks: Vec::new(),

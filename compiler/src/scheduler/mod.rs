@@ -288,6 +288,7 @@ pub(crate) mod tests {
         Role {
             name: "r".into(),
             count: 1,
+            numbered: false,
             root: Vec::new(),
             packages: Vec::new(),
             disks: Vec::new(),

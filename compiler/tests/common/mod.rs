@@ -89,6 +89,7 @@ fn role(c: &str, name: &str, count: u32, cpu: u32, memory_mib: u64, line: u32) -
     Role {
         name: name.into(),
         count,
+        numbered: count > 1,
         root: vec!["os".into()],
         packages: Vec::new(),
         disks: Vec::new(),
