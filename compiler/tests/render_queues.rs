@@ -89,7 +89,7 @@ fn sge_queue_for_a_vo_takes_its_access_list() {
         file(&files, "files/etc/vocc/sge/usersets/fusion"),
         "name    fusion\ntype    ACL\nfshare  0\noticket 0\nentries @fusion\n"
     );
-    let qconf = file(&files, "files/etc/vocc/sge/qconf.sh");
+    let qconf = file(&files, "files/etc/vocc/batch/configure");
     let acl = qconf
         .find("qconf -Au \"$dir/usersets/fusion\"")
         .expect("qconf.sh adds the access list");
