@@ -169,6 +169,7 @@ fn measure(b: &Bench, n: usize, strategy: Strategy, warm: bool, what: &str) -> O
             address: address(i),
             link: link(b.lab, i, b.program),
             dest: format!("{}/store/{name}", b.lab.dir.display()),
+            head: false,
         })
         .collect();
     for t in &targets {

@@ -182,16 +182,20 @@ fn the_sge_cluster_runs_each_vos_jobs_on_that_vos_workers() {
         c.diagnosis()
     );
     stages.push(("vocc up (stage, load, boot to ready)".into(), t0.elapsed()));
+    // Each node's phases, as seed 002's Table 2 splits a deployment: staging (PT),
+    // configuration (DA), define (VMB), boot to ready (VMR).
     for n in up["reports"][0]["nodes"].as_array().unwrap() {
         let p = &n["phases"];
-        let boot = p["boot"].as_f64().unwrap_or(0.0) + p["ready"].as_f64().unwrap_or(0.0);
+        let ms = |k: &str| p[k].as_f64().unwrap_or(0.0);
         stages.push((
             format!(
-                "  {}: define {:.0} ms, boot to ready",
+                "  {}: staging {:.0} ms, config {:.0} ms, define {:.0} ms, boot to ready",
                 n["node"].as_str().unwrap(),
-                p["define"].as_f64().unwrap_or(0.0)
+                ms("staging"),
+                ms("config"),
+                ms("define"),
             ),
-            Duration::from_secs_f64(boot / 1e3),
+            Duration::from_secs_f64((ms("boot") + ms("ready")) / 1e3),
         ));
     }
 

@@ -200,3 +200,134 @@ fn a_host_whose_key_is_not_the_known_one_is_refused_with_the_reason() {
         ran.report()
     );
 }
+
+/// Bytes this thread's network namespace has sent on `eth0` (the control machine's link,
+/// once the thread entered it).
+fn sent_by_control() -> u64 {
+    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+    let line = dev
+        .lines()
+        .find(|l| l.trim_start().starts_with("eth0:"))
+        .unwrap_or_else(|| panic!("no eth0 in {dev}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // eth0: rx bytes packets errs drop fifo frame compressed multicast, then tx bytes.
+    fields[9].parse().unwrap()
+}
+
+#[test]
+fn layers_leave_the_control_machine_once_when_the_site_has_an_image_server() {
+    let _serial = common::serial();
+    let lab = Lab::up_with(
+        "site-img",
+        3,
+        "100mbit",
+        &[
+            "--no-slurm",
+            "--images",
+            "--host-program",
+            &host_program().display().to_string(),
+        ],
+    );
+    let site = lab.dir.join("site.voc");
+    assert!(
+        std::fs::read_to_string(&site)
+            .unwrap()
+            .contains("images img { address 10.251.0.5 }"),
+        "the lab's site file names its image server"
+    );
+    let out = lab.dir.join("out").display().to_string();
+    let site = site.display().to_string();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/appliances/demo.voc");
+    let store = std::env::var_os("VOCC_TEST_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vocc-test-store"))
+        .display()
+        .to_string();
+    let ran = vocc(&[
+        "build", demo, "--site", &site, "-o", &out, "--store", &store,
+    ]);
+    assert!(ran.success(), "{}", ran.report());
+    lab.enter_control();
+    let layer: u64 = ["img", "vmlinuz", "initrd"]
+        .iter()
+        .map(|ext| {
+            std::fs::metadata(format!("{out}/layers/demo/tiny.{ext}"))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let staged = |how: &str| -> Vec<String> {
+        let ran = vocc(&["up", &out, "--until", "staged", "--json"]);
+        assert!(ran.success(), "{}", ran.report());
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+        let staging = report["reports"][0]["staging"].as_array().unwrap().clone();
+        let hows: Vec<String> = staging
+            .iter()
+            .map(|s| s["detail"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            !hows.is_empty() && hows.iter().all(|h| h.contains(how)),
+            "expected `{how}` in every staging step: {hows:#?}"
+        );
+        hows
+    };
+
+    // First: the layer goes to the image server, which passes it down the chain.
+    let before = sent_by_control();
+    staged("sent down the chain");
+    let first = sent_by_control() - before;
+    let kept = lab.store_files("img");
+    assert_eq!(
+        kept,
+        [
+            "layers/demo/tiny.img",
+            "layers/demo/tiny.initrd",
+            "layers/demo/tiny.vmlinuz"
+        ],
+        "the image server keeps what it passed on"
+    );
+    assert!(
+        first >= layer,
+        "the control machine sent {first} bytes of a {layer}-byte layer"
+    );
+    // Down removes it from the hosts, not from the server.
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
+    for host in ["h1", "h2", "h3"] {
+        assert_eq!(lab.store_files(host), Vec::<String>::new(), "{host}");
+    }
+    assert_eq!(lab.store_files("img"), kept);
+
+    // Again: every host takes it from the server; the control machine sends requests only.
+    let before = sent_by_control();
+    staged("from the image server `img`");
+    let again = sent_by_control() - before;
+    eprintln!(
+        "layer {layer} bytes; the control machine sent {first} bytes the first time, \
+         {again} bytes with the image server holding it"
+    );
+    assert!(
+        again < layer / 4,
+        "the control machine sent {again} bytes of a {layer}-byte layer the server had"
+    );
+    let built = std::fs::read(format!("{out}/layers/demo/tiny.img")).unwrap();
+    for host in ["h1", "h2", "h3"] {
+        if lab.host_file(host, "layers/demo/tiny.img").is_file() {
+            let got = std::fs::read(lab.host_file(host, "layers/demo/tiny.img")).unwrap();
+            assert!(got == built, "{host}'s image differs from the build's");
+        }
+    }
+
+    // An image server that cannot be reached is passed over, and said so.
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
+    lab.link("img", "down");
+    let hows = staged("not from the image server `img`");
+    assert!(
+        hows.iter().all(|h| h.contains("sent down the chain")),
+        "{hows:#?}"
+    );
+    lab.link("img", "up");
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
+}

@@ -480,6 +480,7 @@ fn local_site(
         bridges: Vec::new(),
         store: String::new(),
         access: Default::default(),
+        images: None,
         origin: Origin::default(),
     }))
 }

@@ -385,6 +385,19 @@ pub struct Site {
     pub store: String,
     /// How the control machine reaches every host's `vocc-host`.
     pub access: SiteAccess,
+    /// The image server the hosts take layers from (`images NAME { … }`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImageServer>,
+    pub origin: Origin,
+}
+
+/// A site's image server: a machine reached like the hosts (the site's `access`) that
+/// keeps every layer in its store, at the site's store path, and heads each layer's
+/// chain to the hosts, so that a layer leaves the control machine at most once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageServer {
+    pub name: String,
+    pub address: Option<String>,
     pub origin: Origin,
 }
 

@@ -1904,13 +1904,18 @@ impl<'a> Resolver<'a> {
             self.let_stmt(s, &mut scope);
         }
         self.vars.push(scope);
-        self.once(stmt, &format!("site `{name}`"), &["store", "access"]);
+        self.once(
+            stmt,
+            &format!("site `{name}`"),
+            &["store", "access", "images"],
+        );
         let mut site = Site {
             name,
             hosts: Vec::new(),
             bridges: Vec::new(),
             store: "/var/lib/vocc".into(),
             access: SiteAccess::Local,
+            images: None,
             origin: self.origin(span),
         };
         let mut host_spans: HashMap<String, Span> = HashMap::new();
@@ -1953,6 +1958,7 @@ impl<'a> Resolver<'a> {
                         site.access = access;
                     }
                 }
+                "images" => site.images = self.images(s),
                 "store" => {
                     let mut a = Args::new(s, &self.vars, &mut self.diags);
                     if !a.poisoned() {
@@ -1998,6 +2004,9 @@ impl<'a> Resolver<'a> {
                     )),
                 );
             }
+        }
+        if let Some(server) = &site.images {
+            self.check_images(server, &site);
         }
         if !stmt.children().iter().any(|s| s.keyword.name == "host") {
             self.err(

@@ -17,13 +17,15 @@ pub enum Context {
     Host,
     /// A site's `access`: how the control machine reaches the hosts.
     Access,
+    /// A site's `images`: the image server its hosts take layers from.
+    Images,
     /// The block of an unknown statement: anything goes, statements end at line ends.
     Unknown,
 }
 
 impl Context {
     /// Every context, for messages such as "`memory` is a key of a role".
-    pub const ALL: [Context; 9] = [
+    pub const ALL: [Context; 10] = [
         Context::File,
         Context::Cluster,
         Context::Site,
@@ -32,6 +34,7 @@ impl Context {
         Context::Role,
         Context::Host,
         Context::Access,
+        Context::Images,
         Context::Unknown,
     ];
 
@@ -52,7 +55,7 @@ impl Context {
                 "queue",
                 "partition",
             ],
-            Context::Site => &["host", "bridge", "store", "access", "let"],
+            Context::Site => &["host", "bridge", "store", "access", "images", "let"],
             Context::Network => &["subnet", "assign", "gateway", "dns", "uplink"],
             Context::Layer => &["from", "packages", "size", "sha256"],
             Context::Role => &[
@@ -79,6 +82,7 @@ impl Context {
                 "address",
             ],
             Context::Access => &["user", "identity", "known_hosts", "program", "conf"],
+            Context::Images => &["address"],
             Context::Unknown => &[],
         }
     }
@@ -97,6 +101,7 @@ impl Context {
             (Context::File | Context::Cluster, "role") => Context::Role,
             (Context::Site, "host") => Context::Host,
             (Context::Site, "access") => Context::Access,
+            (Context::Site, "images") => Context::Images,
             _ => Context::Unknown,
         }
     }
@@ -112,6 +117,7 @@ impl Context {
             Context::Role => "a role",
             Context::Host => "a host",
             Context::Access => "a site's access",
+            Context::Images => "a site's image server",
             Context::Unknown => "this block",
         }
     }

@@ -415,9 +415,12 @@ impl Runtime {
                     } else if remote.contains_key(host.as_str()) {
                         let results = chained[layer.as_str()].get_or_init(|| {
                             match layers.get(layer.as_str()) {
-                                Some(l) => {
-                                    stage::stage_remote(&self.layout, l, &chains[layer.as_str()])
-                                }
+                                Some(l) => stage::stage_remote(
+                                    &self.layout,
+                                    l,
+                                    &chains[layer.as_str()],
+                                    self.plan.images.as_ref(),
+                                ),
                                 None => HashMap::new(),
                             }
                         });

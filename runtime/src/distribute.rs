@@ -31,6 +31,11 @@ pub struct Target {
     pub address: String,
     pub link: HostLink,
     pub dest: String,
+    /// The site's image server: it heads the chain. Once it has the file whole it sends
+    /// it to the first host that lacks it, and this machine sends nothing; until then it
+    /// is the first host this machine sends to, so the file crosses this machine's link
+    /// once and stays on the server for every later run.
+    pub head: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,8 +414,19 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         if sessions.is_empty() {
             break;
         }
-        // Those that have it all first; among the rest, the most complete lead the chain.
-        sessions.sort_by(|a, b| b.have.cmp(&a.have).then(a.index.cmp(&b.index)));
+        // The image server first; then those that have it all; among the rest, the most
+        // complete lead the chain.
+        let head = |s: &Session| targets[s.index].head;
+        sessions.sort_by(|a, b| {
+            head(b)
+                .cmp(&head(a))
+                .then(b.have.cmp(&a.have))
+                .then(a.index.cmp(&b.index))
+        });
+        // An image server that has the file whole sends it down the chain itself.
+        let source_host = sessions
+            .iter()
+            .position(|s| head(s) && s.have >= transfer.size && strategy == Strategy::Chain);
         let needy: Vec<usize> = (0..sessions.len())
             .filter(|&k| sessions[k].have < transfer.size)
             .collect();
@@ -424,6 +440,9 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         let mut from_source: Vec<Peer> = Vec::new();
         for k in 0..sessions.len() {
             let next = match strategy {
+                Strategy::Chain if source_host == Some(k) => {
+                    needy.first().map(|&n| peer(&sessions[n]))
+                }
                 Strategy::Chain => needy
                     .iter()
                     .position(|&n| n == k)
@@ -431,7 +450,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     .map(|&n| peer(&sessions[n])),
                 Strategy::Direct => None,
             };
-            let is_first = needy.first() == Some(&k);
+            let is_first = needy.first() == Some(&k) && source_host.is_none();
             if sessions[k].have < transfer.size && (strategy == Strategy::Direct || is_first) {
                 from_source.push(peer(&sessions[k]));
             }

@@ -22,6 +22,9 @@ pub struct Plan {
     /// The directory on each host where staged layers live.
     pub store: String,
     pub hosts: Vec<PlanHost>,
+    /// The site's image server, if it names one: layers reach the hosts from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PlanImages>,
     pub clusters: Vec<PlanCluster>,
     pub layers: Vec<PlanLayer>,
     pub nodes: Vec<PlanNode>,
@@ -47,6 +50,18 @@ pub struct PlanHost {
     /// How the control side reaches the host's `vocc-host`; none for this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<crate::hostlink::HostLink>,
+}
+
+/// A site's image server: a machine reached like the hosts that keeps the site's
+/// layers in its store (at the plan's `store`) and heads every layer's chain to the
+/// hosts, so that a layer leaves the control machine at most once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanImages {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
+    pub name: String,
+    pub address: Option<String>,
+    pub link: crate::hostlink::HostLink,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -421,13 +421,36 @@ fn receive(requests: &Requests, output: &mut dyn Write, steps: &Steps) -> Result
             },
         )
         .map_err(|e| ("report", e.to_string(), req.size, 0))?;
-        let _: Forward = requests
+        let forward: Forward = requests
             .next("next hop", forward_limit)
             .map_err(fail("request", req.size))?;
+        // A host with the whole file may head the chain (a site's image server): it
+        // sends the next hop what that one lacks, from its own file.
+        let (forwarded, forward_error) = match &forward.next {
+            None => (0, None),
+            Some(peer) => {
+                steps.step(format_args!(
+                    "heads the chain: sending to {}:{} from byte {}",
+                    peer.address, peer.port, peer.from
+                ));
+                let sent =
+                    File::open(&path).and_then(|f| send_to_inner(&f, req.size, peer, None, stall));
+                match sent {
+                    Ok(n) => {
+                        steps.step(format_args!("sent {n} bytes"));
+                        (n, None)
+                    }
+                    Err(e) => {
+                        steps.step(format_args!("sending stopped: {e}"));
+                        (0, Some(e.to_string()))
+                    }
+                }
+            }
+        };
         return Ok(Event::Done {
             received: 0,
-            forwarded: 0,
-            forward_error: None,
+            forwarded,
+            forward_error,
         });
     }
 

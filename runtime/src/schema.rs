@@ -55,6 +55,45 @@ pub enum PlanError {
     },
 }
 
+/// A machine the control side reaches (a host, the image server): a label for a name,
+/// a plain address, a usable link, and an absolute store once it is another machine.
+fn machine(
+    plan: &Plan,
+    o: &str,
+    name: &str,
+    address: Option<&str>,
+    link: Option<&crate::hostlink::HostLink>,
+) -> Result<(), PlanError> {
+    label(o, "name", name)?;
+    if let Some(a) = address {
+        let ok = names::is_address(a) || names::is_host_name(a);
+        check(
+            o,
+            "address",
+            a,
+            ok,
+            "it must be an IP address or a host name",
+        )?;
+    }
+    if let Some(link) = link {
+        if let Err(problem) = link.check() {
+            return Err(invalid(o, "link", format!("is not usable: {problem}")));
+        }
+        if !matches!(link, crate::hostlink::HostLink::Local { .. }) && !plan.store.starts_with('/')
+        {
+            return Err(invalid(
+                o,
+                "link",
+                format!(
+                    "reaches another machine, whose store must be an absolute path, not `{}`",
+                    shown(&plan.store)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(owner: &str, field: &str, problem: impl Into<String>) -> PlanError {
     PlanError::Invalid {
         owner: owner.to_owned(),
@@ -306,36 +345,32 @@ fn values(plan: &Plan) -> Result<(), PlanError> {
     }
     for (i, h) in plan.hosts.iter().enumerate() {
         let o = owner("host", i, &h.name);
-        label(&o, "name", &h.name)?;
         at_least_one(&o, "cpu", h.cpu.into())?;
         at_least_one(&o, "overcommit", h.overcommit.into())?;
-        if let Some(a) = &h.address {
-            let ok = names::is_address(a) || names::is_host_name(a);
-            check(
+        machine(plan, &o, &h.name, h.address.as_deref(), h.link.as_ref())?;
+    }
+    if let Some(server) = &plan.images {
+        let o = format!("the image server `{}`", shown(&server.name));
+        machine(
+            plan,
+            &o,
+            &server.name,
+            server.address.as_deref(),
+            Some(&server.link),
+        )?;
+        if matches!(server.link, crate::hostlink::HostLink::Local { .. }) {
+            return Err(invalid(
                 &o,
-                "address",
-                a,
-                ok,
-                "it must be an IP address or a host name",
-            )?;
+                "link",
+                "is `local`: an image server is another machine, reached over SSH or Slurm",
+            ));
         }
-        if let Some(link) = &h.link {
-            if let Err(problem) = link.check() {
-                return Err(invalid(&o, "link", format!("is not usable: {problem}")));
-            }
-            if !matches!(link, crate::hostlink::HostLink::Local { .. })
-                && !plan.store.starts_with('/')
-            {
-                return Err(invalid(
-                    &o,
-                    "link",
-                    format!(
-                        "reaches another machine, whose store must be an absolute path, \
-                         not `{}`",
-                        shown(&plan.store)
-                    ),
-                ));
-            }
+        if plan.hosts.iter().any(|h| h.name == server.name) {
+            return Err(invalid(
+                &o,
+                "name",
+                "is also a host's: name a machine of its own",
+            ));
         }
     }
     for (i, c) in plan.clusters.iter().enumerate() {

@@ -212,10 +212,16 @@ pub fn unstage(layout: &Layout, layer: &PlanLayer) {
 /// Stages `layer` to hosts the control side reaches over a link (SSH or Slurm), all of
 /// them at once down one chain per file (`distribute`): the image, then its kernel and
 /// initramfs if it has them. Each host's result: what was staged, or why not.
+///
+/// With a site's image server, each chain starts there: the server keeps every layer it
+/// is sent, so a layer crosses this machine's link once, and later runs (another
+/// cluster, the same after `unstage`, a new host) take it from the server. A server that
+/// cannot be reached is passed over: this machine heads the chain itself.
 pub fn stage_remote(
     layout: &Layout,
     layer: &PlanLayer,
     hosts: &[&crate::plan::PlanHost],
+    server: Option<&crate::plan::PlanImages>,
 ) -> HashMap<String, std::result::Result<Staged, String>> {
     use crate::distribute::{distribute, Outcome, Strategy, Target, Transfer};
     let mut results: HashMap<String, std::result::Result<Staged, String>> = HashMap::new();
@@ -235,10 +241,18 @@ pub fn stage_remote(
         .ok()
         .map(|e| e.with_file_name("vocc-host"))
         .and_then(|p| Some((sha256_file(&p).ok()?, p)));
+    // The image server's vocc-host too, checked beside the hosts'; a server that fails
+    // its check is left out (and said in each host's account of the layer).
+    let mut server_failed: Option<String> = None;
     std::thread::scope(|s| {
-        let checks: Vec<_> = hosts
+        let machines: Vec<(&str, &crate::hostlink::HostLink)> = hosts
             .iter()
-            .filter_map(|h| Some((h, h.link.as_ref()?)))
+            .filter_map(|h| Some((h.name.as_str(), h.link.as_ref()?)))
+            .chain(server.map(|s| (s.name.as_str(), &s.link)))
+            .collect();
+        let is_server = |name: &str| server.is_some_and(|s| s.name == name);
+        let checks: Vec<_> = machines
+            .into_iter()
             .map(|(h, link)| {
                 let local = local.as_ref();
                 s.spawn(move || {
@@ -248,16 +262,30 @@ pub fn stage_remote(
                         }
                         None => crate::hostops::hello(link, false).map(|_| ()),
                     };
-                    (h.name.clone(), r)
+                    (h.to_owned(), r)
                 })
             })
             .collect();
         for c in checks {
-            if let Ok((host, Err(e))) = c.join() {
-                results.insert(host.clone(), Err(format!("host `{host}`: {e}")));
+            match c.join() {
+                Ok((name, Err(e))) if is_server(&name) => server_failed = Some(e),
+                Ok((host, Err(e))) => {
+                    results.insert(host.clone(), Err(format!("host `{host}`: {e}")));
+                }
+                _ => {}
             }
         }
     });
+    let server_note = match (server, &server_failed) {
+        (Some(s), Some(why)) => format!(
+            "; not from the image server `{}`, which could not be used ({why})",
+            s.name
+        ),
+        _ => String::new(),
+    };
+    let server = server.filter(|_| server_failed.is_none());
+    // Whether the image came from the image server whole (it sent; this machine did not).
+    let mut from_server = false;
     let mut received: HashMap<String, u64> = HashMap::new();
     let mut image_size = 0;
     for ext in ["img", "vmlinuz", "initrd"] {
@@ -287,7 +315,7 @@ pub fn stage_remote(
             image_size = size;
         }
         let dest = artifacts::staged(layout, layer, ext).display().to_string();
-        let targets: Vec<Target> = hosts
+        let mut targets: Vec<Target> = hosts
             .iter()
             .filter(|h| !results.contains_key(&h.name))
             .filter_map(|h| {
@@ -296,9 +324,22 @@ pub fn stage_remote(
                     address: h.address.clone().unwrap_or_else(|| h.name.clone()),
                     link: h.link.clone()?,
                     dest: dest.clone(),
+                    head: false,
                 })
             })
             .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        if let Some(s) = server {
+            targets.push(Target {
+                host: s.name.clone(),
+                address: s.address.clone().unwrap_or_else(|| s.name.clone()),
+                link: s.link.clone(),
+                dest: dest.clone(),
+                head: true,
+            });
+        }
         let transfer = Transfer {
             source: &source,
             size,
@@ -306,6 +347,17 @@ pub fn stage_remote(
             stall_secs: 10,
         };
         for r in distribute(&transfer, &targets, Strategy::Chain) {
+            if server.is_some_and(|s| s.name == r.host) {
+                // The server's own result matters only for saying where the image came
+                // from: a host that did not get it fails with its own step.
+                if ext == "img" {
+                    from_server = matches!(
+                        r.outcome,
+                        Outcome::Done { received: 0, forwarded, .. } if forwarded > 0
+                    );
+                }
+                continue;
+            }
             match r.outcome {
                 Outcome::Done { received: n, .. } => *received.entry(r.host).or_default() += n,
                 Outcome::Failed { step, error, have } => {
@@ -329,9 +381,14 @@ pub fn stage_remote(
                 path: dest.clone(),
                 sha256: expected.clone(),
                 how: if n == 0 {
-                    "already staged on the host".to_owned()
+                    format!("already staged on the host{server_note}")
+                } else if from_server {
+                    format!(
+                        "sent down the chain from the image server `{}` ({n} bytes)",
+                        server.map_or("", |s| s.name.as_str())
+                    )
                 } else {
-                    format!("sent down the chain ({n} bytes)")
+                    format!("sent down the chain ({n} bytes){server_note}")
                 },
                 size: image_size,
                 mtime_ns: 0,

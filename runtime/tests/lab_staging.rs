@@ -31,6 +31,7 @@ fn targets(lab: &Lab) -> Vec<Target> {
                 program: env!("CARGO_BIN_EXE_vocc-host").into(),
             },
             dest: format!("{}/store/layers/layer.img", lab.dir.display()),
+            head: false,
         })
         .collect()
 }
@@ -162,6 +163,7 @@ fn a_layer_reaches_every_host_through_the_sites_slurm() {
                 conf: Some(lab.dir.join("slurm.conf")),
             },
             dest: format!("{}/store/layers/layer.img", lab.dir.display()),
+            head: false,
         })
         .collect();
     let results = distribute(&transfer, &hosts, Strategy::Chain);

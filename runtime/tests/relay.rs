@@ -36,6 +36,7 @@ fn targets(dir: &Path, n: usize) -> Vec<Target> {
                 .join(format!("h{i}/store/layers/layer.img"))
                 .display()
                 .to_string(),
+            head: false,
         })
         .collect()
 }
@@ -82,6 +83,38 @@ fn a_chain_delivers_one_verified_copy_to_every_host() {
     // Again: everything is there, nothing crosses the network.
     let again = distribute(&transfer(&source, &sha), &hosts, Strategy::Chain);
     assert_eq!(received(&again), vec![0; 4]);
+}
+
+#[test]
+fn an_image_server_heads_the_chain_and_once_it_has_the_file_sends_it_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, sha) = layer(dir.path());
+    let mut all = targets(dir.path(), 4);
+    // h4 is the site's image server, listed last: it still leads the chain.
+    all[3].head = true;
+    let results = distribute(&transfer(&source, &sha), &all, Strategy::Chain);
+    assert_eq!(received(&results), vec![SIZE as u64; 4]);
+    let server = &results[3];
+    assert!(
+        server.log.iter().any(|l| l.contains("next hop 127.0.0.1")),
+        "the server forwards to a host: {:#?}",
+        server.log
+    );
+    // The hosts lose their copies; the server keeps its own. This machine's source is now
+    // garbage of the same size: the hosts can only verify what the server sends them.
+    for t in &all[..3] {
+        fs::remove_file(&t.dest).unwrap();
+    }
+    fs::write(&source, vec![0u8; SIZE]).unwrap();
+    let again = distribute(&transfer(&source, &sha), &all, Strategy::Chain);
+    assert_eq!(received(&again), [SIZE as u64, SIZE as u64, SIZE as u64, 0]);
+    match &again[3].outcome {
+        Outcome::Done { forwarded, .. } => assert_eq!(*forwarded, SIZE as u64),
+        other => panic!("the server: {other:?}"),
+    }
+    for t in &all {
+        assert_eq!(sha256_file(Path::new(&t.dest)).unwrap(), sha, "{}", t.host);
+    }
 }
 
 #[test]

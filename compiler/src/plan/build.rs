@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use vocc_dsl::Diagnostic;
 use vocc_runtime::hostlink::HostLink;
 use vocc_runtime::plan::{
-    self, Action, PlanCluster, PlanDisk, PlanHost, PlanLayer, PlanNetwork, PlanNic, PlanNode,
-    StageItem, State, Step,
+    self, Action, PlanCluster, PlanDisk, PlanHost, PlanImages, PlanLayer, PlanNetwork, PlanNic,
+    PlanNode, StageItem, State, Step,
 };
 use vocc_runtime::{Plan, SCHEMA_VERSION};
 
@@ -40,9 +40,17 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
             reserve: h.reserve,
             disk: h.disk,
             address: h.address.clone(),
-            link: link(&site.access, h),
+            link: link(&site.access, &h.name, h.address.as_deref()),
         })
         .collect();
+    let images = site.images.as_ref().and_then(|server| {
+        Some(PlanImages {
+            name: server.name.clone(),
+            address: server.address.clone(),
+            // The checker refuses an image server on a site without `access`.
+            link: link(&site.access, &server.name, server.address.as_deref())?,
+        })
+    });
     let clusters: Vec<PlanCluster> = model
         .clusters
         .iter()
@@ -160,6 +168,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         site: site.name.clone(),
         store: site.store.clone(),
         hosts,
+        images,
         clusters,
         layers,
         nodes,
@@ -410,8 +419,9 @@ fn hypervisor(hypervisor: Hypervisor) -> plan::Hypervisor {
     }
 }
 
-/// How the control machine reaches host `h`, from the site's `access`.
-fn link(access: &SiteAccess, h: &crate::model::Host) -> Option<HostLink> {
+/// How the control machine reaches the machine `name` (a host or the image server),
+/// from the site's `access`.
+fn link(access: &SiteAccess, name: &str, address: Option<&str>) -> Option<HostLink> {
     match access {
         SiteAccess::Local => None,
         SiteAccess::Ssh {
@@ -421,15 +431,15 @@ fn link(access: &SiteAccess, h: &crate::model::Host) -> Option<HostLink> {
             program,
             ..
         } => Some(HostLink::Ssh {
-            // The checker requires an address of every host under `access ssh`.
-            address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+            // The checker requires an address of every machine under `access ssh`.
+            address: address.unwrap_or(name).to_owned(),
             user: user.clone(),
             identity: identity.into(),
             known_hosts: known_hosts.into(),
             program: program.clone(),
         }),
         SiteAccess::Slurm { program, conf, .. } => Some(HostLink::Slurm {
-            node: h.name.clone(),
+            node: name.to_owned(),
             program: program.clone(),
             conf: conf.as_ref().map(Into::into),
         }),

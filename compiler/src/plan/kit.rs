@@ -41,6 +41,7 @@ pub fn site(name: &str, hosts: Vec<Host>) -> Site {
         ],
         store: "/var/lib/vocc".to_owned(),
         access: Default::default(),
+        images: None,
         origin: Origin::default(),
     }
 }

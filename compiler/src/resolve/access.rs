@@ -9,7 +9,7 @@
 
 use super::{header_name, Resolver};
 use crate::args::Args;
-use crate::model::SiteAccess;
+use crate::model::{ImageServer, SiteAccess};
 use vocc_dsl::{Context, Diagnostic, Span, Stmt};
 use vocc_runtime::hostlink;
 
@@ -201,5 +201,104 @@ impl Resolver<'_> {
             return None;
         }
         Some(p.to_owned())
+    }
+}
+
+impl Resolver<'_> {
+    /// Reads `images NAME { address A }`: the site's image server. `None` after an error
+    /// (reported).
+    pub(super) fn images(&mut self, stmt: &Stmt) -> Option<ImageServer> {
+        let Some((name, span)) = header_name(stmt) else {
+            self.err(
+                Diagnostic::error(stmt.keyword.span, "`images` needs the image server's name")
+                    .with_label("no name")
+                    .with_hint("write `images repo { address 10.0.0.2 }`: the machine that keeps the site's layers"),
+            );
+            return None;
+        };
+        super::check_name(&mut self.diags, "image server", &name, span, None);
+        self.extra_header(stmt, 1);
+        let mut address = None;
+        let mut broken = false;
+        if stmt.block.is_some() {
+            self.once(
+                stmt,
+                &format!("`images {name}`"),
+                Context::Images.keywords(),
+            );
+            for s in stmt.children() {
+                if s.keyword.name != "address" {
+                    continue;
+                }
+                self.no_block(s);
+                let mut a = Args::new(s, &self.vars, &mut self.diags);
+                if a.poisoned() {
+                    broken = true;
+                    continue;
+                }
+                let at = a.peek().map_or(s.span, |v| v.span);
+                match self.host_address(&mut a) {
+                    None => broken = true,
+                    Some(addr) => match hostlink::check_address(&addr) {
+                        Ok(()) => address = Some(addr),
+                        Err(problem) => {
+                            broken = true;
+                            self.err(
+                            Diagnostic::error(at, problem)
+                                .with_label("not a plain host name or address")
+                                .with_hint("it stands on ssh's and srun's command lines: letters, digits, `.`, `-` and `:` only"),
+                            )
+                        }
+                    },
+                }
+                a.done(&mut self.diags);
+            }
+        }
+        if broken {
+            return None;
+        }
+        Some(ImageServer {
+            name,
+            address,
+            origin: self.origin(stmt.keyword.span.to(span)),
+        })
+    }
+}
+
+impl Resolver<'_> {
+    /// An image server is reached like the hosts, so the site needs a way to reach
+    /// machines; it is a machine of its own (a host already takes layers down the chain),
+    /// and over SSH it needs an address.
+    pub(super) fn check_images(&mut self, server: &ImageServer, site: &crate::model::Site) {
+        let span = server.origin.span;
+        if site.access == SiteAccess::Local {
+            self.err(
+                Diagnostic::error(span, format!("the image server `{}` cannot be reached: the site has no `access`", server.name))
+                    .with_label("every host is this machine")
+                    .with_hint("an image server serves hosts reached over `access ssh { … }` or `access slurm { … }`; on this machine alone the layers are in its store already"),
+            );
+        } else if let Some(h) = site.hosts.iter().find(|h| h.name == server.name) {
+            self.err(
+                Diagnostic::error(span, format!("the image server `{}` is also a host of the site", server.name))
+                    .with_label("a host")
+                    .with_secondary(h.origin.span, "the host")
+                    .with_hint("name a machine of its own: every host already takes each layer down the chain that the image server heads"),
+            );
+        } else if matches!(site.access, SiteAccess::Ssh { .. }) && server.address.is_none() {
+            self.err(
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "the image server `{}` has no `address`, which `access ssh` needs",
+                        server.name
+                    ),
+                )
+                .with_label("no address")
+                .with_hint(format!(
+                    "give it one: `images {} {{ address 10.0.0.2 }}`",
+                    server.name
+                )),
+            );
+        }
     }
 }

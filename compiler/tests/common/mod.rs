@@ -397,6 +397,7 @@ fn finish(mut clusters: Vec<Cluster>) -> (Model, Plan) {
         ],
         store: "/var/lib/vocc".into(),
         access: Default::default(),
+        images: None,
         origin: origin("site", 1),
     };
     let model = Model { clusters, site };
@@ -473,6 +474,7 @@ fn plan(model: &Model) -> Plan {
         site: site.name.clone(),
         store: site.store.clone(),
         hosts,
+        images: None,
         clusters: model
             .clusters
             .iter()
