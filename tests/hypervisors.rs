@@ -156,3 +156,87 @@ fn a_hypervisor_the_appliance_names_is_a_constraint() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("kvm"), "{said}");
 }
+
+#[test]
+fn a_pinned_node_runs_on_its_own_host_cpus_in_both_domain_files() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // Two pinned workers per host: each gets one of the host's two CPUs.
+    let appliance = "cluster mix {
+  network private { subnet 10.30.0.0/24; assign pool }
+  layer tiny { from busybox }
+  role worker { count 4; root tiny; cpu 1 pinned; memory 256M; nic eth0 private }
+}
+";
+    let out = build(dir, appliance);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/plan.json")).unwrap()).unwrap();
+    let mut per_host: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for n in plan["nodes"].as_array().unwrap() {
+        let cpus: Vec<u64> = n["cpus"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} is not pinned: {n}", n["id"]))
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        per_host
+            .entry(n["host"].as_str().unwrap().to_owned())
+            .or_default()
+            .extend(cpus);
+    }
+    for cpus in per_host.values_mut() {
+        cpus.sort();
+    }
+    assert_eq!(
+        per_host.into_iter().collect::<Vec<_>>(),
+        [("k1".to_owned(), vec![0, 1]), ("x1".to_owned(), vec![0, 1])]
+    );
+    let node = |id: &str| dir.join("out/nodes").join(id);
+    for (id, _, hypervisor) in placed(dir) {
+        let cpus = plan["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .unwrap()["cpus"][0]
+            .to_string();
+        if hypervisor == "xen" {
+            // xl's own parser reads the CPU list xl pins the domain's vCPUs to.
+            let judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/judges/xl_cfg.py");
+            let read = Command::new("python3")
+                .arg(&judge)
+                .arg(node(&id).join("xen.cfg"))
+                .arg("cpus")
+                .output()
+                .unwrap();
+            assert!(read.status.success(), "{id}: xl's parser failed");
+            let got: Value = serde_json::from_slice(&read.stdout).unwrap();
+            assert_eq!(got["cpus"].as_str(), Some(cpus.as_str()), "{id}: {got}");
+        } else {
+            // libvirt's schema and its test driver take the domain with its cpuset.
+            let xml = node(&id).join("libvirt.xml");
+            let text = std::fs::read_to_string(&xml).unwrap();
+            assert!(text.contains(&format!("cpuset='{cpus}'")), "{id}: {text}");
+            let ran = Command::new("virt-xml-validate")
+                .arg(&xml)
+                .arg("domain")
+                .output()
+                .expect("virt-xml-validate (libvirt-clients)");
+            assert!(ran.status.success(), "{id}: {ran:?}");
+            let ran = Command::new("virsh")
+                .args(["-c", "test:///default", "define", "--validate"])
+                .arg(&xml)
+                .output()
+                .expect("virsh (libvirt-clients)");
+            assert!(
+                ran.status.success() && String::from_utf8_lossy(&ran.stdout).contains("defined"),
+                "{id}: {ran:?}"
+            );
+        }
+    }
+}

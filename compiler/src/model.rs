@@ -322,6 +322,10 @@ pub struct Role {
     pub packages: Vec<String>,
     pub disks: Vec<Disk>,
     pub cpu: u32,
+    /// `cpu N pinned`: each node runs on `cpu` host CPUs of its own, which no other
+    /// pinned node on the host shares (placement picks them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     /// Bytes.
     pub memory: u64,
     /// Bytes of swap made at boot, if any.

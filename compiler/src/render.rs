@@ -785,6 +785,10 @@ impl NodeJob<'_> {
                 index: node.index,
                 host: &placed.host,
                 dir: &placed.dir,
+                cpus: placed
+                    .cpus
+                    .as_ref()
+                    .map(|c| c.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
                 source: &node.origin.location,
             },
         );

@@ -1257,6 +1257,7 @@ impl<'a> Resolver<'a> {
             packages: Vec::new(),
             disks: Vec::new(),
             cpu: 1,
+            pinned: false,
             memory: 256 << 20,
             swap: None,
             nics: Vec::new(),
@@ -1383,6 +1384,28 @@ impl<'a> Resolver<'a> {
                         );
                     } else {
                         role.cpu = n as u32;
+                    }
+                }
+                role.pinned = false;
+                // A word after the count is `pinned` or a misspelling of it; anything
+                // else (another statement's keyword after a missing `;`) is left for
+                // `done`, which says what it is.
+                let pin_word = |v: &&Value| match &v.kind {
+                    ValueKind::Word(w) => {
+                        w == "pinned" || vocc_dsl::diag::suggest(w, ["pinned"]).is_some()
+                    }
+                    _ => false,
+                };
+                if let Some(v) = a.peek().filter(pin_word).cloned() {
+                    if matches!(&v.kind, ValueKind::Word(w) if w == "pinned") {
+                        role.pinned = true;
+                        a.next();
+                    } else {
+                        let d = a.unexpected(&v, &["pinned"]).with_hint(
+                            "`cpu 2 pinned` gives each node two host CPUs of its own; without `pinned` its CPUs float",
+                        );
+                        self.err(d);
+                        a.skip_rest();
                     }
                 }
             }

@@ -144,6 +144,9 @@ pub struct PlanNode {
     pub hypervisor: Option<Hypervisor>,
     #[schemars(range(min = 1))]
     pub cpu: u32,
+    /// The host CPUs the node runs on, its own (`cpu N pinned`); none: any of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Vec<u32>>,
     pub memory: u64,
     /// Host disk the node needs besides its shared layers (overlay reserve, swap).
     pub disk: u64,

@@ -433,6 +433,28 @@ fn values(plan: &Plan) -> Result<(), PlanError> {
         label(&o, "role", &n.role)?;
         at_least_one(&o, "cpu", n.cpu.into())?;
         at_least_one(&o, "memory", n.memory)?;
+        if let Some(cpus) = &n.cpus {
+            let host_cpus = plan
+                .hosts
+                .iter()
+                .find(|h| h.name == n.host)
+                .map_or(0, |h| h.cpu);
+            let distinct: HashSet<u32> = cpus.iter().copied().collect();
+            if cpus.len() != n.cpu as usize
+                || distinct.len() != cpus.len()
+                || cpus.iter().any(|&c| c >= host_cpus)
+            {
+                return Err(invalid(
+                    &o,
+                    "cpus",
+                    format!(
+                        "is {cpus:?}: a pinned node names `cpu` ({}) distinct CPUs of its host, \
+                         numbered from 0 below the host's {host_cpus}",
+                        n.cpu
+                    ),
+                ));
+            }
+        }
         rel_path(&o, "dir", &n.dir, "nodes", &format!("nodes/{}", n.id))?;
         if !dirs.insert(n.dir.as_str()) {
             return Err(invalid(

@@ -122,6 +122,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .or(cluster.hypervisor)
                         .map(hypervisor),
                     cpu: role.cpu,
+                    cpus: None,
                     memory: role.memory,
                     disk: need.disk,
                     swap: role.swap,
@@ -161,6 +162,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         }
     }
 
+    pin(model, &mut nodes);
     let staging = staging(site.hosts.iter().map(|h| h.name.as_str()), &layers, &nodes);
     let steps = steps(&staging, &nodes);
     Plan {
@@ -174,6 +176,43 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
         nodes,
         staging,
         steps,
+    }
+}
+
+/// Gives each node of a pinned role (`cpu N pinned`) its own host CPUs: on each host,
+/// the next `cpu` CPUs no pinned node took before it, in plan order. Placement has
+/// already made sure that a host's pinned nodes need no more CPUs than it has.
+fn pin(model: &Model, nodes: &mut [PlanNode]) {
+    let pinned: BTreeSet<(&str, &str)> = model
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.roles
+                .iter()
+                .filter(|r| r.pinned)
+                .map(move |r| (c.name.as_str(), r.name.as_str()))
+        })
+        .collect();
+    if pinned.is_empty() {
+        return;
+    }
+    let cpus: HashMap<&str, u32> = model
+        .site
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.cpu))
+        .collect();
+    let mut next: HashMap<String, u32> = HashMap::new();
+    for n in nodes.iter_mut() {
+        if !pinned.contains(&(n.cluster.as_str(), n.role.as_str())) || n.host.is_empty() {
+            continue;
+        }
+        let first = next.entry(n.host.clone()).or_insert(0);
+        let end = *first + n.cpu;
+        if end <= cpus.get(n.host.as_str()).copied().unwrap_or(0) {
+            n.cpus = Some((*first..end).collect());
+            *first = end;
+        }
     }
 }
 

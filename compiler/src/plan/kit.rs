@@ -86,6 +86,7 @@ pub fn role(name: &str, count: u32, cpu: u32, memory: u64) -> Role {
         packages: Vec::new(),
         disks: Vec::new(),
         cpu,
+        pinned: false,
         memory,
         swap: None,
         nics: vec![NicSpec {

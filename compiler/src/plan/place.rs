@@ -86,6 +86,8 @@ impl Previous {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
     pub cpu: u32,
+    /// Whether the node's CPUs are host CPUs of its own (`cpu N pinned`).
+    pub pinned: bool,
     pub memory: u64,
     /// The node's own disk: `overlay + swap + writable`.
     pub disk: u64,
@@ -104,6 +106,9 @@ pub struct Demand {
 pub struct Free {
     /// Virtual CPUs: `cpu × overcommit` less those of the nodes placed.
     pub cpu: u64,
+    /// Host CPUs not yet given to a pinned node: `cpu` less those of the pinned nodes
+    /// placed (pinned CPUs are never overcommitted).
+    pub pinned: u64,
     /// Bytes: `memory − reserve` less those of the nodes placed.
     pub memory: u64,
     pub disk: u64,
@@ -115,6 +120,7 @@ impl Add for Free {
     fn add(self, other: Free) -> Free {
         Free {
             cpu: self.cpu.saturating_add(other.cpu),
+            pinned: self.pinned.saturating_add(other.pinned),
             memory: self.memory.saturating_add(other.memory),
             disk: self.disk.saturating_add(other.disk),
         }
@@ -124,6 +130,8 @@ impl Add for Free {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resource {
     Cpu,
+    /// Host CPUs of a node's own (`cpu N pinned`).
+    Pinned,
     Memory,
     Disk,
 }
@@ -132,6 +140,7 @@ impl Resource {
     pub fn as_str(self) -> &'static str {
         match self {
             Resource::Cpu => "cpu",
+            Resource::Pinned => "pinned cpu",
             Resource::Memory => "memory",
             Resource::Disk => "disk",
         }
@@ -141,6 +150,7 @@ impl Resource {
     pub fn amount(self, n: u64) -> String {
         match self {
             Resource::Cpu => vcpus(n),
+            Resource::Pinned => format!("{n} host CPU{}", if n == 1 { "" } else { "s" }),
             Resource::Memory | Resource::Disk => human_size(n),
         }
     }
@@ -256,6 +266,7 @@ pub(crate) fn demand(cluster: &Cluster, role: &Role) -> Demand {
     let swap = role.swap.unwrap_or(0);
     Demand {
         cpu: role.cpu,
+        pinned: role.pinned,
         memory: role.memory,
         disk: NODE_DISK_ALLOWANCE + swap + writable,
         overlay: NODE_DISK_ALLOWANCE,
@@ -282,8 +293,14 @@ impl HostState<'_> {
         let matches = self.host.hypervisor_for(hypervisor).is_some();
         let mut short = Vec::new();
         if matches {
+            let pinned = if demand.pinned {
+                u64::from(demand.cpu)
+            } else {
+                0
+            };
             let needs = [
                 (Resource::Cpu, u64::from(demand.cpu), self.free.cpu),
+                (Resource::Pinned, pinned, self.free.pinned),
                 (Resource::Memory, demand.memory, self.free.memory),
                 (Resource::Disk, demand.disk + layer_disk, self.free.disk),
             ];
@@ -311,6 +328,7 @@ impl HostState<'_> {
     fn fits(&self, hypervisor: Option<Hypervisor>, demand: &Demand) -> Option<u64> {
         if self.host.hypervisor_for(hypervisor).is_none()
             || u64::from(demand.cpu) > self.free.cpu
+            || (demand.pinned && u64::from(demand.cpu) > self.free.pinned)
             || demand.memory > self.free.memory
         {
             return None;
@@ -326,6 +344,9 @@ impl HostState<'_> {
 
     fn take(&mut self, demand: &Demand, layer_disk: u64) {
         self.free.cpu -= u64::from(demand.cpu);
+        if demand.pinned {
+            self.free.pinned -= u64::from(demand.cpu);
+        }
         self.free.memory -= demand.memory;
         self.free.disk -= demand.disk + layer_disk;
         self.layers
@@ -337,6 +358,7 @@ impl HostState<'_> {
 pub(crate) fn capacity(host: &Host) -> Free {
     Free {
         cpu: u64::from(host.cpu) * u64::from(host.overcommit),
+        pinned: u64::from(host.cpu),
         memory: host.memory.saturating_sub(host.reserve),
         disk: host.disk,
     }
@@ -609,6 +631,7 @@ fn site_totals(model: &Model, hv: Option<Hypervisor>, clusters: &[&Cluster]) -> 
     };
     let rows = [
         (Resource::Cpu, needed.cpu, offered.cpu),
+        (Resource::Pinned, needed.pinned, offered.pinned),
         (Resource::Memory, needed.memory, offered.memory),
         (Resource::Disk, needed.disk, offered.disk),
     ];
@@ -624,6 +647,12 @@ fn site_totals(model: &Model, hv: Option<Hypervisor>, clusters: &[&Cluster]) -> 
                 "",
                 "lower the `count` or `cpu` of a role, raise the hosts' `overcommit`, or add hosts",
             ),
+            Resource::Pinned => (
+                Resource::Pinned.amount(need),
+                " of their own",
+                " in all",
+                "lower the `count` or `cpu` of a pinned role, drop `pinned` from one, or add hosts",
+            ),
             Resource::Memory => (
                 human_size(need),
                 " of memory",
@@ -638,7 +667,7 @@ fn site_totals(model: &Model, hv: Option<Hypervisor>, clusters: &[&Cluster]) -> 
             ),
         };
         let offer_text = match resource {
-            Resource::Cpu => offer.to_string(),
+            Resource::Cpu | Resource::Pinned => offer.to_string(),
             _ => human_size(offer),
         };
         let mut diag = Diagnostic::error(
@@ -656,6 +685,7 @@ fn site_totals(model: &Model, hv: Option<Hypervisor>, clusters: &[&Cluster]) -> 
         for (cluster, need) in clusters.iter().zip(&needs) {
             let n = match resource {
                 Resource::Cpu => need.cpu,
+                Resource::Pinned => need.pinned,
                 Resource::Memory => need.memory,
                 Resource::Disk => need.disk,
             };
@@ -680,6 +710,9 @@ fn cluster_needs(cluster: &Cluster) -> Free {
             continue;
         }
         total.cpu += u64::from(d.cpu) * count;
+        if d.pinned {
+            total.pinned += u64::from(d.cpu) * count;
+        }
         total.memory += d.memory * count;
         total.disk += d.disk * count;
         for (id, size) in d.layers {
@@ -716,7 +749,7 @@ fn fits_nowhere(model: &Model, d: &Decision, others: usize) -> Option<Diagnostic
         .short
         .iter()
         .map(|s| match s.resource {
-            Resource::Cpu => "`cpu`",
+            Resource::Cpu | Resource::Pinned => "`cpu`",
             Resource::Memory => "`memory`",
             Resource::Disk => "`swap` or layer sizes",
         })
@@ -776,6 +809,12 @@ pub fn shortfalls(host: &Host, candidate: &Candidate) -> String {
                     host.cpu,
                     if host.cpu == 1 { "" } else { "s" },
                     host.overcommit
+                ),
+                Resource::Pinned => format!(
+                    "needs {} of its own, {} of the host's {} not yet pinned",
+                    r.amount(s.needed),
+                    s.free,
+                    host.cpu
                 ),
                 Resource::Memory if host.reserve > 0 => format!(
                     "needs {}, {} free after the {} reserve",

@@ -634,6 +634,8 @@ pub(crate) struct NodeVars<'a> {
     pub host: &'a str,
     /// The node's directory, relative to the output and to the store.
     pub dir: &'a str,
+    /// The host CPUs a pinned node runs on (`0,1`), none when its CPUs float.
+    pub cpus: Option<String>,
     pub source: &'a str,
 }
 

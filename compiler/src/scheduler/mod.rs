@@ -293,6 +293,7 @@ pub(crate) mod tests {
             packages: Vec::new(),
             disks: Vec::new(),
             cpu: 1,
+            pinned: false,
             memory: 1 << 30,
             swap: None,
             nics: Vec::new(),

@@ -348,17 +348,27 @@ impl Driver for Qemu {
         let argv = self.argv(n, &boot, accel)?;
         let log = run.join("qemu.log");
         let stderr = fs::File::create(&log).map_err(|e| Error::io("create", &log, e))?;
-        let mut child = std::process::Command::new(&self.binary)
-            .args(&argv)
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.args(&argv)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| Error::Missing {
+            .stderr(stderr);
+        // A pinned node's qemu (and every thread it makes: the vCPUs) runs on the
+        // node's own host CPUs only.
+        if let Some(cpus) = &n.node.cpus {
+            pin(&mut cmd, cpus);
+        }
+        let mut child = cmd.spawn().map_err(|source| match &n.node.cpus {
+            Some(cpus) if source.raw_os_error() == Some(libc::EINVAL) => Error::Other(format!(
+                "cannot run qemu on host CPUs {cpus:?}: this host has no such CPUs online \
+                 ({source}); the site file gives it more CPUs than it has"
+            )),
+            _ => Error::Missing {
                 program: self.binary.clone(),
                 hint: "install qemu-system-x86",
                 source,
-            })?;
+            },
+        })?;
         // With -daemonize the first process exits once the VM is set up (sockets
         // bound, pid file written), or with an error.
         let t = Instant::now();
@@ -397,7 +407,10 @@ impl Driver for Qemu {
                     let _ = fs::remove_file(Self::pidfile(n));
                     return Err(e);
                 }
-                Ok(format!("started ({accel}, pid {pid})"))
+                Ok(match &n.node.cpus {
+                    Some(cpus) => format!("started ({accel}, pid {pid}, on host CPUs {cpus:?})"),
+                    None => format!("started ({accel}, pid {pid})"),
+                })
             }
             None => Err(Error::Died {
                 what: "its qemu process exited".to_owned(),
@@ -625,4 +638,28 @@ fn probe_kvm(binary: &str, boot: &disks::Boot, run: &Path) -> &'static str {
         0o644,
     );
     accel
+}
+
+/// Has `cmd` run on exactly the host CPUs `cpus` (its threads inherit the affinity).
+fn pin(cmd: &mut std::process::Command, cpus: &[u32]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // A CPU past the set's size (1024) is left out: with none left, the kernel refuses
+    // the empty set, and the start fails saying so.
+    let room = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    for c in cpus.iter().map(|&c| c as usize).filter(|&c| c < room) {
+        // SAFETY: `c` is inside the set.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: between fork and exec the closure makes one system call on the child
+    // itself (pid 0) with a set it owns, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
