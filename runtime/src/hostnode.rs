@@ -67,6 +67,10 @@ pub struct NodeRequest {
     #[serde(default)]
     pub segments: BTreeMap<String, Segment>,
     pub action: Action,
+    /// A node that the plan no longer has, as the control side's journal recorded it:
+    /// the host may stop, unload and observe it (never load or start it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former: Option<crate::plan::PlanNode>,
 }
 
 /// What a node operation did.
@@ -178,11 +182,14 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
         .iter()
         .find(|c| c.name == req.cluster)
         .ok_or_else(|| format!("the plan has no cluster `{}`", req.cluster))?;
-    let node = plan
+    let node = match plan
         .nodes
         .iter()
         .find(|n| n.id == req.node && n.cluster == req.cluster)
-        .ok_or_else(|| format!("the plan has no node `{}`", req.node))?;
+    {
+        Some(n) => n,
+        None => former(req)?,
+    };
     let driver = driver::by_name(&req.driver).map_err(|e| e.to_string())?;
     let ctx = NodeCtx {
         plan,
@@ -236,6 +243,32 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
     answer.observed = driver.observe(&ctx).map(|o| observed_name(o).to_owned());
     answer.pid = driver.pid(&ctx);
     Ok(answer)
+}
+
+/// The node of a request that the plan no longer has: only to be taken down, and only
+/// when its names are labels and its directory stays in the store, as a plan's.
+fn former(req: &NodeRequest) -> Result<&crate::plan::PlanNode, String> {
+    let missing = || format!("the plan has no node `{}`", req.node);
+    let n = req.former.as_ref().ok_or_else(missing)?;
+    if n.id != req.node || n.cluster != req.cluster {
+        return Err(missing());
+    }
+    if !matches!(
+        req.action,
+        Action::Stop { .. } | Action::Unload | Action::Observe
+    ) {
+        return Err(format!(
+            "node `{}` is no longer in the plan: it can only be stopped or unloaded",
+            req.node
+        ));
+    }
+    if let Some(problem) = crate::journal::recorded_problem(n) {
+        return Err(format!(
+            "the former node `{}` is refused: {problem}",
+            req.node
+        ));
+    }
+    Ok(n)
 }
 
 /// A file's identity for a cache of what was read from it: device, inode, size and
@@ -453,6 +486,7 @@ mod tests {
             plan: "0".repeat(64),
             segments: BTreeMap::new(),
             action: Action::Observe,
+            former: None,
         };
         let a = handle(&req);
         assert!(a.error.unwrap().contains("has no plan"));
