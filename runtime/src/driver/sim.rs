@@ -101,12 +101,13 @@ impl Driver for Sim {
         self.act("exec", n)?;
         if let Some(log) = &self.exec_log {
             use std::io::Write;
-            let line = serde_json::json!({ "node": n.node.id, "argv": argv }).to_string();
+            // One write per line: appends of concurrent drains do not interleave.
+            let line = serde_json::json!({ "node": n.node.id, "argv": argv }).to_string() + "\n";
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(log)
-                .and_then(|mut f| writeln!(f, "{line}"))
+                .and_then(|mut f| f.write_all(line.as_bytes()))
                 .map_err(|e| Error::io("append to", log, e))?;
         }
         Ok(ExecOutput {
