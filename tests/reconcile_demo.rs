@@ -16,7 +16,10 @@ use std::path::Path;
 fn appliance(workers: usize) -> String {
     let demo = std::fs::read_to_string(root().join("appliances/demo.voc")).unwrap();
     let text = demo
-        .replace("cluster demo {", &format!("let workers = {workers}\n\ncluster grow {{"))
+        .replace(
+            "cluster demo {",
+            &format!("let workers = {workers}\n\ncluster grow {{"),
+        )
         .replace("count 2", "count $workers");
     assert!(text.contains("count $workers"), "the demo changed: {demo}");
     text
@@ -95,7 +98,9 @@ fn inside(dir: &Path, node: &str, env: &[(&str, String)]) -> (String, String) {
         );
         text(&o.stdout)
     };
-    let mac = run(&["cat", "/sys/class/net/eth0/address"]).trim().to_lowercase();
+    let mac = run(&["cat", "/sys/class/net/eth0/address"])
+        .trim()
+        .to_lowercase();
     let addr = run(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     let addr = addr
         .split_whitespace()
@@ -154,7 +159,11 @@ fn the_demo_grows_to_three_workers_and_shrinks_to_one() {
     // Grow: worker3 boots; the others keep their qemu, address and MAC.
     let r = up(dir, 3, &env);
     assert!(
-        r["nodes"].as_array().unwrap().iter().all(|n| n["removed"].is_null()),
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["removed"].is_null()),
         "{r:#}"
     );
     let grown = status(dir, &env);
@@ -205,7 +214,9 @@ fn the_demo_grows_to_three_workers_and_shrinks_to_one() {
     assert_eq!(inside(dir, "worker1", &env), seen1);
     let o = vocc(
         dir,
-        &["exec", "worker1", "--", "ping", "-c", "1", "-W", "10", "head"],
+        &[
+            "exec", "worker1", "--", "ping", "-c", "1", "-W", "10", "head",
+        ],
         &env,
     );
     assert!(o.status.success(), "ping head: {}", text(&o.stderr));

@@ -70,7 +70,7 @@ pub struct NodeRequest {
     /// A node that the plan no longer has, as the control side's journal recorded it:
     /// the host may stop, unload and observe it (never load or start it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub former: Option<crate::plan::PlanNode>,
+    pub former: Option<Box<crate::plan::PlanNode>>,
 }
 
 /// What a node operation did.
@@ -472,6 +472,41 @@ mod tests {
         .unwrap();
         assert_eq!(got, vec![Some(sha), None]);
         assert!(!dir.path().join("victim").exists());
+    }
+
+    #[test]
+    fn a_node_the_plan_lacks_is_only_taken_down_and_only_with_plain_names() {
+        let mut node: crate::plan::PlanNode = serde_json::from_value(serde_json::json!({
+            "id": "demo-worker3", "cluster": "demo", "hostname": "worker3", "role": "worker",
+            "index": 3, "host": "h1", "cpu": 1, "memory": 1, "disk": 1, "swap": null,
+            "persistence": "persistent", "root": [], "disks": [], "nics": [], "after": [],
+            "dir": "nodes/demo-worker3", "source": "x"
+        }))
+        .unwrap();
+        let req = |action: Action, node: &crate::plan::PlanNode| NodeRequest {
+            store: "/s".into(),
+            cluster: "demo".into(),
+            node: "demo-worker3".into(),
+            driver: "sim".into(),
+            plan: String::new(),
+            segments: BTreeMap::new(),
+            action,
+            former: Some(Box::new(node.clone())),
+        };
+        assert!(former(&req(Action::Unload, &node)).is_ok());
+        assert!(former(&req(Action::Observe, &node)).is_ok());
+        let e = former(&req(Action::Start, &node)).unwrap_err();
+        assert!(e.contains("only be stopped"), "{e}");
+        let none = NodeRequest {
+            former: None,
+            ..req(Action::Unload, &node)
+        };
+        assert!(former(&none).unwrap_err().contains("has no node"));
+        node.dir = "nodes/../../etc".into();
+        assert!(former(&req(Action::Unload, &node)).is_err());
+        node.dir = "nodes/demo-worker3".into();
+        node.id = "demo-other".into();
+        assert!(former(&req(Action::Unload, &node)).is_err());
     }
 
     #[test]
