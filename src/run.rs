@@ -23,8 +23,9 @@ use vocc_runtime::{Op, Options, Runtime, Selection};
 
 #[derive(Subcommand)]
 pub enum RunCommand {
-    /// Bring clusters up: stage layers, load and boot nodes, wait until they are ready.
-    /// Given an appliance file, build it first (into `--out`).
+    /// Bring clusters up: stage layers, load and boot nodes, wait until they are ready;
+    /// then drain, stop and reclaim the nodes the journal knows that the plan no longer
+    /// has. Given an appliance file, build it first (into `--out`).
     Up {
         /// Stop after this state ("propagate only").
         #[arg(long, value_enum, default_value = "running")]
@@ -35,6 +36,10 @@ pub enum RunCommand {
         /// The site file for building an appliance file.
         #[arg(long)]
         site: Option<PathBuf>,
+        /// Seconds to wait for the jobs of a compute node that the plan no longer has
+        /// to finish (after its batch system drained it) before it is stopped anyway.
+        #[arg(long, default_value_t = 600)]
+        drain_timeout: u64,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -304,6 +309,7 @@ pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
             until,
             driver,
             site,
+            drain_timeout,
             run,
         } => {
             let mut build_ms = 0.0;
@@ -318,7 +324,11 @@ pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
                 }
                 Target::Plan(plan) => plan,
             };
-            let rt = Runtime::open(&plan, run.state.as_deref(), run.options())?;
+            let options = Options {
+                drain_timeout: Duration::from_secs(drain_timeout),
+                ..run.options()
+            };
+            let rt = Runtime::open(&plan, run.state.as_deref(), options)?;
             let target = match until {
                 Until::Staged => State::Staged,
                 Until::Loaded => State::Loaded,
@@ -468,7 +478,12 @@ fn status(run: &RunArgs) -> Result<ExitCode, Internal> {
                     n.node,
                     n.role,
                     n.host,
-                    report::state_name(n.state).to_owned(),
+                    if n.removed {
+                        // Out of the plan, not yet reclaimed: the next `up` removes it.
+                        format!("{} (removed)", report::state_name(n.state))
+                    } else {
+                        report::state_name(n.state).to_owned()
+                    },
                     if n.ready { "yes" } else { "no" }.to_owned(),
                     n.observed.unwrap_or_else(|| "-".to_owned()),
                     n.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),

@@ -37,6 +37,8 @@ pub struct Options {
     pub stop_grace: Duration,
     /// `stop` kills at once.
     pub force: bool,
+    /// How long `up` waits for the jobs of a compute node it removes to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             ready_timeout: Duration::from_secs(300),
             stop_grace: Duration::from_secs(10),
             force: false,
+            drain_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct NodeStatus {
     pub observed: Option<String>,
     pub pid: Option<i32>,
     pub error: Option<String>,
+    /// The plan no longer has the node, but it is not reclaimed yet (the next `up`
+    /// drains, stops and reclaims it; `down` reclaims it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// A plan opened for running, with where its state lives.
@@ -381,6 +388,20 @@ impl Runtime {
                 involved.push(n);
             }
         }
+        // What the driver needs to stop and reclaim a node is recorded before any step
+        // touches it, so that a later plan without the node can still remove it.
+        for n in &involved {
+            journal.node(&n.id).node = Some((*n).clone());
+        }
+        for n in self.plan.nodes.iter().filter(|n| n.cluster == cluster_name) {
+            if let Some(rec) = journal.nodes.get_mut(&n.id) {
+                rec.node = Some(n.clone());
+            }
+        }
+        // The nodes the journal knows that the plan no longer has; removed once the
+        // plan's own steps are done.
+        let removed = journal.removed(&self.plan);
+        journal.save(&journal_path)?;
 
         let known_staged = journal.staged.clone();
         let stage_slots = Semaphore::new(self.opts.stage_jobs.max(1));
@@ -624,6 +645,16 @@ impl Runtime {
             let rec = journal.node(id);
             rec.error = Some(format!("{}: {}", f.step, f.message));
         }
+        let removals = crate::reconcile::Removal {
+            plan: &self.plan,
+            cluster,
+            layout: &self.layout,
+            driver: driver.as_ref(),
+            jobs: self.opts.jobs,
+            drain_timeout: self.opts.drain_timeout,
+        }
+        .run(&removed, &mut journal, &journal_path);
+        let removals_ok = removals.iter().all(|n| n.error.is_none());
         let report = Report {
             operation: "up".to_owned(),
             cluster: cluster_name.to_owned(),
@@ -641,9 +672,13 @@ impl Runtime {
                     state: journal.state(&n.id),
                     phases: phases.remove(&n.id).unwrap_or_default(),
                     error: failures.remove(&n.id),
+                    removed: false,
+                    details: BTreeMap::new(),
                 })
+                .chain(removals)
                 .collect(),
             ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done)
+                && removals_ok
                 && save_failed.is_none(),
             warnings: save_failed
                 .map(|e| {
@@ -762,6 +797,8 @@ impl Runtime {
                             }),
                             _ => None,
                         },
+                        removed: false,
+                        details: BTreeMap::new(),
                     }
                 })
                 .collect(),
@@ -853,11 +890,14 @@ impl Runtime {
             ("", Some(a)) => driver::by_name(a)?,
             (d, _) => driver::by_name(d)?,
         })?;
+        // The plan's nodes, and those the journal knows that the plan no longer has.
+        let removed = journal.removed(&self.plan);
         let nodes: Vec<&PlanNode> = self
             .plan
             .nodes
             .iter()
             .filter(|n| n.cluster == cluster_name)
+            .chain(&removed)
             .collect();
         let deps = vec![Vec::new(); nodes.len()];
         let work = |i: usize| -> std::result::Result<f64, String> {
@@ -933,6 +973,8 @@ impl Runtime {
                         }),
                         _ => None,
                     },
+                    removed: removed.iter().any(|m| m.id == n.id),
+                    details: BTreeMap::new(),
                 }
             })
             .collect();
@@ -974,11 +1016,13 @@ impl Runtime {
             _ => None,
         };
         let journal = journal.unwrap_or_default();
+        let removed = journal.removed(&self.plan);
         Ok(self
             .plan
             .nodes
             .iter()
             .filter(|n| n.cluster == cluster_name)
+            .chain(&removed)
             .map(|n| {
                 let rec = journal.nodes.get(&n.id).cloned().unwrap_or_default();
                 let ctx = self.ctx(cluster, n, &journal);
@@ -1000,6 +1044,7 @@ impl Runtime {
                     observed,
                     pid: driver.as_ref().and_then(|d| d.pid(&ctx)),
                     error: rec.error,
+                    removed: removed.iter().any(|m| m.id == n.id),
                 }
             })
             .collect())

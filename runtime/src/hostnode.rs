@@ -67,6 +67,10 @@ pub struct NodeRequest {
     #[serde(default)]
     pub segments: BTreeMap<String, Segment>,
     pub action: Action,
+    /// A node that the plan no longer has, as the control side's journal recorded it:
+    /// the host may stop, unload and observe it (never load or start it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former: Option<Box<crate::plan::PlanNode>>,
 }
 
 /// What a node operation did.
@@ -178,11 +182,14 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
         .iter()
         .find(|c| c.name == req.cluster)
         .ok_or_else(|| format!("the plan has no cluster `{}`", req.cluster))?;
-    let node = plan
+    let node = match plan
         .nodes
         .iter()
         .find(|n| n.id == req.node && n.cluster == req.cluster)
-        .ok_or_else(|| format!("the plan has no node `{}`", req.node))?;
+    {
+        Some(n) => n,
+        None => former(req)?,
+    };
     let driver = driver::by_name(&req.driver).map_err(|e| e.to_string())?;
     let ctx = NodeCtx {
         plan,
@@ -236,6 +243,32 @@ fn run(req: &NodeRequest) -> Result<NodeAnswer, String> {
     answer.observed = driver.observe(&ctx).map(|o| observed_name(o).to_owned());
     answer.pid = driver.pid(&ctx);
     Ok(answer)
+}
+
+/// The node of a request that the plan no longer has: only to be taken down, and only
+/// when its names are labels and its directory stays in the store, as a plan's.
+fn former(req: &NodeRequest) -> Result<&crate::plan::PlanNode, String> {
+    let missing = || format!("the plan has no node `{}`", req.node);
+    let n = req.former.as_ref().ok_or_else(missing)?;
+    if n.id != req.node || n.cluster != req.cluster {
+        return Err(missing());
+    }
+    if !matches!(
+        req.action,
+        Action::Stop { .. } | Action::Unload | Action::Observe
+    ) {
+        return Err(format!(
+            "node `{}` is no longer in the plan: it can only be stopped or unloaded",
+            req.node
+        ));
+    }
+    if let Some(problem) = crate::journal::recorded_problem(n) {
+        return Err(format!(
+            "the former node `{}` is refused: {problem}",
+            req.node
+        ));
+    }
+    Ok(n)
 }
 
 /// A file's identity for a cache of what was read from it: device, inode, size and
@@ -442,6 +475,41 @@ mod tests {
     }
 
     #[test]
+    fn a_node_the_plan_lacks_is_only_taken_down_and_only_with_plain_names() {
+        let mut node: crate::plan::PlanNode = serde_json::from_value(serde_json::json!({
+            "id": "demo-worker3", "cluster": "demo", "hostname": "worker3", "role": "worker",
+            "index": 3, "host": "h1", "cpu": 1, "memory": 1, "disk": 1, "swap": null,
+            "persistence": "persistent", "root": [], "disks": [], "nics": [], "after": [],
+            "dir": "nodes/demo-worker3", "source": "x"
+        }))
+        .unwrap();
+        let req = |action: Action, node: &crate::plan::PlanNode| NodeRequest {
+            store: "/s".into(),
+            cluster: "demo".into(),
+            node: "demo-worker3".into(),
+            driver: "sim".into(),
+            plan: String::new(),
+            segments: BTreeMap::new(),
+            action,
+            former: Some(Box::new(node.clone())),
+        };
+        assert!(former(&req(Action::Unload, &node)).is_ok());
+        assert!(former(&req(Action::Observe, &node)).is_ok());
+        let e = former(&req(Action::Start, &node)).unwrap_err();
+        assert!(e.contains("only be stopped"), "{e}");
+        let none = NodeRequest {
+            former: None,
+            ..req(Action::Unload, &node)
+        };
+        assert!(former(&none).unwrap_err().contains("has no node"));
+        node.dir = "nodes/../../etc".into();
+        assert!(former(&req(Action::Unload, &node)).is_err());
+        node.dir = "nodes/demo-worker3".into();
+        node.id = "demo-other".into();
+        assert!(former(&req(Action::Unload, &node)).is_err());
+    }
+
+    #[test]
     fn a_node_request_with_another_plan_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
@@ -453,6 +521,7 @@ mod tests {
             plan: "0".repeat(64),
             segments: BTreeMap::new(),
             action: Action::Observe,
+            former: None,
         };
         let a = handle(&req);
         assert!(a.error.unwrap().contains("has no plan"));

@@ -3,18 +3,31 @@
 //! and verified, the network segments the cluster was given, and the report of the
 //! last operation. It is written atomically (temp file + rename).
 //!
+//! Each node's record keeps the node as the plan that last acted on it described it
+//! (`NodeRecord::node`: id, host, hypervisor, disks, ...), written before any step
+//! touches the node. A node that a later plan no longer has can then still be found,
+//! drained, stopped and reclaimed by `up`, shown by `status` and reclaimed by `down`.
+//!
+//! Versions: 1 had no `node` in its records; it still loads, and a version-1 record of
+//! a node that the plan no longer has is reclaimed by the paths that derive from its
+//! id alone, on this machine. Version 2 is written; a newer one is refused.
+//!
 //! Invariant: the journal is a record, not the truth. Every step asks its driver what
 //! is really there before acting (a running qemu, a defined domain, a staged file), so
 //! a journal that lags behind a killed run only costs a re-check, never a second VM.
 
 use crate::error::{Error, Result};
-use crate::plan::State;
+use crate::plan::{PlanNode, State};
 use crate::report::Report;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const JOURNAL_VERSION: u32 = 1;
+/// The version this runtime writes.
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// The oldest version this runtime still reads.
+pub const JOURNAL_OLDEST: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
@@ -50,6 +63,9 @@ pub struct NodeRecord {
     pub error: Option<String>,
     /// When the record last changed (ms since the epoch).
     pub updated_ms: u64,
+    /// The node as the plan that last acted on it placed it (none in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<PlanNode>,
 }
 
 impl Default for NodeRecord {
@@ -60,6 +76,7 @@ impl Default for NodeRecord {
             pid: None,
             error: None,
             updated_ms: 0,
+            node: None,
         }
     }
 }
@@ -117,9 +134,10 @@ impl Journal {
                 path.display()
             ))
         })?;
-        if journal.version != JOURNAL_VERSION {
+        if !(JOURNAL_OLDEST..=JOURNAL_VERSION).contains(&journal.version) {
             return Err(Error::Other(format!(
-                "the journal `{}` has version {} but this runtime writes version {JOURNAL_VERSION}",
+                "the journal `{}` has version {} but this runtime reads versions \
+                 {JOURNAL_OLDEST} to {JOURNAL_VERSION}: use the vocc that wrote it",
                 path.display(),
                 journal.version
             )));
@@ -142,5 +160,78 @@ impl Journal {
 
     pub fn state(&self, id: &str) -> State {
         self.nodes.get(id).map_or(State::Unstaged, |n| n.state)
+    }
+
+    /// The nodes the journal knows that `plan` no longer has in its cluster, each as
+    /// the journal recorded it (a version-1 record: as its id alone lays it out), in
+    /// id order.
+    pub fn removed(&self, plan: &crate::plan::Plan) -> Vec<PlanNode> {
+        let kept: std::collections::HashSet<&str> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.cluster == self.cluster)
+            .map(|n| n.id.as_str())
+            .collect();
+        self.nodes
+            .iter()
+            .filter(|(id, _)| !kept.contains(id.as_str()) && crate::names::is_label(id))
+            .map(|(id, rec)| match &rec.node {
+                Some(n) if n.id == *id && recorded_problem(n).is_none() => n.clone(),
+                _ => by_id(&self.cluster, id, plan),
+            })
+            .collect()
+    }
+}
+
+/// Why a node that a journal (or a request) recorded cannot name paths, if it cannot:
+/// its names must be labels and its directory a relative path under `nodes/`, as
+/// `load_plan` demands of the plan's nodes.
+pub fn recorded_problem(n: &PlanNode) -> Option<String> {
+    for (field, value) in [("id", &n.id), ("cluster", &n.cluster), ("host", &n.host)] {
+        if !crate::names::is_label(value) {
+            return Some(format!(
+                "its {field} `{}` is not a label",
+                crate::names::shown(value)
+            ));
+        }
+    }
+    crate::names::rel_path_problem(&n.dir, "nodes").map(|p| format!("its dir {p}"))
+}
+
+/// A node of a version-1 journal that the plan no longer has: what its id alone says
+/// (its files, disks and processes are named by it), on the plan's first host without
+/// a link (this machine).
+fn by_id(cluster: &str, id: &str, plan: &crate::plan::Plan) -> PlanNode {
+    let host = plan
+        .hosts
+        .iter()
+        .find(|h| h.link.is_none())
+        .or(plan.hosts.first())
+        .map(|h| h.name.clone())
+        .unwrap_or_default();
+    PlanNode {
+        id: id.to_owned(),
+        cluster: cluster.to_owned(),
+        hostname: id
+            .strip_prefix(&format!("{cluster}-"))
+            .unwrap_or(id)
+            .to_owned(),
+        role: String::new(),
+        index: 0,
+        host,
+        hypervisor: None,
+        cpu: 1,
+        cpus: None,
+        memory: 0,
+        disk: 0,
+        swap: None,
+        persistence: crate::plan::Persistence::Persistent,
+        root: Vec::new(),
+        root_image: None,
+        disks: Vec::new(),
+        nics: Vec::new(),
+        after: Vec::new(),
+        dir: format!("nodes/{id}"),
+        source: "an older journal".to_owned(),
     }
 }

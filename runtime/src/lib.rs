@@ -20,6 +20,7 @@ pub mod names;
 pub mod plan;
 pub mod ports;
 pub mod proc;
+pub mod reconcile;
 pub mod relay;
 pub mod report;
 pub mod schema;

@@ -75,6 +75,44 @@ pub struct PlanCluster {
     pub hypervisor: Option<Hypervisor>,
     pub domain: String,
     pub networks: Vec<PlanNetwork>,
+    /// The cluster's batch system, as far as the runtime acts on it; none without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<PlanBatch>,
+}
+
+/// A cluster's batch system as the runtime sees it: where its controller runs, which
+/// roles run jobs, and how a compute node is drained before `up` removes it. The
+/// runtime runs these argument vectors on the controller node (as `vocc exec` does)
+/// and decides nothing about the batch system itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBatch {
+    pub kind: BatchKind,
+    /// The id of the node that runs the controller.
+    pub controller: String,
+    /// The roles whose nodes run jobs.
+    pub compute: Vec<String>,
+    /// How to drain a compute node; none when the batch system has no drain step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<PlanDrain>,
+}
+
+/// A drain in two commands run on the controller; in each, an argument `{node}` (or
+/// an argument's `{node}`) stands for the drained node's host name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDrain {
+    /// Stops new jobs from starting on the node.
+    pub start: Vec<String>,
+    /// Lists the node's jobs: the node is drained when it succeeds with no output.
+    pub jobs: Vec<String>,
+}
+
+impl PlanDrain {
+    /// The argument vector `argv` for the node whose host name is `node`.
+    pub fn for_node(argv: &[String], node: &str) -> Vec<String> {
+        argv.iter().map(|a| a.replace("{node}", node)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -259,6 +297,11 @@ macro_rules! plan_enum {
 plan_enum! {
     /// The hypervisor a cluster's nodes run under, and those a host offers.
     Hypervisor { Xen = "xen", Kvm = "kvm" }
+}
+
+plan_enum! {
+    /// The batch system a cluster runs.
+    BatchKind { Slurm = "slurm", Condor = "condor", Sge = "sge", Pbs = "pbs" }
 }
 
 plan_enum! {

@@ -10,7 +10,8 @@ use std::fmt::Write;
 
 /// The phases in the order the table shows them.
 pub const PHASES: &[&str] = &[
-    "staging", "config", "define", "boot", "ready", "pause", "unpause", "stop", "unload", "reclaim",
+    "staging", "config", "define", "boot", "ready", "pause", "unpause", "drain", "stop", "unload",
+    "reclaim",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +51,14 @@ pub struct NodeReport {
     /// Milliseconds per phase, for the phases this operation went through.
     pub phases: BTreeMap<String, f64>,
     pub error: Option<Failure>,
+    /// The node is no longer in the plan: `up` drained, stopped and reclaimed it
+    /// (`state` is `unstaged` once it is gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// What each phase did, in the driver's or the batch system's words (a removed
+    /// node's drain, stop and unload).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,10 +95,17 @@ impl Report {
                         .map_or_else(|| "-".to_owned(), |ms| time(*ms)),
                 );
             }
-            row.push(if n.error.is_some() {
-                format!("{} (failed)", state_name(n.state))
+            let state = if n.removed && n.state == State::Unstaged {
+                "removed".to_owned()
+            } else if n.removed {
+                format!("removed, {}", state_name(n.state))
             } else {
                 state_name(n.state).to_owned()
+            };
+            row.push(if n.error.is_some() {
+                format!("{state} (failed)")
+            } else {
+                state
             });
             rows.push(row);
         }
@@ -134,6 +150,23 @@ impl Report {
                     time(s.ms),
                     s.detail
                 );
+            }
+        }
+        let removed: Vec<&NodeReport> = self.nodes.iter().filter(|n| n.removed).collect();
+        if !removed.is_empty() {
+            let _ = writeln!(out, "removed from the plan:");
+            for n in removed {
+                let steps: Vec<String> = PHASES
+                    .iter()
+                    .filter_map(|p| {
+                        let ms = n.phases.get(*p)?;
+                        Some(match n.details.get(*p) {
+                            Some(d) if !d.is_empty() => format!("{p} {} ({d})", time(*ms)),
+                            _ => format!("{p} {}", time(*ms)),
+                        })
+                    })
+                    .collect();
+                let _ = writeln!(out, "  {}: {}", n.node, steps.join(", "));
             }
         }
         let failures: Vec<_> = self.failures().collect();

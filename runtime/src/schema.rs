@@ -205,6 +205,29 @@ pub fn validate(plan: &Plan) -> Result<(), PlanError> {
         let owner = || format!("layer `{}`", layer.id);
         check(&clusters, &owner, "cluster", &layer.cluster)?;
     }
+    for cluster in &plan.clusters {
+        let Some(batch) = &cluster.batch else {
+            continue;
+        };
+        let o = format!("the batch system of cluster `{}`", cluster.name);
+        let of_cluster: HashSet<&str> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.cluster == cluster.name)
+            .map(|n| n.id.as_str())
+            .collect();
+        check(&of_cluster, &|| o.clone(), "node", &batch.controller)?;
+        for role in &batch.compute {
+            label(&o, "compute", role)?;
+        }
+        if let Some(drain) = &batch.drain {
+            for (field, argv) in [("drain.start", &drain.start), ("drain.jobs", &drain.jobs)] {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(invalid(&o, field, "must name a program"));
+                }
+            }
+        }
+    }
     for node in &plan.nodes {
         let owner = || format!("node `{}`", node.id);
         check(&clusters, &owner, "cluster", &node.cluster)?;

@@ -328,9 +328,10 @@ pub fn vm_lock() -> VmLock {
     VmLock(f)
 }
 
-/// A multicast port base of its own for this test process and `salt`.
+/// A multicast port base of its own for this test process and `salt` (0 to 4: each
+/// test file that boots VMs uses its own).
 pub fn mcast_base(salt: u32) -> String {
-    (20000 + (std::process::id() % 500) * 40 + salt * 10).to_string()
+    (20000 + (std::process::id() % 500) * 50 + salt * 10).to_string()
 }
 
 /// Runs `vocc down` on drop, so that a failing test leaves no VM behind.

@@ -6,14 +6,14 @@ use super::layer_id;
 use super::place::{demand, Decision};
 use crate::model::SiteAccess;
 use crate::model::{
-    Access, Assign, Cluster, Hypervisor, LayerSource, Model, NicMethod, Persistence,
+    Access, Assign, Cluster, Hypervisor, LayerSource, Model, NicMethod, Persistence, SchedulerKind,
 };
 use std::collections::{BTreeSet, HashMap};
 use vocc_dsl::Diagnostic;
 use vocc_runtime::hostlink::HostLink;
 use vocc_runtime::plan::{
-    self, Action, PlanCluster, PlanDisk, PlanHost, PlanImages, PlanLayer, PlanNetwork, PlanNic,
-    PlanNode, StageItem, State, Step,
+    self, Action, BatchKind, PlanBatch, PlanCluster, PlanDisk, PlanDrain, PlanHost, PlanImages,
+    PlanLayer, PlanNetwork, PlanNic, PlanNode, StageItem, State, Step,
 };
 use vocc_runtime::{Plan, SCHEMA_VERSION};
 
@@ -234,7 +234,36 @@ fn plan_cluster(model: &Model, cluster: &Cluster) -> PlanCluster {
                 uplink: n.uplink,
             })
             .collect(),
+        batch: plan_batch(cluster),
     }
+}
+
+/// The cluster's batch system as the runtime needs it to drain a compute node: the
+/// controller's node, the compute roles, and the module's drain commands.
+fn plan_batch(cluster: &Cluster) -> Option<PlanBatch> {
+    let sched = cluster.scheduler.as_ref()?;
+    let controller = cluster.nodes.iter().find(|n| n.role == sched.controller)?;
+    let module = crate::scheduler::of(sched.kind);
+    let owned = |argv: &[&str]| argv.iter().map(|a| (*a).to_owned()).collect();
+    Some(PlanBatch {
+        kind: match sched.kind {
+            SchedulerKind::Slurm => BatchKind::Slurm,
+            SchedulerKind::Condor => BatchKind::Condor,
+            SchedulerKind::Sge => BatchKind::Sge,
+            SchedulerKind::Pbs => BatchKind::Pbs,
+        },
+        controller: controller.id.clone(),
+        compute: cluster
+            .roles
+            .iter()
+            .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
+            .map(|r| r.name.clone())
+            .collect(),
+        drain: module.drain().map(|d| PlanDrain {
+            start: owned(d.start),
+            jobs: owned(d.jobs),
+        }),
+    })
 }
 
 /// Each layer once per host that runs a node using it, by host (site order) then layer

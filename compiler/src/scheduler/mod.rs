@@ -88,6 +88,22 @@ pub trait BatchSystem: Sync {
     fn debconf(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// How a compute node is drained before it leaves the cluster (the plan's
+    /// `batch.drain`, run on the controller); none when the batch system has no drain
+    /// step, and the runtime then stops the node without one.
+    fn drain(&self) -> Option<Drain> {
+        None
+    }
+}
+
+/// A drain: a command that stops new jobs from starting on a node, and one that lists
+/// the node's jobs (no output: none left). `{node}` in an argument stands for the
+/// node's host name; the runtime runs both as argument vectors, never through a shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub start: &'static [&'static str],
+    pub jobs: &'static [&'static str],
 }
 
 /// The debconf answers of every batch system (`BatchSystem::debconf`).

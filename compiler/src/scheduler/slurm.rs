@@ -4,7 +4,7 @@
 
 mod hostlist;
 
-use super::{BatchSystem, Daemon, Queues, Secret};
+use super::{BatchSystem, Daemon, Drain, Queues, Secret};
 use crate::model::{Role, SchedulerKind};
 use crate::render::data::{queue_vars, value, ClusterFacts, QueueVars, MIB};
 use crate::render::{template_list, ClusterFiles, RenderError, To};
@@ -24,9 +24,32 @@ pub const MUNGE_KEY: Secret = Secret {
 
 pub struct Slurm;
 
+/// A node leaves Slurm drained: `DRAIN` lets its running jobs finish and starts no new
+/// ones; it is empty once `squeue` lists no running or completing job on it.
+pub const DRAIN: Drain = Drain {
+    start: &[
+        "scontrol",
+        "update",
+        "nodename={node}",
+        "state=drain",
+        "reason=vocc: the node leaves the cluster",
+    ],
+    jobs: &[
+        "squeue",
+        "--noheader",
+        "--nodelist={node}",
+        "--states=RUNNING,COMPLETING",
+        "--format=%A",
+    ],
+};
+
 impl BatchSystem for Slurm {
     fn kind(&self) -> SchedulerKind {
         SchedulerKind::Slurm
+    }
+
+    fn drain(&self) -> Option<Drain> {
+        Some(DRAIN)
     }
 
     fn secrets(&self) -> &'static [Secret] {

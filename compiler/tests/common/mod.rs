@@ -497,6 +497,7 @@ fn plan(model: &Model) -> Plan {
                         uplink: n.uplink,
                     })
                     .collect(),
+                batch: None,
             })
             .collect(),
         layers: Vec::new(),

@@ -2,9 +2,11 @@
 //! measures the runtime's own overhead (planning, scheduling, the journal, the report)
 //! at any cluster size. For tests, `VOCC_SIM_FAIL=start:demo-worker1,ready:demo-head`
 //! makes named actions of named nodes fail, and `VOCC_SIM_DELAY_MS=N` makes every
-//! action take N ms.
+//! action take N ms. `vocc exec` on a sim node succeeds: it appends the node and the
+//! command as a JSON line to `VOCC_SIM_EXEC_LOG` (if set) and prints
+//! `VOCC_SIM_EXEC_OUT` (if set), so a test sees what a drain asked of a controller.
 
-use super::{Driver, LoadTimes, NodeCtx, Observed};
+use super::{Driver, ExecOutput, LoadTimes, NodeCtx, Observed};
 use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -14,6 +16,8 @@ use std::time::Duration;
 pub struct Sim {
     fail: HashSet<String>,
     delay: Duration,
+    exec_log: Option<PathBuf>,
+    exec_out: String,
 }
 
 impl Sim {
@@ -29,7 +33,12 @@ impl Sim {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or_default();
-        Sim { fail, delay }
+        Sim {
+            fail,
+            delay,
+            exec_log: std::env::var_os("VOCC_SIM_EXEC_LOG").map(PathBuf::from),
+            exec_out: std::env::var("VOCC_SIM_EXEC_OUT").unwrap_or_default(),
+        }
     }
 
     fn act(&self, action: &str, n: &NodeCtx) -> Result<String> {
@@ -86,5 +95,25 @@ impl Driver for Sim {
 
     fn console_log(&self, _n: &NodeCtx) -> Option<PathBuf> {
         None
+    }
+
+    fn exec(&self, n: &NodeCtx, argv: &[String], _limit: Duration) -> Result<ExecOutput> {
+        self.act("exec", n)?;
+        if let Some(log) = &self.exec_log {
+            use std::io::Write;
+            // One write per line: appends of concurrent drains do not interleave.
+            let line = serde_json::json!({ "node": n.node.id, "argv": argv }).to_string() + "\n";
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .map_err(|e| Error::io("append to", log, e))?;
+        }
+        Ok(ExecOutput {
+            status: 0,
+            stdout: self.exec_out.clone().into_bytes(),
+            stderr: Vec::new(),
+        })
     }
 }

@@ -253,6 +253,9 @@ impl Sited {
             plan: self.plan_sha.clone(),
             segments: n.segments.clone(),
             action,
+            // A node the plan no longer has travels with the request, as recorded.
+            former: (!n.plan.nodes.iter().any(|m| m.id == n.node.id))
+                .then(|| Box::new(n.node.clone())),
         });
         let value = mux.call(&request, limit).map_err(on_host)?;
         let answer: NodeAnswer = serde_json::from_value(value).map_err(|e| {
