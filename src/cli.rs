@@ -253,7 +253,7 @@ fn compile_and_plan(
 /// file full of mistakes (or not an appliance at all) gives a readable report.
 const MAX_SHOWN: usize = 100;
 
-fn print_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) {
+pub(crate) fn print_diags(map: &SourceMap, diags: &[vocc_dsl::Diagnostic]) {
     if diags.is_empty() {
         return;
     }

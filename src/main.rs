@@ -3,6 +3,7 @@
 //! Exit codes: 0 when all is well, 1 when the input has errors, 2 on usage errors or
 //! internal failures.
 
+mod autoscale;
 mod cli;
 mod run;
 

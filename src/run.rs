@@ -109,6 +109,35 @@ pub enum RunCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Grow and shrink elastic clusters under the site's policy: each round, start the
+    /// standby nodes the cluster's Slurm powers up (a job waits for them), as far as the
+    /// policy's capacity and VO shares allow, and stop and reclaim those Slurm powered
+    /// down after their idle time. Says, per VO, why it grew or did not.
+    Autoscale {
+        /// The build output directory (or its plan.json). Default: `--out`.
+        #[arg(value_name = "TARGET")]
+        target: Option<PathBuf>,
+        #[command(flatten)]
+        place: TargetArgs,
+        /// The runtime state directory (default `OUT/.vocc-run`).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The site's policy file (`policy NAME { capacity N; share VO WEIGHT }`).
+        #[arg(long)]
+        policy: PathBuf,
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between rounds.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// Print each round as a line of JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds a started node may take to become ready.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Show a node's console log.
     #[command(override_usage = "vocc console [OPTIONS] [TARGET] <NODE>")]
     Console {
@@ -348,6 +377,53 @@ pub fn main(command: RunCommand) -> Result<ExitCode, Internal> {
             print_reports(&reports, run.json)
         }
         RunCommand::Status { run } => status(&run),
+        RunCommand::Autoscale {
+            target,
+            place,
+            state,
+            policy,
+            once,
+            interval,
+            json,
+            timeout,
+        } => {
+            let text = std::fs::read_to_string(&policy)
+                .map_err(|e| Internal::from(format!("cannot read `{}`: {e}", policy.display())))?;
+            let mut map = vocc_dsl::SourceMap::new();
+            let policy =
+                match vocc_compiler::policy::read(&mut map, &policy.display().to_string(), &text) {
+                    Ok(p) => p,
+                    Err(diags) => {
+                        crate::cli::print_diags(&map, &diags);
+                        return Ok(ExitCode::from(1));
+                    }
+                };
+            let plan = place.plan(target.as_deref())?;
+            let options = Options {
+                ready_timeout: Duration::from_secs(timeout),
+                ..Options::default()
+            };
+            let rt = Runtime::open(&plan, state.as_deref(), options)?;
+            loop {
+                let r = crate::autoscale::round(&rt, &policy, Duration::from_secs(60));
+                let mut out = std::io::stdout().lock();
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(&r).map_err(|e| Internal::from(e.to_string()))?
+                    )?;
+                } else {
+                    write!(out, "{}", crate::autoscale::text(&r))?;
+                }
+                out.flush()?;
+                drop(out);
+                if once {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                std::thread::sleep(Duration::from_secs(interval.max(1)));
+            }
+        }
         RunCommand::Pause { run } => operate(&run, Op::Pause, run.options()),
         RunCommand::Unpause { run } => operate(&run, Op::Unpause, run.options()),
         RunCommand::Stop { run, force, grace } => {

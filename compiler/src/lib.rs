@@ -15,6 +15,7 @@ pub mod model;
 pub mod output;
 pub mod packages;
 pub mod plan;
+pub mod policy;
 pub mod render;
 pub mod resolve;
 pub mod scheduler;

@@ -221,6 +221,11 @@ impl<'a> Resolver<'a> {
                             out.sites.push(s);
                         }
                     }
+                    "policy" => self.err(
+                        Diagnostic::error(stmt.keyword.span, "a `policy` is not part of an appliance or a site")
+                            .with_label("a site's policy for elastic clusters")
+                            .with_hint("keep it in a file of its own and give it to `vocc autoscale --policy FILE`"),
+                    ),
                     _ => {}
                 }
             }

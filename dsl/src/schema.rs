@@ -19,13 +19,15 @@ pub enum Context {
     Access,
     /// A site's `images`: the image server its hosts take layers from.
     Images,
+    /// A site's policy for elastic clusters (`vocc autoscale --policy`).
+    Policy,
     /// The block of an unknown statement: anything goes, statements end at line ends.
     Unknown,
 }
 
 impl Context {
     /// Every context, for messages such as "`memory` is a key of a role".
-    pub const ALL: [Context; 10] = [
+    pub const ALL: [Context; 11] = [
         Context::File,
         Context::Cluster,
         Context::Site,
@@ -35,6 +37,7 @@ impl Context {
         Context::Host,
         Context::Access,
         Context::Images,
+        Context::Policy,
         Context::Unknown,
     ];
 
@@ -42,7 +45,7 @@ impl Context {
     pub fn keywords(self) -> &'static [&'static str] {
         match self {
             Context::File => &[
-                "import", "let", "cluster", "site", "network", "layer", "role",
+                "import", "let", "cluster", "site", "network", "layer", "role", "policy",
             ],
             Context::Cluster => &[
                 "vo",
@@ -83,6 +86,7 @@ impl Context {
             ],
             Context::Access => &["user", "identity", "known_hosts", "program", "conf"],
             Context::Images => &["address"],
+            Context::Policy => &["capacity", "share"],
             Context::Unknown => &[],
         }
     }
@@ -96,6 +100,7 @@ impl Context {
         match (self, keyword) {
             (Context::File, "cluster") => Context::Cluster,
             (Context::File, "site") => Context::Site,
+            (Context::File, "policy") => Context::Policy,
             (Context::File | Context::Cluster, "network") => Context::Network,
             (Context::File | Context::Cluster, "layer") => Context::Layer,
             (Context::File | Context::Cluster, "role") => Context::Role,
@@ -118,6 +123,7 @@ impl Context {
             Context::Host => "a host",
             Context::Access => "a site's access",
             Context::Images => "a site's image server",
+            Context::Policy => "a policy",
             Context::Unknown => "this block",
         }
     }

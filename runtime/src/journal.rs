@@ -221,6 +221,7 @@ fn by_id(cluster: &str, id: &str, plan: &crate::plan::Plan) -> PlanNode {
         host,
         hypervisor: None,
         cpu: 1,
+        standby: false,
         cpus: None,
         memory: 0,
         disk: 0,

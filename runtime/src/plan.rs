@@ -182,6 +182,10 @@ pub struct PlanNode {
     pub hypervisor: Option<Hypervisor>,
     #[schemars(range(min = 1))]
     pub cpu: u32,
+    /// A node of an elastic role beyond its minimum: `up` starts it only when it is
+    /// named (the site's autoscaler does, when the cluster's batch system wants it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// The host CPUs the node runs on, its own (`cpu N pinned`); none: any of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<u32>>,

@@ -122,6 +122,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .or(cluster.hypervisor)
                         .map(hypervisor),
                     cpu: role.cpu,
+                    standby: false,
                     cpus: None,
                     memory: role.memory,
                     disk: need.disk,

@@ -434,6 +434,7 @@ fn plan(model: &Model) -> Plan {
                 host: hosts[i % hosts.len()].name.clone(),
                 hypervisor: c.hypervisor.map(|h| h.as_str().parse().unwrap()),
                 cpu: r.cpu,
+                standby: false,
                 cpus: None,
                 memory: r.memory,
                 disk: 256 * MIB + r.swap.unwrap_or(0),
