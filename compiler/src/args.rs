@@ -598,6 +598,8 @@ pub fn shown(v: &Value) -> String {
         ValueKind::Word(s) | ValueKind::Path(s) => s.clone(),
         ValueKind::Str(s) => format!("\"{}\"", s.escape_default()),
         ValueKind::Int(n) => n.to_string(),
+        ValueKind::IntRange(lo, hi) => format!("{lo}..{hi}"),
+        ValueKind::Duration(secs) => duration_text(*secs),
         ValueKind::Size(n) => size_text(*n),
         ValueKind::Ip(ip) => ip.to_string(),
         ValueKind::Cidr(ip, p) => format!("{ip}/{p}"),
@@ -618,6 +620,16 @@ pub fn shown(v: &Value) -> String {
         ValueKind::Var(n) => format!("${n}"),
         ValueKind::Plus => "+".into(),
         ValueKind::Eq => "=".into(),
+    }
+}
+
+/// A duration in the largest unit that divides it: `2min` for 120 seconds.
+pub fn duration_text(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
+        s => format!("{s}s"),
     }
 }
 
