@@ -382,6 +382,36 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A duration in seconds: `30s`, `10min`, `2h`.
+    pub fn duration(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
+        let v = self.take_value("a duration", example, diags)?;
+        let unit_hint = match &v.kind {
+            ValueKind::Duration(secs) => return Some((*secs, v.span)),
+            ValueKind::Int(n) => format!("the bare number `{n}` has no unit: add s, min or h"),
+            // `2m` reads as two mebibytes: say what was most likely meant.
+            ValueKind::Size(n) if n % (1 << 20) == 0 && *n < (1 << 30) => format!(
+                "`m` is a size unit (mebibytes); minutes are `min`, as in `{}min`",
+                n >> 20
+            ),
+            _ => {
+                diags.push(self.expected(Some(&v), "a duration", example));
+                return None;
+            }
+        };
+        let d = Diagnostic::error(
+            v.span,
+            format!(
+                "`{}` needs a duration, not {}",
+                self.keyword(),
+                v.kind.describe()
+            ),
+        )
+        .with_label("expected a duration")
+        .with_hint(format!("{unit_hint}, as in `{example}`"));
+        diags.push(self.with_origin(d, &v));
+        None
+    }
+
     pub fn ip(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(Ipv4Addr, Span)> {
         let v = self.take_value("an IPv4 address", example, diags)?;
         match &v.kind {

@@ -218,6 +218,7 @@ fn by_id(cluster: &str, id: &str, plan: &crate::plan::Plan) -> PlanNode {
             .to_owned(),
         role: String::new(),
         index: 0,
+        standby: false,
         host,
         hypervisor: None,
         cpu: 1,
