@@ -385,12 +385,15 @@ impl<'a> Args<'a> {
     /// A duration in seconds: `30s`, `10min`, `2h`.
     pub fn duration(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
         let v = self.take_value("a duration", example, diags)?;
-        let unit_hint = match &v.kind {
+        let kw = self.keyword();
+        let hint = match &v.kind {
             ValueKind::Duration(secs) => return Some((*secs, v.span)),
-            ValueKind::Int(n) => format!("the bare number `{n}` has no unit: add s, min or h"),
+            ValueKind::Int(n) => {
+                format!("the bare number `{n}` has no unit: add s, min or h, as in `{example}`")
+            }
             // `2m` reads as two mebibytes: say what was most likely meant.
             ValueKind::Size(n) if n % (1 << 20) == 0 && *n < (1 << 30) => format!(
-                "`m` is a size unit (mebibytes); minutes are `min`, as in `{}min`",
+                "`m` is a size unit (mebibytes) and minutes are `min`: write `{kw} {}min`",
                 n >> 20
             ),
             _ => {
@@ -407,7 +410,7 @@ impl<'a> Args<'a> {
             ),
         )
         .with_label("expected a duration")
-        .with_hint(format!("{unit_hint}, as in `{example}`"));
+        .with_hint(hint);
         diags.push(self.with_origin(d, &v));
         None
     }
