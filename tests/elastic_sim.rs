@@ -66,9 +66,11 @@ fn run(dir: &Path, args: &[&str]) -> Value {
     v
 }
 
-/// The nodes of the first report of `v` as (node, state, standby), and whether any
-/// was removed.
-fn reported(v: &Value) -> (Vec<(String, String, bool)>, bool) {
+/// Nodes as (node, state, standby).
+type Rows = Vec<(String, String, bool)>;
+
+/// The nodes of the first report of `v`, and whether any was removed.
+fn reported(v: &Value) -> (Rows, bool) {
     let nodes = v["reports"][0]["nodes"].as_array().unwrap();
     (
         nodes
@@ -85,8 +87,8 @@ fn reported(v: &Value) -> (Vec<(String, String, bool)>, bool) {
     )
 }
 
-/// `status` as (node, state, standby), and the text table's state column by node.
-fn status(dir: &Path) -> (Vec<(String, String, bool)>, Vec<(String, String)>) {
+/// `status` as rows, and the text table's state column by node.
+fn status(dir: &Path) -> (Rows, Vec<(String, String)>) {
     let v = run(dir, &["status", "out"]);
     let json = v["clusters"][0]["nodes"]
         .as_array()
@@ -116,7 +118,7 @@ fn status(dir: &Path) -> (Vec<(String, String, bool)>, Vec<(String, String)>) {
     (json, table)
 }
 
-fn rows(list: &[(&str, &str, bool)]) -> Vec<(String, String, bool)> {
+fn rows(list: &[(&str, &str, bool)]) -> Rows {
     list.iter()
         .map(|(n, s, b)| (n.to_string(), s.to_string(), *b))
         .collect()
