@@ -25,7 +25,8 @@ use vocc_runtime::{Op, Options, Runtime, Selection};
 pub enum RunCommand {
     /// Bring clusters up: stage layers, load and boot nodes, wait until they are ready;
     /// then drain, stop and reclaim the nodes the journal knows that the plan no longer
-    /// has. Given an appliance file, build it first (into `--out`).
+    /// has. Standby nodes of elastic roles start only when named with `--node`. Given
+    /// an appliance file, build it first (into `--out`).
     Up {
         /// Stop after this state ("propagate only").
         #[arg(long, value_enum, default_value = "running")]
@@ -269,7 +270,8 @@ pub struct RunArgs {
     /// Only the nodes of this role (repeatable).
     #[arg(long = "role")]
     roles: Vec<String>,
-    /// Only this node, by id or host name (repeatable).
+    /// Only this node, by id or host name (repeatable); `up` and `start` start a
+    /// standby node only when it is named here.
     #[arg(long = "node")]
     nodes: Vec<String>,
     /// Print the report as JSON.
@@ -557,6 +559,8 @@ fn status(run: &RunArgs) -> Result<ExitCode, Internal> {
                     if n.removed {
                         // Out of the plan, not yet reclaimed: the next `up` removes it.
                         format!("{} (removed)", report::state_name(n.state))
+                    } else if n.standby {
+                        report::standby_state(n.state).to_owned()
                     } else {
                         report::state_name(n.state).to_owned()
                     },

@@ -141,6 +141,15 @@ const CASES: &[Case] = &[
         clusters: &["voc"],
     },
     Case {
+        name: "osg-elastic",
+        args: &[
+            "appliances/osg-elastic.voc",
+            "--site",
+            "appliances/chiba.voc",
+        ],
+        clusters: &["osg"],
+    },
+    Case {
         name: "two-vo",
         args: &["appliances/two-vo.voc"],
         clusters: &["vo-a", "vo-b"],

@@ -31,6 +31,11 @@ fn appliance(name: &str) -> (&'static str, Option<&'static str>, Vec<(String, St
         "sge" => ("appliances/gridway-sge.voc", None, vec![]),
         "condor" => ("appliances/voc-condor.voc", None, vec![]),
         "demo" => ("appliances/demo.voc", None, vec![]),
+        "osg-elastic" => (
+            "appliances/osg-elastic.voc",
+            Some("appliances/chiba.voc"),
+            vec![("idle".into(), "30s".into())],
+        ),
         // A larger Slurm cluster than the seeds': 40 workers, for hostlist ranges.
         "synthetic-40" => (
             "benches/synthetic.voc",
@@ -118,6 +123,19 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(46_817);
 /// host `controller`, with `hosts` as /etc/hosts; `Ok` with slurmctld's log once it
 /// runs as the primary controller, else its complaint.
 fn slurmctld(conf: &str, key: &[u8], hosts: &str, controller: &str) -> Result<String, String> {
+    slurmctld_asked(conf, key, hosts, controller, |_| String::new()).map(|(log, _)| log)
+}
+
+/// As [`slurmctld`], and once slurmctld runs, `ask` runs with a slurm.conf for its
+/// clients (the same file, with the controller reached on this machine); `Ok` with the
+/// log and what `ask` returned.
+fn slurmctld_asked(
+    conf: &str,
+    key: &[u8],
+    hosts: &str,
+    controller: &str,
+    ask: impl FnOnce(&Path) -> String,
+) -> Result<(String, String), String> {
     let munged = require("munged", "munge");
     require("slurmctld", "slurmctld");
     let unshare = require("unshare", "util-linux");
@@ -195,12 +213,28 @@ fn slurmctld(conf: &str, key: &[u8], hosts: &str, controller: &str) -> Result<St
     let result = ctld.wait_until(Duration::from_secs(60), || {
         file_contains(&ctld_out(t), marker) || file_contains(&log, marker)
     });
+    let answer = result.as_ref().ok().map(|()| {
+        // Clients outside slurmctld's namespaces reach it on this machine.
+        let client: String = fs::read_to_string(&conf_file)
+            .unwrap()
+            .lines()
+            .map(|l| match l.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("SlurmctldHost") => {
+                    format!("SlurmctldHost={controller}(127.0.0.1)\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let client_file = t.join("client.conf");
+        fs::write(&client_file, client).unwrap();
+        ask(&client_file)
+    });
     drop(ctld);
     drop(munge);
     result.map(|()| {
         let mut text = fs::read_to_string(&log).unwrap_or_default();
         text.push_str(&fs::read_to_string(ctld_out(t)).unwrap_or_default());
-        text
+        (text, answer.unwrap_or_default())
     })
 }
 
@@ -252,6 +286,93 @@ fn slurmctld_runs_on_the_generated_slurm_conf() {
         expanded.sort();
         workers.sort();
         assert_eq!(expanded, workers, "{fixture}");
+    }
+}
+
+/// An elastic cluster's slurm.conf: slurmctld takes it, and knows the standby workers
+/// as powered-down cloud nodes (not down), the others as nodes it waits to hear from,
+/// with power saving on after the appliance's `idle`.
+#[test]
+fn slurmctld_knows_standby_nodes_as_powered_down_cloud_nodes() {
+    let _serial = serial();
+    let (_tmp, nodes) = generate(&["osg-elastic"]);
+    let head = nodes.join("osg-head/files/etc");
+    let conf = read(&head.join("slurm/slurm.conf"));
+    assert!(conf.contains("\nSuspendTime=30\n"), "{conf}");
+    assert!(conf.contains("\nNodeName=worker[2-3] CPUs=1 RealMemory=360 State=CLOUD\n"));
+    let key = fs::read(head.join("munge/munge.key")).unwrap();
+    let hosts = read(&head.join("hosts"));
+    let scontrol = require("scontrol", "slurm-client");
+    let sinfo = require("sinfo", "slurm-client");
+    let (log, answer) = slurmctld_asked(&conf, &key, &hosts, "head", |client| {
+        let mut said = String::new();
+        for node in ["worker1", "worker2", "worker3"] {
+            let ran = run(
+                Command::new(&scontrol).env("SLURM_CONF", client).args([
+                    "show",
+                    "node",
+                    node,
+                    "--oneliner",
+                ]),
+                LIMIT,
+            );
+            assert!(ran.success(), "{}", ran.report());
+            said.push_str(&ran.stdout);
+        }
+        let ran = run(
+            Command::new(&sinfo).env("SLURM_CONF", client).args([
+                "--noheader",
+                "--Node",
+                "--format=%N %t",
+            ]),
+            LIMIT,
+        );
+        assert!(ran.success(), "{}", ran.report());
+        said.push_str(&ran.stdout);
+        let ran = run(
+            Command::new(&scontrol)
+                .env("SLURM_CONF", client)
+                .args(["show", "config"]),
+            LIMIT,
+        );
+        assert!(ran.success(), "{}", ran.report());
+        said.push_str(&ran.stdout);
+        said
+    })
+    .unwrap();
+    let state = |node: &str| -> String {
+        answer
+            .lines()
+            .find(|l| l.starts_with(&format!("NodeName={node} ")))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("State=")))
+            .unwrap_or_else(|| panic!("no state of {node}:\n{answer}\n{log}"))
+            .to_owned()
+    };
+    for node in ["worker2", "worker3"] {
+        let s = state(node);
+        let flags: Vec<&str> = s["State=".len()..].split('+').collect();
+        assert_eq!(flags[0], "IDLE", "{node}: {s}");
+        assert!(
+            flags.contains(&"CLOUD") && flags.contains(&"POWERED_DOWN"),
+            "{node}: {s}"
+        );
+        // sinfo's short form: idle, powered down.
+        assert!(
+            answer.lines().any(|l| l == format!("{node} idle~")),
+            "{answer}"
+        );
+    }
+    let s = state("worker1");
+    assert!(
+        !s.contains("CLOUD") && !s.contains("POWERED_DOWN"),
+        "worker1: {s}"
+    );
+    for setting in [
+        "SuspendTime             = 30 sec",
+        "SuspendExcNodes         = worker1",
+        "ResumeProgram           = /bin/true",
+    ] {
+        assert!(answer.contains(setting), "{setting}\n{answer}");
     }
 }
 

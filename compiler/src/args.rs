@@ -382,6 +382,39 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A duration in seconds: `30s`, `10min`, `2h`.
+    pub fn duration(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(u64, Span)> {
+        let v = self.take_value("a duration", example, diags)?;
+        let kw = self.keyword();
+        let hint = match &v.kind {
+            ValueKind::Duration(secs) => return Some((*secs, v.span)),
+            ValueKind::Int(n) => {
+                format!("the bare number `{n}` has no unit: add s, min or h, as in `{example}`")
+            }
+            // `2m` reads as two mebibytes: say what was most likely meant.
+            ValueKind::Size(n) if n % (1 << 20) == 0 && *n < (1 << 30) => format!(
+                "`m` is a size unit (mebibytes) and minutes are `min`: write `{kw} {}min`",
+                n >> 20
+            ),
+            _ => {
+                diags.push(self.expected(Some(&v), "a duration", example));
+                return None;
+            }
+        };
+        let d = Diagnostic::error(
+            v.span,
+            format!(
+                "`{}` needs a duration, not {}",
+                self.keyword(),
+                v.kind.describe()
+            ),
+        )
+        .with_label("expected a duration")
+        .with_hint(hint);
+        diags.push(self.with_origin(d, &v));
+        None
+    }
+
     pub fn ip(&mut self, example: &str, diags: &mut Vec<Diagnostic>) -> Option<(Ipv4Addr, Span)> {
         let v = self.take_value("an IPv4 address", example, diags)?;
         match &v.kind {
@@ -598,6 +631,8 @@ pub fn shown(v: &Value) -> String {
         ValueKind::Word(s) | ValueKind::Path(s) => s.clone(),
         ValueKind::Str(s) => format!("\"{}\"", s.escape_default()),
         ValueKind::Int(n) => n.to_string(),
+        ValueKind::IntRange(lo, hi) => format!("{lo}..{hi}"),
+        ValueKind::Duration(secs) => duration_text(*secs),
         ValueKind::Size(n) => size_text(*n),
         ValueKind::Ip(ip) => ip.to_string(),
         ValueKind::Cidr(ip, p) => format!("{ip}/{p}"),
@@ -618,6 +653,16 @@ pub fn shown(v: &Value) -> String {
         ValueKind::Var(n) => format!("${n}"),
         ValueKind::Plus => "+".into(),
         ValueKind::Eq => "=".into(),
+    }
+}
+
+/// A duration in the largest unit that divides it: `2min` for 120 seconds.
+pub fn duration_text(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
+        s => format!("{s}s"),
     }
 }
 

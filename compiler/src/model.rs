@@ -316,6 +316,16 @@ pub struct Role {
     /// changes; a role without is one node named as the role.
     #[serde(skip)]
     pub numbered: bool,
+    /// `count MIN..MAX`: how many of the role's nodes run from the start (`count` is
+    /// then MAX, and every node up to it exists in the model and the plan); the nodes
+    /// after the first `min` are standby nodes, which a site starts and stops as the
+    /// batch system needs them. `None` for a plain count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// For an elastic role (`min` is set): seconds a node may stay idle before its
+    /// batch system powers it down (`idle`, 10 minutes by default). `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<u64>,
     /// Layers stacked into the root filesystem, bottom first.
     pub root: Vec<String>,
     /// Extra packages added on top of the root layers.
@@ -443,6 +453,18 @@ impl Cluster {
 
     pub fn nodes_of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.iter().filter(move |n| n.role == role)
+    }
+}
+
+/// How long an elastic role's node may stay idle when the role does not say (`idle`).
+pub const DEFAULT_IDLE_SECS: u64 = 600;
+
+impl Role {
+    /// Whether node `index` (1-based) of the role is a standby node: one of an elastic
+    /// role (`count MIN..MAX`) after the first MIN, which a plain `vocc up` leaves
+    /// unstarted.
+    pub fn standby(&self, index: u32) -> bool {
+        self.min.is_some_and(|min| index > min)
     }
 }
 

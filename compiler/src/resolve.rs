@@ -11,7 +11,8 @@
 mod access;
 
 use crate::args::{
-    check_guest_path, new_statement_hint, one_of, shown, size_text, unknown_value, Args, Vars,
+    check_guest_path, duration_text, new_statement_hint, one_of, shown, size_text, unknown_value,
+    Args, Vars,
 };
 use crate::load::Loaded;
 use crate::model::*;
@@ -52,10 +53,18 @@ pub enum Part {
     RootLayer(String),
     /// The `count` of a role (by the role's origin).
     Count,
+    /// The `idle` of a role (by the role's origin).
+    Idle,
     /// A package of a layer's `packages` or a role's `root … + [...]` (by the layer's
     /// or the role's origin).
     Package(String),
 }
+
+/// The most nodes a role may have (`count`, or the MAX of `count MIN..MAX`).
+const MAX_COUNT: u64 = 100_000;
+
+/// The longest `idle`: a year.
+const MAX_IDLE_SECS: u64 = 365 * 24 * 3600;
 
 /// What resolving learnt besides the model, for `check` and `alloc`.
 #[derive(Debug, Default)]
@@ -1173,6 +1182,7 @@ impl<'a> Resolver<'a> {
                 &format!("role `{name}`"),
                 &[
                     "count",
+                    "idle",
                     "root",
                     "cpu",
                     "memory",
@@ -1258,6 +1268,8 @@ impl<'a> Resolver<'a> {
             name,
             count: 1,
             numbered: false,
+            min: None,
+            idle: None,
             root: Vec::new(),
             packages: Vec::new(),
             disks: Vec::new(),
@@ -1293,6 +1305,7 @@ impl<'a> Resolver<'a> {
                 _ => {}
             }
         }
+        self.elastic(&mut role);
         if !root_seen && !template && !header_failed {
             self.err(
                 Diagnostic::error(span, format!("role `{}` has no root layer", role.name))
@@ -1339,6 +1352,104 @@ impl<'a> Resolver<'a> {
         true
     }
 
+    /// `count N` or `count MIN..MAX`: the role's nodes, all of them in the model;
+    /// with a range, those after the first MIN are standby nodes.
+    fn count(&mut self, role: &mut Role, a: &mut Args<'_>) {
+        let example = "count 8";
+        let Some(v) = a.peek().cloned() else {
+            a.int(example, &mut self.diags);
+            return;
+        };
+        let (min, max) = match &v.kind {
+            ValueKind::IntRange(lo, hi) => {
+                a.next();
+                (Some(*lo), *hi)
+            }
+            ValueKind::Word(w) if w.contains("..") => {
+                a.next();
+                self.err(
+                    Diagnostic::error(v.span, format!("`count {w}` is not a range of numbers"))
+                        .with_label("expected MIN..MAX")
+                        .with_hint(
+                            "write the least and the most nodes as whole numbers, as in \
+                             `count 1..3`",
+                        ),
+                );
+                return;
+            }
+            _ => match a.int(example, &mut self.diags) {
+                Some((n, _)) => (None, n),
+                None => return,
+            },
+        };
+        let sp = v.span;
+        self.part(role.origin.span, Part::Count, sp);
+        if max < 1 {
+            let hint = if min.is_some() {
+                "an elastic role has at least one node running, as in `count 1..3`"
+            } else {
+                "remove the role if it should have no nodes"
+            };
+            self.err(
+                Diagnostic::error(sp, "`count` must be at least 1")
+                    .with_label("no nodes")
+                    .with_hint(hint),
+            );
+        } else if min == Some(0) {
+            self.err(
+                Diagnostic::error(
+                    sp,
+                    format!("`count {}` lets the role have no node", shown(&v)),
+                )
+                .with_label("a range starts at 1 or more")
+                .with_hint(format!(
+                    "an elastic role keeps at least one node running: write `count 1..{max}`"
+                )),
+            );
+        } else if max > MAX_COUNT {
+            self.err(
+                Diagnostic::error(
+                    sp,
+                    format!("`count {}` is more nodes than vocc plans for", shown(&v)),
+                )
+                .with_label("too many nodes")
+                .with_hint(format!("use at most {MAX_COUNT} nodes per role")),
+            );
+        } else {
+            role.count = max as u32;
+            role.min = min.map(|m| m as u32);
+            role.numbered = true;
+        }
+    }
+
+    /// An elastic role gets the default `idle`; on any other role `idle` is warned
+    /// about (it may come from a parent that is elastic), and dropped.
+    fn elastic(&mut self, role: &mut Role) {
+        match (role.min, role.idle) {
+            (Some(_), None) => role.idle = Some(DEFAULT_IDLE_SECS),
+            (None, Some(secs)) => {
+                let at = self.notes.part(role.origin.span, Part::Idle);
+                self.diags.push(
+                    Diagnostic::warning(
+                        at,
+                        format!(
+                            "`idle {}` has no effect: role `{}` has no count range",
+                            duration_text(secs),
+                            role.name
+                        ),
+                    )
+                    .with_label("ignored")
+                    .with_hint(
+                        "`idle` is how long a standby node of an elastic role may stay idle; \
+                         give the role a range, as in `count 1..3`, or remove `idle`",
+                    ),
+                );
+                role.idle = None;
+            }
+            _ => {}
+        }
+    }
+
     fn role_stmt(
         &mut self,
         role: &mut Role,
@@ -1355,27 +1466,26 @@ impl<'a> Resolver<'a> {
             return;
         }
         match s.keyword.name.as_str() {
-            "count" => {
-                if let Some((n, sp)) = a.int("count 8", &mut self.diags) {
-                    self.part(role.origin.span, Part::Count, sp);
-                    if n < 1 {
+            "count" => self.count(role, &mut a),
+            "idle" => {
+                if let Some((secs, sp)) = a.duration("idle 10min", &mut self.diags) {
+                    if secs == 0 {
                         self.err(
-                            Diagnostic::error(sp, "`count` must be at least 1")
-                                .with_label("no nodes")
-                                .with_hint("remove the role if it should have no nodes"),
+                            Diagnostic::error(sp, "`idle 0s` would power a node down at once")
+                                .with_label("no time to take a job")
+                                .with_hint(
+                                    "give a node time to take the next job, as in `idle 10min`",
+                                ),
                         );
-                    } else if n > 100_000 {
+                    } else if secs > MAX_IDLE_SECS {
                         self.err(
-                            Diagnostic::error(
-                                sp,
-                                format!("`count {n}` is more nodes than vocc plans for"),
-                            )
-                            .with_label("too many nodes")
-                            .with_hint("use at most 100000 nodes per role"),
+                            Diagnostic::error(sp, format!("`idle {}` is too long", duration_text(secs)))
+                                .with_label("more than 365 days")
+                                .with_hint("use at most `8760h`; a node that should never be powered down belongs to a role without a count range"),
                         );
                     } else {
-                        role.count = n as u32;
-                        role.numbered = true;
+                        role.idle = Some(secs);
+                        self.part(role.origin.span, Part::Idle, sp);
                     }
                 }
             }

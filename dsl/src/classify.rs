@@ -1,5 +1,5 @@
-//! What a bare token is, decided by its shape alone: numbers, sizes, addresses, paths,
-//! references, ranges, variables and plain words.
+//! What a bare token is, decided by its shape alone: numbers, number ranges, durations,
+//! sizes, addresses, paths, references, name ranges, variables and plain words.
 //!
 //! The checks run in a fixed order (documented in GRAMMAR.md); the first shape that
 //! matches wins. A token that has the shape of a number, size, address or range but an
@@ -7,7 +7,8 @@
 //! as names.
 
 use crate::syntax::ValueKind;
-use nom::bytes::complete::{take_till1, take_while};
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till1, take_while};
 use nom::character::complete::{alpha1, char, digit1, one_of, satisfy};
 use nom::combinator::{all_consuming, opt, recognize, rest};
 use nom::sequence::{pair, preceded, tuple};
@@ -64,6 +65,25 @@ fn size_parts(s: &str) -> IResult<&str, (&str, Option<&str>, char)> {
     Ok((s, (int, frac, unit)))
 }
 
+/// `digits .. digits` as the two numbers, still text.
+fn int_range_parts(s: &str) -> IResult<&str, (&str, &str)> {
+    let (s, (lo, _, hi)) = tuple((digit1, tag(".."), digit1))(s)?;
+    Ok((s, (lo, hi)))
+}
+
+/// `digits unit` with a unit of time (`s`, `min`, `h`), as the number and the seconds
+/// the unit is worth.
+fn duration_parts(s: &str) -> IResult<&str, (&str, u64)> {
+    let (s, n) = digit1(s)?;
+    let (s, unit) = alt((tag("s"), tag("min"), tag("h")))(s)?;
+    let secs = match unit {
+        "s" => 1,
+        "min" => 60,
+        _ => 3600,
+    };
+    Ok((s, (n, secs)))
+}
+
 /// `digits (. digits)? letters`: a number with some unit, valid or not; the letters.
 fn number_with_letters(s: &str) -> IResult<&str, &str> {
     preceded(pair(digit1, opt(preceded(char('.'), digit1))), alpha1)(s)
@@ -98,6 +118,15 @@ fn range_parts(s: &str) -> IResult<&str, (&str, &str, &str, &str)> {
     Ok((s, (prefix, lo, hi, suffix)))
 }
 
+/// Whether the unit letters of a number were meant as a unit of time.
+fn looks_like_time(letters: &str) -> bool {
+    const TIME: &[&str] = &[
+        "sec", "secs", "second", "seconds", "mn", "mins", "minute", "minutes", "hr", "hrs", "hour",
+        "hours", "d", "day", "days", "ms",
+    ];
+    TIME.contains(&letters.to_ascii_lowercase().as_str())
+}
+
 fn too_large_number(raw: &str) -> BadValue {
     bad(
         format!("number `{}` is too large", shown(raw)),
@@ -130,6 +159,32 @@ pub(crate) fn classify(raw: &str) -> Result<ValueKind, BadValue> {
             .map(ValueKind::Int)
             .map_err(|_| too_large_number(raw));
     }
+    if let Some((lo, hi)) = whole(int_range_parts, raw) {
+        let lo_n: u64 = lo.parse().map_err(|_| too_large_number(lo))?;
+        let hi_n: u64 = hi.parse().map_err(|_| too_large_number(hi))?;
+        if lo_n > hi_n {
+            return Err(bad(
+                format!("empty range `{}`", shown(raw)),
+                "first number is larger than the last",
+                format!("write the smaller number first, as in `{hi_n}..{lo_n}`"),
+            ));
+        }
+        return Ok(ValueKind::IntRange(lo_n, hi_n));
+    }
+    if let Some((n, unit)) = whole(duration_parts, raw) {
+        return n
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .map(ValueKind::Duration)
+            .ok_or_else(|| {
+                bad(
+                    format!("duration `{}` is too large", shown(raw)),
+                    "too large",
+                    format!("the longest duration is {} seconds", u64::MAX),
+                )
+            });
+    }
     if let Some((int, frac, unit)) = whole(size_parts, raw) {
         return size(raw, int, frac, unit).map(ValueKind::Size);
     }
@@ -137,7 +192,11 @@ pub(crate) fn classify(raw: &str) -> Result<ValueKind, BadValue> {
         return Err(bad(
             format!("unknown size unit `{}`", shown(letters)),
             "unknown unit",
-            "use K, M, G or T, as in `512M`",
+            if looks_like_time(letters) {
+                "a duration takes s, min or h, as in `10min`"
+            } else {
+                "use K, M, G or T, as in `512M`"
+            },
         ));
     }
     if let Some((octets, prefix)) = whole(ip_parts, raw) {
@@ -296,6 +355,21 @@ mod tests {
         assert_eq!(ok("1.5"), Word("1.5".into()));
         assert_eq!(ok("2.6.32"), Word("2.6.32".into()));
         assert_eq!(ok("g++"), Word("g++".into()));
+        assert_eq!(ok("1..3"), IntRange(1, 3));
+        assert_eq!(ok("2..2"), IntRange(2, 2));
+        assert_eq!(ok("1..x"), Word("1..x".into()));
+        assert_eq!(ok("../a"), Word("../a".into()));
+        assert_eq!(ok("1...3"), Word("1...3".into()));
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_or_hours() {
+        assert_eq!(ok("30s"), Duration(30));
+        assert_eq!(ok("10min"), Duration(600));
+        assert_eq!(ok("2h"), Duration(7200));
+        assert_eq!(ok("0s"), Duration(0));
+        // `m` is a size unit (mebibytes): minutes are `min`.
+        assert_eq!(ok("2m"), Size(2 << 20));
     }
 
     #[test]
@@ -329,6 +403,16 @@ mod tests {
         assert_eq!(err("c[16-01]"), "empty range `c[16-01]`");
         assert_eq!(err("c[1-2]d[3-4]"), "more than one range in `c[1-2]d[3-4]`");
         assert_eq!(err("$1"), "invalid variable name `$1`");
+        assert_eq!(err("3..1"), "empty range `3..1`");
+        assert_eq!(
+            err("1..99999999999999999999999"),
+            "number `99999999999999999999999` is too large"
+        );
+        assert_eq!(
+            err("9999999999999999999h"),
+            "duration `9999999999999999999h` is too large"
+        );
+        assert_eq!(err("2d"), "unknown size unit `d`");
         assert_eq!(
             err("c[1-99999999999999999999999]"),
             "number `99999999999999999999999` is too large"

@@ -73,6 +73,8 @@ fn value(out: &mut String, v: &Value) {
         ValueKind::Word(w) => write!(out, "word({w})"),
         ValueKind::Str(s) => write!(out, "str({s:?})"),
         ValueKind::Int(n) => write!(out, "int({n})"),
+        ValueKind::IntRange(lo, hi) => write!(out, "int_range({lo}..{hi})"),
+        ValueKind::Duration(secs) => write!(out, "duration({secs}s)"),
         ValueKind::Size(n) => write!(out, "size({n})"),
         ValueKind::Ip(ip) => write!(out, "ip({ip})"),
         ValueKind::Cidr(ip, len) => write!(out, "cidr({ip}/{len})"),

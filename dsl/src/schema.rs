@@ -63,6 +63,7 @@ impl Context {
             Context::Layer => &["from", "packages", "size", "sha256"],
             Context::Role => &[
                 "count",
+                "idle",
                 "root",
                 "disk",
                 "cpu",

@@ -62,6 +62,10 @@ pub enum ValueKind {
     Str(String),
     /// An unsigned integer: `8`.
     Int(u64),
+    /// Two unsigned integers, the first at most the second: `1..3`.
+    IntRange(u64, u64),
+    /// A length of time in seconds: `30s`, `10min`, `2h` (`m` is a size unit).
+    Duration(u64),
     /// A size with a binary unit, in bytes: `512M` (K, M, G, T; an optional `i` and/or
     /// `B` after the unit is accepted: `512MiB`).
     Size(u64),
@@ -98,6 +102,8 @@ impl ValueKind {
             ValueKind::Word(_) => "a name",
             ValueKind::Str(_) => "a string",
             ValueKind::Int(_) => "a number",
+            ValueKind::IntRange(..) => "a number range",
+            ValueKind::Duration(_) => "a duration",
             ValueKind::Size(_) => "a size",
             ValueKind::Ip(_) => "an address",
             ValueKind::Cidr(..) => "a subnet",

@@ -55,11 +55,21 @@ impl Default for Options {
 }
 
 /// Which nodes an operation acts on: all (both empty), or those of the named roles and
-/// the named nodes (by id or host name).
+/// the named nodes (by id or host name). `up` (and `start`) leave standby nodes out
+/// unless they are named in `nodes`.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub roles: Vec<String>,
     pub nodes: Vec<String>,
+}
+
+impl Selection {
+    /// Whether `node` is named in `nodes`, by id or host name.
+    pub fn names(&self, node: &PlanNode) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| *n == node.id || *n == node.hostname)
+    }
 }
 
 /// A lifecycle operation on nodes that are up.
@@ -100,6 +110,10 @@ pub struct NodeStatus {
     /// drains, stops and reclaims it; `down` reclaims it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// A standby node of an elastic role (the plan's `standby`): `up` starts it only
+    /// when it is named.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
 }
 
 /// A plan opened for running, with where its state lives.
@@ -342,8 +356,12 @@ impl Runtime {
         journal.save(&journal_path)?;
 
         // The steps: those of the selected nodes, the staging they need, and
-        // everything those wait for.
-        let selected = self.select(cluster_name, sel)?;
+        // everything those wait for. A standby node is selected only by name: without
+        // one, `up` leaves it as it is (unstarted, or running if it was started).
+        let (selected, standby): (Vec<&PlanNode>, Vec<&PlanNode>) = self
+            .select(cluster_name, sel)?
+            .into_iter()
+            .partition(|n| !n.standby || sel.names(n));
         let all = steps_until(&self.plan, target);
         let wanted = wanted_steps(&all, &selected);
         let steps: Vec<&Step> = all
@@ -673,8 +691,25 @@ impl Runtime {
                     phases: phases.remove(&n.id).unwrap_or_default(),
                     error: failures.remove(&n.id),
                     removed: false,
+                    standby: false,
                     details: BTreeMap::new(),
                 })
+                .chain(
+                    standby
+                        .iter()
+                        .filter(|n| !involved.iter().any(|m| m.id == n.id))
+                        .map(|n| NodeReport {
+                            node: n.id.clone(),
+                            role: n.role.clone(),
+                            host: n.host.clone(),
+                            state: journal.state(&n.id),
+                            phases: BTreeMap::new(),
+                            error: None,
+                            removed: false,
+                            standby: true,
+                            details: BTreeMap::new(),
+                        }),
+                )
                 .chain(removals)
                 .collect(),
             ok: records.iter().all(|(_, r, _)| r.status == StepStatus::Done)
@@ -798,6 +833,7 @@ impl Runtime {
                             _ => None,
                         },
                         removed: false,
+                        standby: false,
                         details: BTreeMap::new(),
                     }
                 })
@@ -974,6 +1010,7 @@ impl Runtime {
                         _ => None,
                     },
                     removed: removed.iter().any(|m| m.id == n.id),
+                    standby: false,
                     details: BTreeMap::new(),
                 }
             })
@@ -1045,6 +1082,7 @@ impl Runtime {
                     pid: driver.as_ref().and_then(|d| d.pid(&ctx)),
                     error: rec.error,
                     removed: removed.iter().any(|m| m.id == n.id),
+                    standby: n.standby,
                 }
             })
             .collect())

@@ -174,6 +174,12 @@ pub struct PlanNode {
     #[schemars(regex(pattern = "^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$"))]
     pub role: String,
     pub index: u32,
+    /// A standby node of an elastic role (`count MIN..MAX`, index above MIN): placed
+    /// like any node, but a plain `up` leaves it as it is (unstarted, or running if
+    /// something started it); `up` starts it when it is named (`--node`), and `stop`
+    /// then `unstage` return it to standby. Its batch system knows it as powered down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// The site host the node runs on.
     pub host: String,
     /// The hypervisor the node runs under on its host, which its domain file is for
@@ -182,10 +188,6 @@ pub struct PlanNode {
     pub hypervisor: Option<Hypervisor>,
     #[schemars(range(min = 1))]
     pub cpu: u32,
-    /// A node of an elastic role beyond its minimum: `up` starts it only when it is
-    /// named (the site's autoscaler does, when the cluster's batch system wants it).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub standby: bool,
     /// The host CPUs the node runs on, its own (`cpu N pinned`); none: any of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<u32>>,

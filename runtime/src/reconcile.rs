@@ -116,6 +116,7 @@ impl Removal<'_> {
                     .collect(),
                 error: outcome.failed,
                 removed: true,
+                standby: false,
             });
         });
         reports.sort_by(|a, b| a.node.cmp(&b.node));

@@ -55,6 +55,10 @@ pub struct NodeReport {
     /// (`state` is `unstaged` once it is gone).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// A standby node (the plan's `standby`) that this `up` left as it was: it starts
+    /// only when named (`--node`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// What each phase did, in the driver's or the batch system's words (a removed
     /// node's drain, stop and unload).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -99,6 +103,8 @@ impl Report {
                 "removed".to_owned()
             } else if n.removed {
                 format!("removed, {}", state_name(n.state))
+            } else if n.standby {
+                standby_state(n.state).to_owned()
             } else {
                 state_name(n.state).to_owned()
             };
@@ -196,6 +202,14 @@ pub fn state_name(s: State) -> &'static str {
         State::Running => "running",
         State::Paused => "paused",
         State::Stopped => "stopped",
+    }
+}
+
+/// How a standby node's state reads: `standby` while it does not run, else its state.
+pub fn standby_state(s: State) -> &'static str {
+    match s {
+        State::Running | State::Paused => state_name(s),
+        _ => "standby",
     }
 }
 

@@ -111,6 +111,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                     hostname: node.hostname.clone(),
                     role: role.name.clone(),
                     index: node.index,
+                    standby: role.standby(node.index),
                     host: host_of
                         .get(node.id.as_str())
                         .copied()
@@ -122,7 +123,6 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                         .or(cluster.hypervisor)
                         .map(hypervisor),
                     cpu: role.cpu,
-                    standby: false,
                     cpus: None,
                     memory: role.memory,
                     disk: need.disk,

@@ -82,6 +82,8 @@ pub fn role(name: &str, count: u32, cpu: u32, memory: u64) -> Role {
         name: name.to_owned(),
         count,
         numbered: count > 1,
+        min: None,
+        idle: None,
         root: Vec::new(),
         packages: Vec::new(),
         disks: Vec::new(),

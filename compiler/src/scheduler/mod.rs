@@ -305,6 +305,8 @@ pub(crate) mod tests {
             name: "r".into(),
             count: 1,
             numbered: false,
+            min: None,
+            idle: None,
             root: Vec::new(),
             packages: Vec::new(),
             disks: Vec::new(),

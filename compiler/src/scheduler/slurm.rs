@@ -1,6 +1,12 @@
 //! Slurm: `slurm.conf` (the compute nodes and the partitions) and `cgroup.conf` on
 //! every node of the batch system, with a munge key made once per cluster; `munge`
 //! everywhere, `slurmctld` on the controller and `slurmd` on compute nodes.
+//!
+//! The standby nodes of elastic roles (`count MIN..MAX`) are cloud nodes
+//! (`State=CLOUD`), which Slurm starts out knowing as powered down, and the cluster
+//! gets Slurm's power saving: a node idle for the role's `idle` is powered down, a job
+//! that needs one powers it up. Slurm's own programs for that do nothing
+//! (`/bin/true`): the site's loop watches the node states and starts and stops the VMs.
 
 mod hostlist;
 
@@ -78,6 +84,7 @@ impl BatchSystem for Slurm {
         let vars = vec![
             ("nodes", value(nodes(facts))),
             ("partitions", value(partitions(facts))),
+            ("power", value(power(facts))),
         ];
         files.render(To::Members, "slurm.conf", vars)?;
         // slurmd without systemd's D-Bus.
@@ -90,7 +97,9 @@ template_list! {
     "cgroup.conf" => "/etc/slurm/cgroup.conf", Cluster, Config;
 }
 
-/// The compute nodes of one role, as a `NodeName` line of slurm.conf.
+/// Compute nodes of one role, as a `NodeName` line of slurm.conf: the nodes that run
+/// from the start (`UNKNOWN`: Slurm learns their state when their slurmd registers),
+/// or the standby nodes of an elastic role (`CLOUD`: powered down until started).
 #[derive(Serialize)]
 struct Nodes<'a> {
     /// A hostlist expression: `worker[1-8]`.
@@ -98,6 +107,7 @@ struct Nodes<'a> {
     role: &'a str,
     cpus: u32,
     memory_mib: u64,
+    state: &'static str,
 }
 
 /// The host names of the nodes of `role`, as a hostlist expression.
@@ -110,18 +120,69 @@ fn names(facts: &ClusterFacts<'_>, role: &Role) -> String {
     )
 }
 
-fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
-    let c = facts.cluster;
-    c.roles
+/// The host names of the nodes of `role` that are standby nodes (or, with `standby`
+/// false, that are not), as a hostlist expression.
+fn names_where(facts: &ClusterFacts<'_>, role: &Role, standby: bool) -> String {
+    hostlist(
+        facts
+            .cluster
+            .nodes_of(&role.name)
+            .filter(|n| role.standby(n.index) == standby)
+            .map(|n| n.hostname.as_str()),
+    )
+}
+
+fn compute_roles<'a>(facts: &ClusterFacts<'a>) -> impl Iterator<Item = &'a Role> {
+    facts
+        .cluster
+        .roles
         .iter()
         .filter(|r| r.scheduler.as_ref().is_some_and(|s| s.compute))
-        .map(|r| Nodes {
-            names: names(facts, r),
-            role: &r.name,
-            cpus: r.cpu,
-            memory_mib: r.memory / MIB,
-        })
-        .collect()
+}
+
+fn nodes<'a>(facts: &ClusterFacts<'a>) -> Vec<Nodes<'a>> {
+    let mut lines = Vec::new();
+    for r in compute_roles(facts) {
+        for (standby, state) in [(false, "UNKNOWN"), (true, "CLOUD")] {
+            let names = names_where(facts, r, standby);
+            if !names.is_empty() {
+                lines.push(Nodes {
+                    names,
+                    role: &r.name,
+                    cpus: r.cpu,
+                    memory_mib: r.memory / MIB,
+                    state,
+                });
+            }
+        }
+    }
+    lines
+}
+
+/// Slurm's power saving, for a cluster with standby compute nodes.
+#[derive(Serialize)]
+struct Power {
+    /// Seconds a node stays idle before Slurm powers it down: the smallest `idle` of
+    /// the elastic compute roles (Slurm has one per cluster, or per partition, and a
+    /// partition may hold several roles).
+    suspend_secs: u64,
+    /// The compute nodes that are not standby nodes, which Slurm never powers down.
+    exclude: String,
+}
+
+fn power(facts: &ClusterFacts<'_>) -> Option<Power> {
+    let elastic: Vec<&Role> = compute_roles(facts)
+        .filter(|r| r.min.is_some_and(|min| min < r.count))
+        .collect();
+    let suspend_secs = elastic.iter().filter_map(|r| r.idle).min()?;
+    let always: Vec<String> = compute_roles(facts)
+        .map(|r| names_where(facts, r, false))
+        .filter(|s| !s.is_empty())
+        .collect();
+    Some(Power {
+        suspend_secs,
+        exclude: always.join(","),
+    })
 }
 
 /// The partitions, each with its nodes as hostlist expressions (one per role that
