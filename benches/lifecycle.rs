@@ -31,6 +31,39 @@ fn own_cpu_ms() -> f64 {
     ms(u.ru_utime) + ms(u.ru_stime)
 }
 
+/// CPU time (in milliseconds, from the scheduler's own count) of every process on this
+/// machine, by part: the control side's `ssh` clients, the hosts' `sshd`s and the hosts'
+/// `vocc-host`s (the lab's hosts share this machine's cores; on a site each host has
+/// its own).
+fn parts_cpu_ms() -> [f64; 3] {
+    let mut sums = [0.0; 3];
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return sums;
+    };
+    for p in procs.flatten() {
+        let Ok(comm) = std::fs::read_to_string(p.path().join("comm")) else {
+            continue;
+        };
+        let part = match comm.trim_end() {
+            "ssh" => 0,
+            "sshd" => 1,
+            "vocc-host" => 2,
+            _ => continue,
+        };
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            sums[part] += ns / 1e6;
+        }
+    }
+    sums
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -75,9 +108,9 @@ fn main() {
     let program = root.join("target/release/vocc-host");
     println!("lifecycle operations on N hosts over SSH (sim guests), {rounds} rounds");
     println!(
-        "| N | up | pause, sessions opened | pause | unpause | slowest host's round trip | control CPU per op | pause vs N=1 |"
+        "| N | up | pause, sessions opened | pause | unpause | status | slowest host's round trip | CPU per op: vocc, ssh (control) | sshd, vocc-host (hosts) | this machine's floor | pause vs N=1 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut first: Option<f64> = None;
     for n in hosts {
         let lab = Lab::up_with(
@@ -144,6 +177,7 @@ fn main() {
         let (cold, _) = timed(Op::Pause);
         timed(Op::Unpause);
         let cpu_before = own_cpu_ms();
+        let parts_before = parts_cpu_ms();
         let mut pause = Vec::new();
         let mut unpause = Vec::new();
         let mut trips = Vec::new();
@@ -157,11 +191,28 @@ fn main() {
         // the requests and answers, the journal); the hosts' sshd and vocc-host, which
         // on a site run on the hosts' own CPUs, share this machine's two here.
         let control = (own_cpu_ms() - cpu_before) / (2 * rounds) as f64;
+        let parts = parts_cpu_ms();
+        let part = |i: usize| (parts[i] - parts_before[i]) / (2 * rounds) as f64;
+        // Every part of an operation runs on this machine's cores here: the wall time
+        // cannot be less than all their CPU time spread over them.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let floor = (control + part(0) + part(1) + part(2)) / cores;
+        let mut status = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let s = rt.status("bench").expect("status");
+            assert_eq!(s.len(), n);
+            status.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let status = median(status);
         let (pause, unpause, trip) = (median(pause), median(unpause), median(trips));
         let base = *first.get_or_insert(pause);
         println!(
-            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {trip:.2} ms | {control:.2} ms | {:.2}× |",
+            "| {n} | {:.0} ms | {cold:.1} ms | {pause:.2} ms | {unpause:.2} ms | {status:.2} ms | {trip:.2} ms | {control:.2}, {:.2} ms | {:.2}, {:.2} ms | {floor:.2} ms | {:.2}× |",
             up_ms,
+            part(0),
+            part(1),
+            part(2),
             pause / base
         );
         let down = rt.down("bench", None).expect("down");

@@ -10,7 +10,7 @@
 //! quarter second during a run and at its end.
 
 use crate::dag::{self, Ended};
-use crate::driver::{self, Driver, ExecOutput, LoadTimes, NodeCtx, Observed};
+use crate::driver::{self, Change, Driver, ExecOutput, LoadTimes, NodeCtx, Observed};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Staged, StepRecord, StepStatus};
 use crate::plan::{steps_until, Action, Plan, PlanCluster, PlanNode, State, Step};
@@ -762,25 +762,70 @@ impl Runtime {
             .copied()
             .filter(|n| applies(journal.state(&n.id)))
             .collect();
-        let deps = vec![Vec::new(); todo.len()];
-        let snapshot = journal.clone();
-        let work = |i: usize| -> std::result::Result<(String, f64), (String, f64)> {
-            let ctx = self.ctx(cluster, todo[i], &snapshot);
+        let change = match op {
+            Op::Pause => Change::Pause,
+            Op::Unpause => Change::Unpause,
+            Op::Stop => Change::Stop {
+                force: self.opts.force,
+                grace: self.opts.stop_grace,
+            },
+            Op::Unstage => Change::Unload,
+        };
+        let networks = journal.networks.clone();
+        let ctx = |n| NodeCtx {
+            plan: &self.plan,
+            cluster,
+            node: n,
+            layout: &self.layout,
+            segments: &networks,
+        };
+        // Nodes on hosts with an open session get the change from this thread, all at
+        // once, before any answer is awaited; the rest (this machine's, or a host
+        // still to be reached) each on a thread of the pool.
+        let mut pending = Vec::new();
+        let mut here = Vec::new();
+        for (i, n) in todo.iter().enumerate() {
+            match driver.begin(&ctx(n), change) {
+                Some(p) => pending.push((i, p)),
+                None => here.push(i),
+            }
+        }
+        type Done = std::result::Result<(String, f64), (String, f64)>;
+        let mut ended: Vec<(usize, Done)> = Vec::with_capacity(todo.len());
+        let work = |k: usize| -> Done {
+            let node = ctx(todo[here[k]]);
             let t = Instant::now();
             let r = match op {
-                Op::Pause => driver.pause(&ctx),
-                Op::Unpause => driver.unpause(&ctx),
-                Op::Stop => driver.stop(&ctx, self.opts.force, self.opts.stop_grace),
-                Op::Unstage => driver.unload(&ctx),
+                Op::Pause => driver.pause(&node),
+                Op::Unpause => driver.unpause(&node),
+                Op::Stop => driver.stop(&node, self.opts.force, self.opts.stop_grace),
+                Op::Unstage => driver.unload(&node),
             };
             let ms = t.elapsed().as_secs_f64() * 1e3;
             r.map(|d| (d, ms)).map_err(|e| (e.to_string(), ms))
         };
+        dag::run(
+            &vec![Vec::new(); here.len()],
+            self.opts.jobs,
+            work,
+            |k, e| {
+                let r = match e {
+                    Ended::Ran(r) => r,
+                    Ended::Skipped { .. } => Err(("skipped".to_owned(), 0.0)),
+                };
+                ended.push((here[k], r));
+            },
+        );
+        for (i, wait) in pending {
+            let (r, took) = wait();
+            let ms = took.as_secs_f64() * 1e3;
+            ended.push((i, r.map(|d| (d, ms)).map_err(|e| (e.to_string(), ms))));
+        }
         let mut results: HashMap<String, std::result::Result<f64, String>> = HashMap::new();
-        dag::run(&deps, self.opts.jobs, work, |i, ended| {
+        for (i, r) in ended {
             let node = todo[i];
-            let r = match ended {
-                Ended::Ran(Ok((_, ms))) => {
+            let r = match r {
+                Ok((_, ms)) => {
                     let rec = journal.node(&node.id);
                     rec.state = next;
                     rec.error = None;
@@ -791,14 +836,13 @@ impl Runtime {
                     }
                     Ok(ms)
                 }
-                Ended::Ran(Err((message, _))) => {
+                Err((message, _)) => {
                     journal.node(&node.id).error = Some(format!("{}: {message}", op.name()));
                     Err(message)
                 }
-                Ended::Skipped { .. } => Err("skipped".to_owned()),
             };
             results.insert(node.id.clone(), r);
-        });
+        }
         if op == Op::Unstage && driver.stages_files() {
             driver.release();
             self.unstage_layers(cluster_name, &mut journal);
@@ -1054,16 +1098,37 @@ impl Runtime {
         };
         let journal = journal.unwrap_or_default();
         let removed = journal.removed(&self.plan);
-        Ok(self
+        let nodes: Vec<&PlanNode> = self
             .plan
             .nodes
             .iter()
             .filter(|n| n.cluster == cluster_name)
             .chain(&removed)
-            .map(|n| {
+            .collect();
+        // What each node's host sees, asked of every host at once.
+        let mut seen: Vec<(Option<Observed>, Option<i32>)> = vec![(None, None); nodes.len()];
+        if let Some(d) = &driver {
+            let look = |i: usize| -> std::result::Result<_, ()> {
+                let ctx = self.ctx(cluster, nodes[i], &journal);
+                Ok((d.observe(&ctx), d.pid(&ctx)))
+            };
+            dag::run(
+                &vec![Vec::new(); nodes.len()],
+                self.opts.jobs,
+                look,
+                |i, e| {
+                    if let Ended::Ran(Ok(s)) = e {
+                        seen[i] = s;
+                    }
+                },
+            );
+        }
+        Ok(nodes
+            .iter()
+            .zip(seen)
+            .map(|(n, (observed, pid))| {
                 let rec = journal.nodes.get(&n.id).cloned().unwrap_or_default();
-                let ctx = self.ctx(cluster, n, &journal);
-                let observed = driver.as_ref().and_then(|d| d.observe(&ctx)).map(|o| {
+                let observed = observed.map(|o| {
                     match o {
                         Observed::Absent => "absent",
                         Observed::Defined => "defined",
@@ -1079,7 +1144,7 @@ impl Runtime {
                     state: rec.state,
                     ready: rec.ready,
                     observed,
-                    pid: driver.as_ref().and_then(|d| d.pid(&ctx)),
+                    pid,
                     error: rec.error,
                     removed: removed.iter().any(|m| m.id == n.id),
                     standby: n.standby,

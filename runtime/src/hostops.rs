@@ -552,7 +552,8 @@ type Reply = Result<serde_json::Value, String>;
 
 #[derive(Default)]
 struct Waiting {
-    by_id: std::collections::HashMap<u64, std::sync::mpsc::Sender<Reply>>,
+    /// Each request in flight, and where its answer goes (with when it came).
+    by_id: std::collections::HashMap<u64, std::sync::mpsc::Sender<(Reply, Instant)>>,
     /// Why the link closed, once it has.
     closed: Option<String>,
 }
@@ -608,13 +609,14 @@ impl Mux {
                         continue;
                     };
                     let answer = v.get_mut("answer").map(serde_json::Value::take);
+                    let at = Instant::now();
                     let tx = waiting
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .by_id
                         .remove(&id);
                     if let (Some(tx), Some(a)) = (tx, answer) {
-                        let _ = tx.send(Ok(a));
+                        let _ = tx.send((Ok(a), at));
                     }
                 }
                 // Give stderr a moment to say why.
@@ -624,8 +626,9 @@ impl Mux {
                     why = format!("{why}: {l}");
                 }
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                let at = Instant::now();
                 for (_, tx) in w.by_id.drain() {
-                    let _ = tx.send(Err(why.clone()));
+                    let _ = tx.send((Err(why.clone()), at));
                 }
                 w.closed = Some(why);
             });
@@ -650,6 +653,12 @@ impl Mux {
     /// Sends a request and waits up to `limit` for its answer. An answer that is only
     /// `{"error": ...}` (a request the host refused) is an error.
     pub fn call(&self, request: &Request, limit: Duration) -> Result<serde_json::Value, String> {
+        self.send(request)?.wait(limit).0
+    }
+
+    /// Sends a request and returns at once: the answer is the ticket's to wait for, so
+    /// one thread can have a request in flight on every host's session.
+    pub fn send(&self, request: &Request) -> Result<Ticket, String> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         {
@@ -659,41 +668,72 @@ impl Mux {
             }
             w.by_id.insert(id, tx);
         }
-        let line = serde_json::json!({ "id": id, "request": request }).to_string() + "\n";
+        let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        let line = format!("{{\"id\":{id},\"request\":{body}}}\n");
         let sent = {
             let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
             stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush())
         };
+        let ticket = Ticket {
+            id,
+            rx,
+            sent: Instant::now(),
+            waiting: std::sync::Arc::clone(&self.waiting),
+        };
         if let Err(e) = sent {
-            self.forget(id);
+            ticket.forget();
             return Err(self
                 .closed()
                 .unwrap_or_else(|| format!("the link to the host closed: {e}")));
         }
-        match rx.recv_timeout(limit) {
-            Ok(Ok(v)) => match v.as_object() {
-                Some(o) if o.len() == 1 && o.contains_key("error") => {
-                    Err(o["error"].as_str().unwrap_or("an error").to_owned())
+        Ok(ticket)
+    }
+}
+
+/// A request in flight on a `Mux`.
+pub struct Ticket {
+    id: u64,
+    rx: std::sync::mpsc::Receiver<(Reply, Instant)>,
+    sent: Instant,
+    waiting: std::sync::Arc<std::sync::Mutex<Waiting>>,
+}
+
+impl Ticket {
+    /// Waits up to `limit` (from now) for the answer; returns it with the time from the
+    /// request's sending to its answer's arrival (to the giving up, without one). An
+    /// answer that is only `{"error": ...}` is an error.
+    pub fn wait(self, limit: Duration) -> (Reply, Duration) {
+        match self.rx.recv_timeout(limit) {
+            Ok((Ok(v), at)) => {
+                let took = at.saturating_duration_since(self.sent);
+                match v.as_object() {
+                    Some(o) if o.len() == 1 && o.contains_key("error") => (
+                        Err(o["error"].as_str().unwrap_or("an error").to_owned()),
+                        took,
+                    ),
+                    _ => (Ok(v), took),
                 }
-                _ => Ok(v),
-            },
-            Ok(Err(why)) => Err(why),
+            }
+            Ok((Err(why), at)) => (Err(why), at.saturating_duration_since(self.sent)),
             Err(_) => {
-                self.forget(id);
-                Err(format!(
-                    "the host did not answer within {} s",
-                    limit.as_secs()
-                ))
+                self.forget();
+                (
+                    Err(format!(
+                        "the host did not answer within {} s",
+                        limit.as_secs()
+                    )),
+                    self.sent.elapsed(),
+                )
             }
         }
     }
 
-    fn forget(&self, id: u64) {
+    fn forget(&self) {
         self.waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .by_id
-            .remove(&id);
+            .remove(&self.id);
     }
 }
 

@@ -89,6 +89,19 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// A change of a node's state that a driver may send without waiting (`Driver::begin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Pause,
+    Unpause,
+    Stop { force: bool, grace: Duration },
+    Unload,
+}
+
+/// What waits for the answer to a change sent by `Driver::begin`: the change's detail
+/// (or why it failed) and the time from its sending to its answer.
+pub type Pending = Box<dyn FnOnce() -> (Result<String>, Duration) + Send>;
+
 /// One hypervisor. Each method is idempotent: asked to do what is already done, it
 /// says so in its detail string and succeeds.
 pub trait Driver: Send + Sync {
@@ -147,6 +160,14 @@ pub trait Driver: Send + Sync {
             driver: self.name().to_owned(),
             what: "run commands on nodes (`vocc exec` needs the qemu driver's agent)".to_owned(),
         })
+    }
+
+    /// Sends `change` for the node to where it runs and returns at once, with what
+    /// waits for its answer, when the driver can (a node on a host reached over an open
+    /// session): one thread then has the change in flight on every host. `None`: the
+    /// caller calls the change's method (on a thread of its own) instead.
+    fn begin(&self, _n: &NodeCtx, _change: Change) -> Option<Pending> {
+        None
     }
 
     /// Ends the driver's own links to hosts (`sited`'s sessions), so that a program

@@ -14,7 +14,7 @@
 //! of a node's state lives only on the control side's memory (a host answers what it
 //! sees, and a later command asks again).
 
-use super::{Driver, ExecOutput, LoadTimes, NodeCtx, Observed};
+use super::{Change, Driver, ExecOutput, LoadTimes, NodeCtx, Observed, Pending};
 use crate::error::{Error, Result};
 use crate::hostlink::HostLink;
 use crate::hostnode::{self, Action, NodeAnswer, NodeRequest, ReclaimRequest, Reclaimed};
@@ -230,7 +230,20 @@ impl Sited {
 
     /// Asks the node's host to carry out `action` on it.
     fn ask(&self, host: &str, n: &NodeCtx, action: Action) -> Result<NodeAnswer> {
-        let on_host = |e: String| Error::Other(format!("on host `{host}`: {e}"));
+        let mux = self.hosts.session(host).map_err(|e| on_host(host, e))?;
+        self.publish(host, &mux, n).map_err(|e| on_host(host, e))?;
+        self.send(host, &mux, n, action)().0
+    }
+
+    /// Sends `action` for the node on the host's session; what is returned waits for
+    /// the answer.
+    fn send(
+        &self,
+        host: &str,
+        mux: &Mux,
+        n: &NodeCtx,
+        action: Action,
+    ) -> impl FnOnce() -> (Result<NodeAnswer>, Duration) + Send + 'static {
         let limit = ASK_LIMIT
             + match &action {
                 Action::WaitReady { limit_ms } | Action::Exec { limit_ms, .. } => {
@@ -239,8 +252,6 @@ impl Sited {
                 Action::Stop { grace_ms, .. } => Duration::from_millis(*grace_ms),
                 _ => Duration::ZERO,
             };
-        let mux = self.hosts.session(host).map_err(on_host)?;
-        self.publish(host, &mux, n).map_err(on_host)?;
         let request = Request::Node(NodeRequest {
             store: self.store.clone(),
             cluster: n.cluster.name.clone(),
@@ -257,21 +268,52 @@ impl Sited {
             former: (!n.plan.nodes.iter().any(|m| m.id == n.node.id))
                 .then(|| Box::new(n.node.clone())),
         });
-        let value = mux.call(&request, limit).map_err(on_host)?;
-        let answer: NodeAnswer = serde_json::from_value(value).map_err(|e| {
-            on_host(format!(
-                "the host answered something else than vocc-host ({e})"
-            ))
-        })?;
-        self.hosts
-            .seen
+        let sent = mux.send(&request);
+        let (host, node, hosts) = (host.to_owned(), n.node.id.clone(), Arc::clone(&self.hosts));
+        move || {
+            let ticket = match sent {
+                Ok(t) => t,
+                Err(e) => return (Err(on_host(&host, e)), Duration::ZERO),
+            };
+            let (value, took) = ticket.wait(limit);
+            let answer = value.and_then(|v| {
+                serde_json::from_value::<NodeAnswer>(v)
+                    .map_err(|e| format!("the host answered something else than vocc-host ({e})"))
+            });
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => return (Err(on_host(&host, e)), took),
+            };
+            hosts
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(node, (Instant::now(), answer.clone()));
+            let r = match &answer.error {
+                Some(e) => Err(on_host(&host, e.clone())),
+                None => Ok(answer),
+            };
+            (r, took)
+        }
+    }
+
+    /// The host's session when it is open and has the node's files: a request can then
+    /// go without a wait.
+    fn ready(&self, host: &str, n: &NodeCtx) -> Option<Arc<Mux>> {
+        let slot = self.hosts.sessions.get(host)?;
+        let mux = slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(n.node.id.clone(), (Instant::now(), answer.clone()));
-        match &answer.error {
-            Some(e) => Err(on_host(e.clone())),
-            None => Ok(answer),
-        }
+            .as_ref()
+            .filter(|m| m.closed().is_none())
+            .map(Arc::clone)?;
+        let key = format!("{host}/{}/{}", n.cluster.name, n.node.id);
+        self.hosts
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+            .then_some(mux)
     }
 
     fn detail(&self, host: &str, n: &NodeCtx, action: Action) -> Result<String> {
@@ -293,6 +335,10 @@ impl Sited {
         }
         self.ask(host, n, Action::Observe).ok()
     }
+}
+
+fn on_host(host: &str, e: String) -> Error {
+    Error::Other(format!("on host `{host}`: {e}"))
 }
 
 /// The driver a host runs a node with: Xen's for a node that runs under Xen there; for
@@ -371,6 +417,25 @@ impl Driver for Sited {
             ),
             None => self.local.wait_ready(n, limit),
         }
+    }
+
+    fn begin(&self, n: &NodeCtx, change: Change) -> Option<Pending> {
+        let host = self.remote(n)?;
+        let mux = self.ready(host, n)?;
+        let action = match change {
+            Change::Pause => Action::Pause,
+            Change::Unpause => Action::Unpause,
+            Change::Stop { force, grace } => Action::Stop {
+                force,
+                grace_ms: grace.as_millis() as u64,
+            },
+            Change::Unload => Action::Unload,
+        };
+        let wait = self.send(host, &mux, n, action);
+        Some(Box::new(move || {
+            let (r, took) = wait();
+            (r.map(|a| a.ok.unwrap_or_default()), took)
+        }))
     }
 
     fn pause(&self, n: &NodeCtx) -> Result<String> {
