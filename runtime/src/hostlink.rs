@@ -159,6 +159,39 @@ fn ssh_options(identity: &Path, known_hosts: &Path, user: &str) -> Vec<String> {
     o
 }
 
+/// The longest an `ssh -O` request to a shared connection's master may take.
+const CONTROL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks the shared connection to `address` (`ssh -O what`): whether it said yes, or
+/// `None` when its master did not answer within `CONTROL_LIMIT` (a wedged master would
+/// otherwise hold the caller forever).
+fn control_op(options: &[String], what: &str, address: &str) -> Option<bool> {
+    let child = Command::new("ssh")
+        .args(options)
+        .args(["-O", what, "--"])
+        .arg(address)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    // No ssh to ask: no connection either (starting one says why).
+    let Ok(mut child) = child else {
+        return Some(false);
+    };
+    let deadline = Instant::now() + CONTROL_LIMIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.success()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
 /// A file in `dir` that has no name: it goes when the last process holding it does.
 fn tempfile_in(dir: &Path) -> Result<std::fs::File, String> {
     let path = crate::atomic::temporary(&dir.join("connect.log"));
@@ -194,16 +227,17 @@ impl HostLink {
             .create(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let options = ssh_options(identity, known_hosts, user);
-        let check = Command::new("ssh")
-            .args(&options)
-            .args(["-O", "check", "--"])
-            .arg(address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if check.is_ok_and(|s| s.success()) {
-            return Ok(());
+        match control_op(&options, "check", address) {
+            Some(true) => return Ok(()),
+            Some(false) => {}
+            None => {
+                return Err(format!(
+                    "the shared ssh connection to `{address}` did not answer its check within \
+                     {} s: end its `ssh` master (its socket is in `{}`) and try again",
+                    CONTROL_LIMIT.as_secs(),
+                    dir.display()
+                ))
+            }
         }
         // What the connection says goes to an unnamed file (read on failure).
         let mut log = tempfile_in(&dir)?;
@@ -266,17 +300,8 @@ impl HostLink {
         } = self
         {
             if self.check().is_ok() {
-                let control = |what: &str| {
-                    Command::new("ssh")
-                        .args(ssh_options(identity, known_hosts, user))
-                        .args(["-O", what, "--"])
-                        .arg(address)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
+                let options = ssh_options(identity, known_hosts, user);
+                let control = |what: &str| control_op(&options, what, address) == Some(true);
                 control("exit");
                 // The connection ends a moment after it is asked to: a session started
                 // in between would ride a connection on its way out. Wait for it.
@@ -457,6 +482,41 @@ mod tests {
             assert!(ssh(address, "root", "/b").check().is_err(), "{address}");
         }
         assert!(ssh("h1", "-l", "/b").check().is_err());
+    }
+
+    #[test]
+    fn a_shared_connection_whose_master_never_answers_fails_in_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, known_hosts) = (dir.path().join("k"), dir.path().join("kh"));
+        let link = HostLink::Ssh {
+            address: "127.0.0.9".into(),
+            user: "root".into(),
+            identity: identity.clone(),
+            known_hosts: known_hosts.clone(),
+            program: "/b/vocc-host".into(),
+        };
+        // Where ssh looks for the shared connection, as ssh itself expands it.
+        let shown = Command::new("ssh")
+            .arg("-G")
+            .args(ssh_options(&identity, &known_hosts, "root"))
+            .args(["--", "127.0.0.9"])
+            .output()
+            .expect("ssh (openssh-client)");
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        let path = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("controlpath "))
+            .expect("ssh -G names the control path");
+        std::fs::create_dir_all(Path::new(path).parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(path);
+        // A master that takes the connection and never says a word.
+        let wedged = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let t = Instant::now();
+        let e = link.connect().unwrap_err();
+        assert!(e.contains("did not answer its check"), "{e}");
+        assert!(t.elapsed() < CONTROL_LIMIT + Duration::from_secs(5));
+        drop(wedged);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
