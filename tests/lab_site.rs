@@ -331,3 +331,101 @@ fn layers_leave_the_control_machine_once_when_the_site_has_an_image_server() {
     let ran = vocc(&["down", &out]);
     assert!(ran.success(), "{}", ran.report());
 }
+
+/// A control process that keeps its sessions (a site's loop, a program on the API) sends
+/// each operation to every host at once from one thread: each host's node answers; a
+/// host cut off meanwhile fails only its own node, with the host's name; and once its
+/// link is back, the next operation reaches it again on a new session.
+#[test]
+fn a_kept_runtime_operates_on_every_host_at_once_and_a_cut_host_fails_alone() {
+    use vocc_runtime::plan::State;
+    use vocc_runtime::{Op, Options, Runtime, Selection};
+    let _serial = common::serial();
+    let program = host_program();
+    let lab = Lab::up_with(
+        "site-ops",
+        3,
+        "0",
+        &[
+            "--no-slurm",
+            "--host-program",
+            &program.display().to_string(),
+        ],
+    );
+    let appliance = lab.dir.join("ops.voc");
+    std::fs::write(
+        &appliance,
+        "cluster ops {\n  hypervisor kvm\n  network private { subnet 10.20.0.0/16; assign pool }\n  \
+         layer tiny { from busybox; size 64M }\n  role worker { count 3; root tiny; cpu 1; \
+         memory 128M; nic eth0 private }\n}\n",
+    )
+    .unwrap();
+    let out = lab.dir.join("out");
+    let (appliance_s, site_s, out_s) = (
+        appliance.display().to_string(),
+        lab.dir.join("site.voc").display().to_string(),
+        out.display().to_string(),
+    );
+    let built = vocc(&[
+        "build",
+        &appliance_s,
+        "--site",
+        &site_s,
+        "--config-only",
+        "-o",
+        &out_s,
+    ]);
+    assert!(built.success(), "{}", built.report());
+    lab.enter_control();
+    let rt = Runtime::open(&out.join("plan.json"), None, Options::default()).unwrap();
+    let all = Selection::default();
+    let up = rt.up("ops", State::Running, Some("sim"), &all).unwrap();
+    assert!(up.ok, "{up:?}");
+    let hosts: std::collections::BTreeSet<&str> =
+        up.nodes.iter().map(|n| n.host.as_str()).collect();
+    assert_eq!(hosts.len(), 3, "one node on each host: {hosts:?}");
+
+    let paused = rt.operate("ops", Op::Pause, &all).unwrap();
+    assert!(paused.ok, "{paused:?}");
+    for n in &paused.nodes {
+        assert_eq!(n.state, State::Paused, "{n:?}");
+        assert!(n.phases.contains_key("pause"), "{n:?}");
+    }
+
+    lab.link("h2", "down");
+    let t = std::time::Instant::now();
+    let unpaused = rt.operate("ops", Op::Unpause, &all).unwrap();
+    let took = t.elapsed();
+    assert!(!unpaused.ok);
+    for n in &unpaused.nodes {
+        if n.host == "h2" {
+            assert_eq!(n.state, State::Paused, "{n:?}");
+            let e = n.error.as_ref().expect("the cut host's node fails");
+            eprintln!("after {took:?}, {}: {}", e.step, e.message);
+            assert!(e.message.contains("on host `h2`"), "{e:?}");
+            assert_eq!(e.step, format!("unpause:{}", n.node));
+        } else {
+            assert_eq!(n.state, State::Running, "{n:?}");
+            assert!(n.error.is_none(), "{n:?}");
+        }
+    }
+    assert!(
+        took < Duration::from_secs(60),
+        "the cut host held the operation {took:?}"
+    );
+
+    lab.link("h2", "up");
+    let again = rt.operate("ops", Op::Unpause, &all).unwrap();
+    assert!(again.ok, "{again:?}");
+    assert!(again.nodes.iter().all(|n| n.state == State::Running));
+    let down = rt.down("ops", None).unwrap();
+    assert!(down.ok, "{down:?}");
+    for h in ["h1", "h2", "h3"] {
+        let left: Vec<String> = lab
+            .store_files(h)
+            .into_iter()
+            .filter(|f| f.contains("ops"))
+            .collect();
+        assert!(left.is_empty(), "{h} keeps {left:?}");
+    }
+}
