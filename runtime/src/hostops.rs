@@ -659,6 +659,7 @@ impl Mux {
     /// Sends a request and returns at once: the answer is the ticket's to wait for, so
     /// one thread can have a request in flight on every host's session.
     pub fn send(&self, request: &Request) -> Result<Ticket, String> {
+        let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         {
@@ -668,7 +669,6 @@ impl Mux {
             }
             w.by_id.insert(id, tx);
         }
-        let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
         let line = format!("{{\"id\":{id},\"request\":{body}}}\n");
         let sent = {
             let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
