@@ -330,6 +330,43 @@ fn layers_leave_the_control_machine_once_when_the_site_has_an_image_server() {
     lab.link("img", "up");
     let ran = vocc(&["down", &out]);
     assert!(ran.success(), "{}", ran.report());
+
+    // A control machine that does not hold the layer's files (a plan built elsewhere,
+    // whose images the server holds): every host takes them from the server, checked
+    // against the sizes and hashes the plan records.
+    let (layers, aside) = (format!("{out}/layers"), format!("{out}/layers-elsewhere"));
+    std::fs::rename(&layers, &aside).unwrap();
+    let before = sent_by_control();
+    staged("from the image server `img`");
+    let without = sent_by_control() - before;
+    eprintln!("without the layer's files here, the control machine sent {without} bytes");
+    assert!(
+        without < layer / 4,
+        "the control machine sent {without} bytes of a {layer}-byte layer it does not hold"
+    );
+    for host in ["h1", "h2", "h3"] {
+        if lab.host_file(host, "layers/demo/tiny.img").is_file() {
+            let got = std::fs::read(lab.host_file(host, "layers/demo/tiny.img")).unwrap();
+            assert!(got == built, "{host}'s image differs from the build's");
+        }
+    }
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
+    // Without the server as well, nothing can send the layer: each host's staging
+    // fails at its source, saying why.
+    lab.link("img", "down");
+    let ran = vocc(&["up", &out, "--until", "staged"]);
+    assert!(!ran.success(), "{}", ran.report());
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(
+        said.contains("failed at source: this machine cannot read the source")
+            && said.contains("no image server that could be reached holds it"),
+        "{said}"
+    );
+    lab.link("img", "up");
+    std::fs::rename(&aside, &layers).unwrap();
+    let ran = vocc(&["down", &out]);
+    assert!(ran.success(), "{}", ran.report());
 }
 
 /// A control process that keeps its sessions (a site's loop, a program on the API) sends

@@ -352,6 +352,7 @@ fn domains_use_the_images_the_plan_records() {
         format: format.parse().ok(),
         kernel: kernel.then(|| format!("layers/osg/{name}.vmlinuz")),
         initrd: kernel.then(|| format!("layers/osg/{name}.initrd")),
+        sums: Default::default(),
     };
     plan.layers = vec![built("os+head", "raw", true), built("vdt", "qcow2", false)];
     for n in plan.nodes.iter_mut().filter(|n| n.role == "head") {

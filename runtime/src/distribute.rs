@@ -336,28 +336,14 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
     let mut last_error: Vec<Option<(String, String, u64)>> = vec![None; targets.len()];
     let trails: Vec<Trail> = targets.iter().map(|_| Trail::new(started)).collect();
     let stall = Duration::from_secs(transfer.stall_secs.max(1));
-    let source = match File::open(transfer.source) {
-        Ok(f) => f,
-        Err(e) => {
-            let error = format!(
-                "cannot read the source `{}`: {e}",
-                transfer.source.display()
-            );
-            return targets
-                .iter()
-                .map(|t| HostResult {
-                    host: t.host.clone(),
-                    outcome: Outcome::Failed {
-                        step: "source".into(),
-                        error: error.clone(),
-                        have: 0,
-                    },
-                    secs: 0.0,
-                    log: Vec::new(),
-                })
-                .collect();
-        }
-    };
+    // This machine's copy: none is needed when the site's image server holds the file
+    // whole, so a missing one fails only the hosts that would need it.
+    let source = File::open(transfer.source).map_err(|e| {
+        format!(
+            "this machine cannot read the source `{}` ({e})",
+            transfer.source.display()
+        )
+    });
 
     // Each round chains the hosts still waiting; a round in which no byte moved ends it.
     for _round in 0..=targets.len() {
@@ -427,6 +413,31 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         let source_host = sessions
             .iter()
             .position(|s| head(s) && s.have >= transfer.size && strategy == Strategy::Chain);
+        if let (Err(why), None) = (&source, source_host) {
+            // Nothing can send to the hosts that lack the file: they fail now, and the
+            // rest finish as usual.
+            let (lacking, rest): (Vec<Session>, Vec<Session>) =
+                sessions.into_iter().partition(|s| s.have < transfer.size);
+            sessions = rest;
+            let server = targets.iter().find(|t| t.head).map_or_else(
+                || "no image server that could be reached holds it".to_owned(),
+                |t| format!("the image server `{}` does not hold it whole", t.host),
+            );
+            for s in lacking {
+                let (i, have) = (s.index, s.have);
+                s.close();
+                results[i] = Some(HostResult {
+                    host: targets[i].host.clone(),
+                    outcome: Outcome::Failed {
+                        step: "source".into(),
+                        error: format!("{why}, and {server}"),
+                        have,
+                    },
+                    secs: started.elapsed().as_secs_f64(),
+                    log: Vec::new(),
+                });
+            }
+        }
         let needy: Vec<usize> = (0..sessions.len())
             .filter(|&k| sessions[k].have < transfer.size)
             .collect();
@@ -461,12 +472,14 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
         let moved_before: u64 = received.iter().sum();
         let decided_before = results.iter().filter(|r| r.is_some()).count();
         let finals: Vec<(Result<Event, String>, f64)> = thread::scope(|s| {
-            for p in &from_source {
-                let source = &source;
-                s.spawn(move || {
-                    // A failed send shows as the receiver's failure, which says more.
-                    let _ = relay::send_to(source, transfer.size, p, stall);
-                });
+            // (Only hosts that need this machine's copy are here, so it is there.)
+            if let Ok(source) = &source {
+                for p in &from_source {
+                    s.spawn(move || {
+                        // A failed send shows as the receiver's failure, which says more.
+                        let _ = relay::send_to(source, transfer.size, p, stall);
+                    });
+                }
             }
             let handles: Vec<_> = sessions
                 .iter_mut()

@@ -9,7 +9,7 @@ use schemars::gen::SchemaGenerator;
 use schemars::schema::{Schema, SchemaObject, SubschemaValidation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Bumped on every incompatible change of the plan format.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -159,6 +159,21 @@ pub struct PlanLayer {
     /// The initramfs that goes with `kernel`: `layers/<cluster>/<name>.initrd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
+    /// Each of the layer's built files by its extension (`img`, `vmlinuz`, `initrd`):
+    /// its size and sha256, once built. Hosts verify what they receive against them, and
+    /// a control machine that does not hold the files can stage them from the site's
+    /// image server.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sums: BTreeMap<String, FileSum>,
+}
+
+/// A built file's size and content hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSum {
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

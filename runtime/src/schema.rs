@@ -436,6 +436,33 @@ fn values(plan: &Plan) -> Result<(), PlanError> {
             let allowed = "it must be 64 lowercase hexadecimal digits";
             check(&o, "sha256", sha, names::is_sha256(sha), allowed)?;
         }
+        for (ext, sum) in &l.sums {
+            check(
+                &o,
+                "sums",
+                ext,
+                ["img", "vmlinuz", "initrd"].contains(&ext.as_str()),
+                "the files of a layer are `img`, `vmlinuz` and `initrd`",
+            )?;
+            let allowed = "it must be 64 lowercase hexadecimal digits";
+            let field = format!("sums.{ext}");
+            check(
+                &o,
+                &field,
+                &sum.sha256,
+                names::is_sha256(&sum.sha256),
+                allowed,
+            )?;
+        }
+        if let (Some(sha), Some(img)) = (&l.sha256, l.sums.get("img")) {
+            check(
+                &o,
+                "sums.img",
+                &img.sha256,
+                *sha == img.sha256,
+                "the image's sha256 is the layer's own `sha256`",
+            )?;
+        }
         let example = |ext: &str| format!("layers/{}/{}.{ext}", l.cluster, l.name);
         for (field, value, ext) in [
             ("image", &l.image, "img"),

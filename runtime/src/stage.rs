@@ -290,25 +290,34 @@ pub fn stage_remote(
     let mut image_size = 0;
     for ext in ["img", "vmlinuz", "initrd"] {
         let source = artifacts::built(layout, layer, ext);
-        if ext != "img" && !source.exists() {
+        // What the file is: as the plan records it (so this machine need not hold it,
+        // when the site's image server does), else as this machine's copy is.
+        let recorded = layer.sums.get(ext);
+        if ext != "img" && recorded.is_none() && !source.exists() {
             continue;
         }
-        let sha = if ext == "img" {
-            Ok(expected.clone())
-        } else {
-            sha256_file(&source).map_err(|e| e.to_string())
-        };
-        let size = fs::metadata(&source).map(|m| m.len());
-        let (sha, size) = match (sha, size) {
-            (Ok(s), Ok(n)) => (s, n),
-            (Err(e), _) => return fail_all(hosts, &results, e),
-            (_, Err(e)) => {
-                let why = format!(
-                    "the image of layer `{}` is not at `{}` ({e}): build the plan's images first",
-                    layer.id,
-                    source.display()
-                );
-                return fail_all(hosts, &results, why);
+        let (sha, size) = match recorded {
+            Some(r) if ext != "img" || r.sha256 == expected => (r.sha256.clone(), r.bytes),
+            _ => {
+                let sha = if ext == "img" {
+                    Ok(expected.clone())
+                } else {
+                    sha256_file(&source).map_err(|e| e.to_string())
+                };
+                let size = fs::metadata(&source).map(|m| m.len());
+                match (sha, size) {
+                    (Ok(s), Ok(n)) => (s, n),
+                    (Err(e), _) => return fail_all(hosts, &results, e),
+                    (_, Err(e)) => {
+                        let why = format!(
+                            "the image of layer `{}` is not at `{}` ({e}): build the plan's \
+                             images first",
+                            layer.id,
+                            source.display()
+                        );
+                        return fail_all(hosts, &results, why);
+                    }
+                }
             }
         };
         if ext == "img" {

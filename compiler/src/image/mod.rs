@@ -100,7 +100,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use store::{sha256_hex, Entry, Output, Store};
-use vocc_runtime::plan::{Action, PlanLayer, StageItem, State, Step};
+use vocc_runtime::plan::{Action, FileSum, PlanLayer, StageItem, State, Step};
 use vocc_runtime::Plan;
 
 /// Versions of the builders; a change of what a builder makes bumps its version, so
@@ -1036,13 +1036,20 @@ fn qcow2_size(path: &Path) -> Option<u64> {
 fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
     let id = format!("{}/{}", job.cluster, job.name);
     let stem = format!("layers/{}/{}", job.cluster, job.name);
+    let sum = |o: &Output| FileSum {
+        sha256: o.sha256.clone(),
+        bytes: o.size,
+    };
     let fill = |l: &mut PlanLayer| {
         l.sha256 = Some(layer.image.sha256.clone());
         l.image = Some(format!("{stem}.img"));
         l.format = layer.format.parse().ok();
-        if layer.boot.is_some() {
+        l.sums.insert("img".into(), sum(&layer.image));
+        if let Some((kernel, initrd, _)) = &layer.boot {
             l.kernel = Some(format!("{stem}.vmlinuz"));
             l.initrd = Some(format!("{stem}.initrd"));
+            l.sums.insert("vmlinuz".into(), sum(kernel));
+            l.sums.insert("initrd".into(), sum(initrd));
         }
     };
     if let Some(l) = plan.layers.iter_mut().find(|l| l.id == id) {
@@ -1059,6 +1066,7 @@ fn update_plan_layer(plan: &mut Plan, job: &LayerJob, layer: &BuiltLayer) {
             format: None,
             kernel: None,
             initrd: None,
+            sums: Default::default(),
         };
         fill(&mut l);
         plan.layers.push(l);

@@ -71,6 +71,7 @@ pub(super) fn build(model: &Model, decisions: &[Decision]) -> Plan {
                 format: None,
                 kernel: None,
                 initrd: None,
+                sums: Default::default(),
             })
         })
         .collect();
