@@ -6,8 +6,9 @@
 //! runtime brings it up, then pauses and unpauses the whole cluster: once from a fresh
 //! runtime (sessions with every host opened on the way: what one `vocc pause` pays),
 //! then ten times more with the sessions open (what a control process that lives on
-//! pays). It reports, per N, the median of each, and their ratio to N = 1: an
-//! operation goes to every host at once, so its latency should not grow with N.
+//! pays), and asks for its status as many times. It reports, per N, the median of each,
+//! and their ratio to N = 1: an operation goes to every host at once, so its latency
+//! should not grow with N.
 //!
 //! Options (after `--`): `--hosts 1,2,4,8,16,32,64`, `--rounds 10`.
 //! Needs root (the lab) and the packages of `scripts/setup`.
@@ -199,6 +200,9 @@ fn main() {
         let floor = (control + part(0) + part(1) + part(2)) / cores;
         let mut status = Vec::new();
         for _ in 0..rounds {
+            // Past the moment in which the runtime takes a node's last answer as its
+            // state: each status asks every host.
+            std::thread::sleep(Duration::from_millis(1100));
             let t = Instant::now();
             let s = rt.status("bench").expect("status");
             assert_eq!(s.len(), n);

@@ -1108,20 +1108,20 @@ impl Runtime {
         // What each node's host sees, asked of every host at once.
         let mut seen: Vec<(Option<Observed>, Option<i32>)> = vec![(None, None); nodes.len()];
         if let Some(d) = &driver {
+            let ctxs: Vec<NodeCtx> = nodes
+                .iter()
+                .map(|n| self.ctx(cluster, n, &journal))
+                .collect();
+            // Every answer at hand: no thread need wait for one.
+            let jobs = if d.look(&ctxs) { 1 } else { self.opts.jobs };
             let look = |i: usize| -> std::result::Result<_, ()> {
-                let ctx = self.ctx(cluster, nodes[i], &journal);
-                Ok((d.observe(&ctx), d.pid(&ctx)))
+                Ok((d.observe(&ctxs[i]), d.pid(&ctxs[i])))
             };
-            dag::run(
-                &vec![Vec::new(); nodes.len()],
-                self.opts.jobs,
-                look,
-                |i, e| {
-                    if let Ended::Ran(Ok(s)) = e {
-                        seen[i] = s;
-                    }
-                },
-            );
+            dag::run(&vec![Vec::new(); nodes.len()], jobs, look, |i, e| {
+                if let Ended::Ran(Ok(s)) = e {
+                    seen[i] = s;
+                }
+            });
         }
         Ok(nodes
             .iter()

@@ -170,6 +170,14 @@ pub trait Driver: Send + Sync {
         None
     }
 
+    /// Asks at once, for every node on a host with an open session, what is there; the
+    /// answers serve `observe` and `pid` for the moment that follows. Returns whether
+    /// every node's answer is now at hand (so those calls cost no wait). A driver that
+    /// looks in place has nothing to do ahead.
+    fn look(&self, _nodes: &[NodeCtx]) -> bool {
+        false
+    }
+
     /// Ends the driver's own links to hosts (`sited`'s sessions), so that a program
     /// started next on a host does not wait behind them (a Slurm host with no free CPU).
     fn release(&self) {}

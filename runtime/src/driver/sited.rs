@@ -320,20 +320,21 @@ impl Sited {
         self.ask(host, n, action).map(|a| a.ok.unwrap_or_default())
     }
 
-    /// What the host said of the node within the last moment, else a fresh look.
-    fn looked(&self, host: &str, n: &NodeCtx) -> Option<NodeAnswer> {
-        if let Some((at, a)) = self
-            .hosts
+    /// What the host said of the node within the last moment, if it did.
+    fn fresh(&self, n: &NodeCtx) -> Option<NodeAnswer> {
+        self.hosts
             .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&n.node.id)
-        {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Some(a.clone());
-            }
-        }
-        self.ask(host, n, Action::Observe).ok()
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
+            .map(|(_, a)| a.clone())
+    }
+
+    /// What the host said of the node within the last moment, else a fresh look.
+    fn looked(&self, host: &str, n: &NodeCtx) -> Option<NodeAnswer> {
+        self.fresh(n)
+            .or_else(|| self.ask(host, n, Action::Observe).ok())
     }
 }
 
@@ -436,6 +437,30 @@ impl Driver for Sited {
             let (r, took) = wait();
             (r.map(|a| a.ok.unwrap_or_default()), took)
         }))
+    }
+
+    fn look(&self, nodes: &[NodeCtx]) -> bool {
+        let mut all = true;
+        let mut waits = Vec::new();
+        for n in nodes {
+            let Some(host) = self.remote(n) else {
+                all = false;
+                continue;
+            };
+            if self.fresh(n).is_some() {
+                continue;
+            }
+            match self.ready(host, n) {
+                Some(mux) => waits.push(self.send(host, &mux, n, Action::Observe)),
+                None => all = false,
+            }
+        }
+        // Each answer is kept as it is waited for; a host that did not answer is asked
+        // again by `observe`.
+        for wait in waits {
+            all &= wait().0.is_ok();
+        }
+        all
     }
 
     fn pause(&self, n: &NodeCtx) -> Result<String> {
