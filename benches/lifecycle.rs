@@ -124,34 +124,8 @@ fn main() {
                 &program.display().to_string(),
             ],
         );
-        let appliance = lab.dir.join("bench.voc");
-        std::fs::write(
-            &appliance,
-            format!(
-                "cluster bench {{\n  hypervisor kvm\n  network private {{ subnet 10.20.0.0/16; assign pool }}\n  \
-                 layer tiny {{ from busybox; size 64M }}\n  role worker {{ count {n}; root tiny; cpu 1; \
-                 memory 128M; nic eth0 private }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let out = lab.dir.join("out");
-        let built = Command::new(env!("CARGO_BIN_EXE_vocc"))
-            .arg("build")
-            .arg(&appliance)
-            .arg("--site")
-            .arg(lab.dir.join("site.voc"))
-            .arg("--config-only")
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        let plan = lab.sim_cluster("bench", n);
         lab.enter_control();
-        let plan = out.join("plan.json");
         let open = || Runtime::open(&plan, None, Options::default()).expect("the plan");
         let all = Selection::default();
         let rt = open();

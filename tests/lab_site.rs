@@ -311,12 +311,16 @@ fn layers_leave_the_control_machine_once_when_the_site_has_an_image_server() {
         "the control machine sent {again} bytes of a {layer}-byte layer the server had"
     );
     let built = std::fs::read(format!("{out}/layers/demo/tiny.img")).unwrap();
-    for host in ["h1", "h2", "h3"] {
-        if lab.host_file(host, "layers/demo/tiny.img").is_file() {
-            let got = std::fs::read(lab.host_file(host, "layers/demo/tiny.img")).unwrap();
-            assert!(got == built, "{host}'s image differs from the build's");
+    // Every host that runs a node of the layer holds the build's image.
+    let hosts_hold_the_build = || {
+        for host in ["h1", "h2", "h3"] {
+            if lab.host_file(host, "layers/demo/tiny.img").is_file() {
+                let got = std::fs::read(lab.host_file(host, "layers/demo/tiny.img")).unwrap();
+                assert!(got == built, "{host}'s image differs from the build's");
+            }
         }
-    }
+    };
+    hosts_hold_the_build();
 
     // An image server that cannot be reached is passed over, and said so.
     let ran = vocc(&["down", &out]);
@@ -344,12 +348,7 @@ fn layers_leave_the_control_machine_once_when_the_site_has_an_image_server() {
         without < layer / 4,
         "the control machine sent {without} bytes of a {layer}-byte layer it does not hold"
     );
-    for host in ["h1", "h2", "h3"] {
-        if lab.host_file(host, "layers/demo/tiny.img").is_file() {
-            let got = std::fs::read(lab.host_file(host, "layers/demo/tiny.img")).unwrap();
-            assert!(got == built, "{host}'s image differs from the build's");
-        }
-    }
+    hosts_hold_the_build();
     let ran = vocc(&["down", &out]);
     assert!(ran.success(), "{}", ran.report());
     // Without the server as well, nothing can send the layer: each host's staging
@@ -389,32 +388,9 @@ fn a_kept_runtime_operates_on_every_host_at_once_and_a_cut_host_fails_alone() {
             &program.display().to_string(),
         ],
     );
-    let appliance = lab.dir.join("ops.voc");
-    std::fs::write(
-        &appliance,
-        "cluster ops {\n  hypervisor kvm\n  network private { subnet 10.20.0.0/16; assign pool }\n  \
-         layer tiny { from busybox; size 64M }\n  role worker { count 3; root tiny; cpu 1; \
-         memory 128M; nic eth0 private }\n}\n",
-    )
-    .unwrap();
-    let out = lab.dir.join("out");
-    let (appliance_s, site_s, out_s) = (
-        appliance.display().to_string(),
-        lab.dir.join("site.voc").display().to_string(),
-        out.display().to_string(),
-    );
-    let built = vocc(&[
-        "build",
-        &appliance_s,
-        "--site",
-        &site_s,
-        "--config-only",
-        "-o",
-        &out_s,
-    ]);
-    assert!(built.success(), "{}", built.report());
+    let plan = lab.sim_cluster("ops", 3);
     lab.enter_control();
-    let rt = Runtime::open(&out.join("plan.json"), None, Options::default()).unwrap();
+    let rt = Runtime::open(&plan, None, Options::default()).unwrap();
     let all = Selection::default();
     let up = rt.up("ops", State::Running, Some("sim"), &all).unwrap();
     assert!(up.ok, "{up:?}");

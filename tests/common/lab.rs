@@ -121,6 +121,35 @@ impl Lab {
         .collect()
     }
 
+    /// Builds (its configuration only) a cluster `name` of `n` workers, one on each
+    /// host as the lab's site file places them, for the `sim` driver; returns its plan.
+    pub fn sim_cluster(&self, name: &str, n: usize) -> PathBuf {
+        let appliance = self.dir.join(format!("{name}.voc"));
+        std::fs::write(
+            &appliance,
+            format!(
+                "cluster {name} {{\n  hypervisor kvm\n  network private {{ subnet 10.20.0.0/16; \
+                 assign pool }}\n  layer tiny {{ from busybox; size 64M }}\n  role worker {{ \
+                 count {n}; root tiny; cpu 1; memory 128M; nic eth0 private }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let out = self.dir.join(format!("{name}-out"));
+        let ran = run(
+            Command::new(env!("CARGO_BIN_EXE_vocc"))
+                .arg("build")
+                .arg(&appliance)
+                .arg("--site")
+                .arg(self.dir.join("site.voc"))
+                .arg("--config-only")
+                .arg("-o")
+                .arg(&out),
+            Duration::from_secs(120),
+        );
+        assert!(ran.success(), "{}", ran.report());
+        out.join("plan.json")
+    }
+
     /// Moves the calling thread (and the threads and programs it starts afterwards) into
     /// the control machine's network namespace, as if it ran on `ctl`.
     pub fn enter_control(&self) {
