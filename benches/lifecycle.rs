@@ -124,7 +124,7 @@ fn main() {
                 &program.display().to_string(),
             ],
         );
-        let plan = lab.sim_cluster("bench", n);
+        let plan = lab.sim_cluster(Path::new(env!("CARGO_BIN_EXE_vocc")), "bench", n);
         lab.enter_control();
         let open = || Runtime::open(&plan, None, Options::default()).expect("the plan");
         let all = Selection::default();

@@ -388,7 +388,7 @@ fn a_kept_runtime_operates_on_every_host_at_once_and_a_cut_host_fails_alone() {
             &program.display().to_string(),
         ],
     );
-    let plan = lab.sim_cluster("ops", 3);
+    let plan = lab.sim_cluster(Path::new(env!("CARGO_BIN_EXE_vocc")), "ops", 3);
     lab.enter_control();
     let rt = Runtime::open(&plan, None, Options::default()).unwrap();
     let all = Selection::default();

@@ -121,9 +121,10 @@ impl Lab {
         .collect()
     }
 
-    /// Builds (its configuration only) a cluster `name` of `n` workers, one on each
-    /// host as the lab's site file places them, for the `sim` driver; returns its plan.
-    pub fn sim_cluster(&self, name: &str, n: usize) -> PathBuf {
+    /// Builds with `vocc` (its configuration only) a cluster `name` of `n` workers, one
+    /// on each host as the lab's site file places them, for the `sim` driver; returns
+    /// its plan.
+    pub fn sim_cluster(&self, vocc: &Path, name: &str, n: usize) -> PathBuf {
         let appliance = self.dir.join(format!("{name}.voc"));
         std::fs::write(
             &appliance,
@@ -136,7 +137,7 @@ impl Lab {
         .unwrap();
         let out = self.dir.join(format!("{name}-out"));
         let ran = run(
-            Command::new(env!("CARGO_BIN_EXE_vocc"))
+            Command::new(vocc)
                 .arg("build")
                 .arg(&appliance)
                 .arg("--site")
