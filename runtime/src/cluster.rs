@@ -793,14 +793,8 @@ impl Runtime {
         type Done = std::result::Result<(String, f64), (String, f64)>;
         let mut ended: Vec<(usize, Done)> = Vec::with_capacity(todo.len());
         let work = |k: usize| -> Done {
-            let node = ctx(todo[here[k]]);
             let t = Instant::now();
-            let r = match op {
-                Op::Pause => driver.pause(&node),
-                Op::Unpause => driver.unpause(&node),
-                Op::Stop => driver.stop(&node, self.opts.force, self.opts.stop_grace),
-                Op::Unstage => driver.unload(&node),
-            };
+            let r = driver.change(&ctx(todo[here[k]]), change);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             r.map(|d| (d, ms)).map_err(|e| (e.to_string(), ms))
         };

@@ -327,6 +327,20 @@ fn open(
     }
 }
 
+/// A host's failure at `step` (its log is added at the end, from its trail).
+fn failed(host: &str, step: &str, error: String, have: u64, secs: f64) -> HostResult {
+    HostResult {
+        host: host.to_owned(),
+        outcome: Outcome::Failed {
+            step: step.to_owned(),
+            error,
+            have,
+        },
+        secs,
+        log: Vec::new(),
+    }
+}
+
 /// Stages `transfer` to every target; returns one result per target, in their order.
 pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -> Vec<HostResult> {
     let started = Instant::now();
@@ -384,16 +398,8 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                 Ok(s) => sessions.push(s),
                 Err(error) => {
                     let have = last_error[i].as_ref().map_or(0, |e| e.2);
-                    results[i] = Some(HostResult {
-                        host: targets[i].host.clone(),
-                        outcome: Outcome::Failed {
-                            step: "connect".into(),
-                            error,
-                            have,
-                        },
-                        secs: started.elapsed().as_secs_f64(),
-                        log: Vec::new(),
-                    });
+                    let secs = started.elapsed().as_secs_f64();
+                    results[i] = Some(failed(&targets[i].host, "connect", error, have, secs));
                 }
             }
         }
@@ -426,16 +432,9 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
             for s in lacking {
                 let (i, have) = (s.index, s.have);
                 s.close();
-                results[i] = Some(HostResult {
-                    host: targets[i].host.clone(),
-                    outcome: Outcome::Failed {
-                        step: "source".into(),
-                        error: format!("{why}, and {server}"),
-                        have,
-                    },
-                    secs: started.elapsed().as_secs_f64(),
-                    log: Vec::new(),
-                });
+                let error = format!("{why}, and {server}");
+                let secs = started.elapsed().as_secs_f64();
+                results[i] = Some(failed(&targets[i].host, "source", error, have, secs));
             }
         }
         let needy: Vec<usize> = (0..sessions.len())
@@ -540,25 +539,12 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     if step == "receive" || step == "listen" {
                         last_error[i] = Some((step, error, have));
                     } else {
-                        results[i] = Some(HostResult {
-                            host: targets[i].host.clone(),
-                            outcome: Outcome::Failed { step, error, have },
-                            secs,
-                            log: Vec::new(),
-                        });
+                        results[i] = Some(failed(&targets[i].host, &step, error, have, secs));
                     }
                 }
                 Ok(other) => {
-                    results[i] = Some(HostResult {
-                        host: targets[i].host.clone(),
-                        outcome: Outcome::Failed {
-                            step: "protocol".into(),
-                            error: format!("unexpected answer {other:?}"),
-                            have: 0,
-                        },
-                        secs,
-                        log: Vec::new(),
-                    });
+                    let error = format!("unexpected answer {other:?}");
+                    results[i] = Some(failed(&targets[i].host, "protocol", error, 0, secs));
                 }
                 Err(e) => {
                     // The control link itself is gone: the host (or its link) is down.
@@ -568,16 +554,8 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     } else {
                         format!("{e}: {why}")
                     };
-                    results[i] = Some(HostResult {
-                        host: targets[i].host.clone(),
-                        outcome: Outcome::Failed {
-                            step: "link".into(),
-                            error: format!("the host became unreachable ({error})"),
-                            have,
-                        },
-                        secs,
-                        log: Vec::new(),
-                    });
+                    let error = format!("the host became unreachable ({error})");
+                    results[i] = Some(failed(&targets[i].host, "link", error, have, secs));
                 }
             }
         }
@@ -596,12 +574,7 @@ pub fn distribute(transfer: &Transfer, targets: &[Target], strategy: Strategy) -
                     last_error[i]
                         .clone()
                         .unwrap_or(("receive".into(), "no progress".into(), 0));
-                HostResult {
-                    host: t.host.clone(),
-                    outcome: Outcome::Failed { step, error, have },
-                    secs: started.elapsed().as_secs_f64(),
-                    log: Vec::new(),
-                }
+                failed(&t.host, &step, error, have, started.elapsed().as_secs_f64())
             });
             HostResult {
                 log: trails[i].lines(),

@@ -162,6 +162,16 @@ pub trait Driver: Send + Sync {
         })
     }
 
+    /// Carries out `change` on the node, waiting for it (the method it names).
+    fn change(&self, n: &NodeCtx, change: Change) -> Result<String> {
+        match change {
+            Change::Pause => self.pause(n),
+            Change::Unpause => self.unpause(n),
+            Change::Stop { force, grace } => self.stop(n, force, grace),
+            Change::Unload => self.unload(n),
+        }
+    }
+
     /// Sends `change` for the node to where it runs and returns at once, with what
     /// waits for its answer, when the driver can (a node on a host reached over an open
     /// session): one thread then has the change in flight on every host. `None`: the
