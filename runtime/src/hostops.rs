@@ -237,8 +237,11 @@ pub struct Hello {
 /// it is kept (in the user's runtime folder) for as long as the binary's device, inode,
 /// size and modification time stay the same.
 fn own_sha256() -> io::Result<String> {
-    let exe = std::env::current_exe()?;
-    let key = crate::hostnode::file_key(&std::fs::metadata(&exe)?);
+    // The running program itself: its path may name another file by now (an install
+    // renamed over it while this one runs), which `current_exe` would give as
+    // `… (deleted)`.
+    let exe = Path::new("/proc/self/exe");
+    let key = crate::hostnode::file_key(&std::fs::metadata(exe)?);
     let cache = crate::state::user_dir().join("host-program.sha256");
     if let Ok(text) = std::fs::read_to_string(&cache) {
         if let Some(sha) = text.trim().strip_prefix(&format!("{key} ")) {
@@ -247,7 +250,7 @@ fn own_sha256() -> io::Result<String> {
             }
         }
     }
-    let sha = crate::relay::sha256_file(&exe)?;
+    let sha = crate::relay::sha256_file(exe)?;
     if std::fs::create_dir_all(crate::state::user_dir()).is_ok() {
         let _ = crate::atomic::write(&cache, format!("{key} {sha}\n").as_bytes(), 0o644);
     }
